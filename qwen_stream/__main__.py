@@ -1,0 +1,105 @@
+"""Command line: `python -m qwen_stream say "TEXT" --model-path DIR --out out.wav`.
+
+`say` runs the same engine and streaming decoder as the server, so the WAV holds exactly the bytes a
+stream would carry."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import wave
+from pathlib import Path
+
+from .settings import SAMPLE_RATE, EngineSettings, ModelSettings, StreamingSettings
+
+
+def _say_parser(sub) -> None:
+    p = sub.add_parser("say", help="speak TEXT into a WAV file through the streaming engine")
+    p.add_argument("text")
+    p.add_argument("--model-path", required=True, help="checkpoint directory or hub id")
+    p.add_argument("--out", required=True, help="output WAV path")
+    p.add_argument("--language", default="Auto")
+    voice = p.add_mutually_exclusive_group()
+    voice.add_argument("--speaker", help="built-in speaker (CustomVoice models)")
+    voice.add_argument("--ref-audio", help="reference audio file to clone (Base models)")
+    p.add_argument("--ref-text", help="transcript of --ref-audio (ICL mode); without it, x-vector mode")
+    p.add_argument("--instruct", help="voice description (VoiceDesign) or style instruction (CustomVoice 1.7B)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--chunk-size", type=int, default=StreamingSettings.chunk_size)
+    p.add_argument("--first-chunk-size", type=int)
+    p.add_argument("--left-context", type=int, default=StreamingSettings.left_context)
+    p.add_argument("--max-frames", type=int, help="stop after this many frames (default: by text length)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--codes-out", help="also save the generated frames as an int array (frames, 16) .npy")
+
+
+def _say(args) -> int:
+    import numpy as np
+
+    from .engine import AudioChunk, Engine
+    from .generation import SynthesisRequest, Voice
+    from .model import load_model
+    from .voices import clone_prompt, read_audio
+
+    streaming = StreamingSettings(
+        chunk_size=args.chunk_size,
+        first_chunk_size=min(args.first_chunk_size or StreamingSettings.first_chunk_size, args.chunk_size),
+        left_context=args.left_context,
+    )
+    model_settings = ModelSettings(path=args.model_path, device=args.device, dtype=args.dtype)
+    model = load_model(model_settings)
+    if args.ref_audio:
+        samples, rate = read_audio(Path(args.ref_audio).read_bytes())
+        voice = Voice(clone=clone_prompt(model, samples, rate, args.ref_text))
+    else:
+        speaker = args.speaker
+        if speaker is None and model.family == "custom_voice":
+            speaker = model.speakers[0]
+        voice = Voice(speaker=speaker, instruct=args.instruct)
+    request = SynthesisRequest(text=args.text, language=args.language, voice=voice, seed=args.seed,
+                               max_frames=args.max_frames)
+    engine = Engine(model, EngineSettings(model=model_settings, streaming=streaming))
+    try:
+        pcm = bytearray()
+        for event in engine.stream(request, keep_codes=bool(args.codes_out)):
+            if isinstance(event, AudioChunk):
+                pcm += event.pcm
+            else:
+                end = event
+        with wave.open(args.out, "wb") as wav:
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(SAMPLE_RATE)
+            wav.writeframes(bytes(pcm))
+        if args.codes_out:
+            np.save(args.codes_out, end.codes.numpy().astype(np.int64))
+        stats = end.stats
+        print(f"{args.out}: {stats.frames} frames, {stats.audio_seconds:.2f} s audio, first chunk "
+              f"{(stats.ttfb or 0) * 1000:.0f} ms, RTF {stats.rtf or 0:.2f} ({end.outcome})")
+    finally:
+        engine.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qwen_stream", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _say_parser(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from .generation import SynthesisError
+    from .model import ModelLoadError
+    from .voices import VoiceError
+
+    try:
+        return _say(args)
+    except (ModelLoadError, SynthesisError, VoiceError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

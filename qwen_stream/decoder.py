@@ -1,0 +1,81 @@
+"""Sliding-window decoding of codec frames into PCM16 bytes, with no seams.
+
+The 12 Hz decoder is strictly causal, so the samples of frame t depend only on frames <= t. Decoding
+`context + new` frames and keeping the last `new * 1920` samples therefore reproduces the full decode up
+to the context's truncation error (DESIGN.md section 3): no fades, no crossfades, nothing overlapped.
+
+Chunk schedule: the first chunk holds `first_chunk_size` frames (the lowest time to first audio); each
+later chunk doubles, up to `chunk_size`. Doubling keeps playback gapless whenever generation runs at least
+twice real time, while spending only a few extra window decodes at the start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from .settings import SAMPLES_PER_FRAME, StreamingSettings
+
+DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # codes (T, 16) -> waveform (T * 1920,)
+
+
+def to_pcm16(wav: torch.Tensor) -> bytes:
+    """Float waveform in [-1, 1] -> little-endian signed 16-bit bytes."""
+    samples = (wav.detach().float().clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16).cpu().numpy()
+    return samples.astype("<i2", copy=False).tobytes()
+
+
+def chunk_schedule(settings: StreamingSettings):
+    """Yields chunk sizes: first_chunk_size, then doubling, capped at chunk_size."""
+    size = settings.first_chunk_size
+    while True:
+        yield size
+        size = min(settings.chunk_size, size * 2)
+
+
+class StreamingDecoder:
+    """Collects frames of one utterance and turns them into PCM as soon as a chunk is complete."""
+
+    def __init__(self, decode: DecodeFn, settings: StreamingSettings, context_codes: torch.Tensor | None = None):
+        self._decode = decode
+        self._left_context = settings.left_context
+        self._schedule = chunk_schedule(settings)
+        self._target = next(self._schedule)
+        # Frames already spoken (an ICL reference's codes, then our own), kept only as far as the context reaches.
+        self._history: list[torch.Tensor] = []
+        if context_codes is not None and self._left_context > 0 and len(context_codes) > 0:
+            self._history = list(context_codes[-self._left_context :])
+        self._pending = 0
+        self.frames = 0
+        self.decode_calls = 0
+
+    def push(self, frame: torch.Tensor) -> bytes | None:
+        """Adds one frame (16 codes); returns PCM bytes when it completes a chunk."""
+        self._history.append(frame)
+        self._pending += 1
+        self.frames += 1
+        if self._pending >= self._target:
+            self._target = next(self._schedule)
+            return self._emit()
+        return None
+
+    def flush(self) -> bytes | None:
+        """PCM for the frames not yet emitted (end of the utterance)."""
+        return self._emit() if self._pending else None
+
+    def _emit(self) -> bytes:
+        new = self._pending
+        context = min(self._left_context, len(self._history) - new)
+        window = torch.stack(self._history[len(self._history) - new - context :])
+        wav = self._decode(window)
+        self.decode_calls += 1
+        self._pending = 0
+        if len(self._history) > self._left_context:
+            del self._history[: len(self._history) - self._left_context]
+        return to_pcm16(wav[-new * SAMPLES_PER_FRAME :])
+
+
+def pcm16_to_float(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767.0

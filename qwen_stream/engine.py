@@ -1,0 +1,323 @@
+"""The engine: one worker thread owns the model and runs jobs; callers get self-describing audio chunks.
+
+Nothing here knows HTTP. A job is one utterance. Its state (decoder, cap, cancel flag, timings) lives on
+the job, and the job is the sink the frame tap hands frames to. Events reach the caller through a
+callback that runs on the worker thread; `stream()` and `astream()` adapt it to a plain generator and to
+an asyncio async generator (thread-safe hand-off into the event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from .decoder import StreamingDecoder
+from .generation import SynthesisRequest, check_request, frame_cap, generate_streaming
+from .model import LoadedModel
+from .settings import FRAME_SECONDS, SAMPLE_RATE, EngineSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """PCM16 little-endian mono audio, with its format stated."""
+
+    pcm: bytes
+    frames: int
+    index: int
+    sample_rate: int = SAMPLE_RATE
+    sample_width: int = 2
+    channels: int = 1
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / (self.sample_rate * self.sample_width * self.channels)
+
+
+@dataclass
+class JobStats:
+    submitted: float
+    started: float | None = None
+    first_chunk: float | None = None
+    finished: float | None = None
+    frames: int = 0
+    chunks: int = 0
+    decode_seconds: float = 0.0
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.frames * FRAME_SECONDS
+
+    @property
+    def queue_seconds(self) -> float | None:
+        return None if self.started is None else self.started - self.submitted
+
+    @property
+    def ttfb(self) -> float | None:
+        """Engine time to first chunk: from the start of the job's generation."""
+        return None if self.first_chunk is None or self.started is None else self.first_chunk - self.started
+
+    @property
+    def rtf(self) -> float | None:
+        """Real-time factor: compute time / audio time (below 1 is faster than real time)."""
+        if self.finished is None or self.started is None or not self.frames:
+            return None
+        return (self.finished - self.started) / self.audio_seconds
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """Last event of a job. outcome: "done" (EOS), "capped" (frame budget), "cancelled"."""
+
+    outcome: str
+    stats: JobStats
+    codes: torch.Tensor | None = None  # (frames, 16) when the job was asked to keep them
+
+
+@dataclass(frozen=True)
+class StreamError:
+    error: BaseException
+    stats: JobStats
+
+
+Event = AudioChunk | StreamEnd | StreamError
+EventCallback = Callable[[Event], None]
+
+
+class Job:
+    """One utterance in flight. Also the frame sink the tap writes to."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, request: SynthesisRequest, cap: int, decoder: StreamingDecoder, emit: EventCallback,
+                 keep_codes: bool = False):
+        self.id = next(Job._ids)
+        self.request = request
+        self.cap = cap
+        self.stats = JobStats(submitted=time.perf_counter())
+        self.codes: list[torch.Tensor] | None = [] if keep_codes else None
+        self._decoder = decoder
+        self._emit = emit
+        self._cancelled = threading.Event()
+        self._eos = False
+        self._ended = threading.Event()
+
+    # -- control (any thread) --------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stops generation for this job within one frame step (or before it starts)."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._ended.wait(timeout)
+
+    # -- FrameSink (worker thread) -------------------------------------------------------------------
+    @property
+    def stopped(self) -> bool:
+        return self._eos or self._cancelled.is_set() or self.stats.frames >= self.cap
+
+    def on_frame(self, codes: torch.Tensor) -> None:
+        self.stats.frames += 1
+        if self.codes is not None:
+            self.codes.append(codes.detach().cpu())
+        started = time.perf_counter()
+        pcm = self._decoder.push(codes)
+        if pcm is not None:
+            self.stats.decode_seconds += time.perf_counter() - started
+            self._send_chunk(pcm)
+
+    def on_eos(self) -> None:
+        self._eos = True
+
+    # -- lifecycle (worker thread) ----------------------------------------------------------------------
+    def _send_chunk(self, pcm: bytes) -> None:
+        if self.stats.first_chunk is None:
+            self.stats.first_chunk = time.perf_counter()
+        frames = len(pcm) // 3840
+        self._emit(AudioChunk(pcm=pcm, frames=frames, index=self.stats.chunks))
+        self.stats.chunks += 1
+
+    def _finish(self) -> None:
+        if not self.cancelled:
+            started = time.perf_counter()
+            tail = self._decoder.flush()
+            if tail is not None:
+                self.stats.decode_seconds += time.perf_counter() - started
+                self._send_chunk(tail)
+        self.stats.finished = time.perf_counter()
+        outcome = "cancelled" if self.cancelled else ("done" if self._eos else "capped")
+        codes = None
+        if self.codes is not None:
+            codes = torch.stack(self.codes) if self.codes else torch.zeros((0, 16), dtype=torch.long)
+        self._end(StreamEnd(outcome=outcome, stats=self.stats, codes=codes))
+
+    def _fail(self, error: BaseException) -> None:
+        self.stats.finished = time.perf_counter()
+        self._end(StreamError(error=error, stats=self.stats))
+
+    def _end(self, event: Event) -> None:
+        try:
+            self._emit(event)
+        finally:
+            self._ended.set()
+
+
+_STOP = object()
+
+
+class Engine:
+    """Owns one loaded model and the only thread that touches it."""
+
+    def __init__(self, model: LoadedModel, settings: EngineSettings):
+        self.model = model
+        self.settings = settings
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._active: Job | None = None
+        self._pending: set[Job] = set()
+        self.frames_generated = 0  # monotonic, for checking that stopped work really stopped
+        self.jobs_run = 0
+        self._thread = threading.Thread(target=self._run, name="qwen-stream-engine", daemon=True)
+        self._thread.start()
+
+    # -- submitting -----------------------------------------------------------------------------------
+    def submit(self, request: SynthesisRequest, emit: EventCallback, keep_codes: bool = False) -> Job:
+        """Validates and queues a request. Raises SynthesisError for a request this model cannot serve."""
+        check_request(self.model, request)
+        if not self._thread.is_alive():
+            raise RuntimeError("engine is closed")
+        context = request.voice.context_codes
+        decoder = StreamingDecoder(self.model.decode, self.settings.streaming,
+                                   context_codes=None if context is None else context.to(self.model.device))
+        job = Job(request, frame_cap(request, self.settings.budget), decoder, emit, keep_codes=keep_codes)
+        with self._lock:
+            self._pending.add(job)
+        self._queue.put(job)
+        return job
+
+    def stream(self, request: SynthesisRequest, keep_codes: bool = False) -> Iterator[AudioChunk | StreamEnd]:
+        """Blocking generator of chunks, ending with the StreamEnd. Raises the job's error, if any.
+        Closing the generator early cancels the job."""
+        events: queue.Queue = queue.Queue()
+        job = self.submit(request, events.put, keep_codes=keep_codes)
+        try:
+            while True:
+                event = events.get()
+                if isinstance(event, StreamError):
+                    raise event.error
+                yield event
+                if isinstance(event, StreamEnd):
+                    return
+        finally:
+            job.cancel()
+
+    def submit_async(self, request: SynthesisRequest, loop: asyncio.AbstractEventLoop | None = None
+                     ) -> tuple[Job, asyncio.Queue]:
+        """Queues a request whose events arrive in an asyncio.Queue of the given (or running) loop."""
+        loop = loop or asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        job_ref: list[Job] = []
+
+        def emit(event: Event) -> None:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:  # the loop is gone (shutdown): nobody listens any more
+                if job_ref:
+                    job_ref[0].cancel()
+
+        job = self.submit(request, emit)
+        job_ref.append(job)
+        return job, events
+
+    async def astream(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk | StreamEnd]:
+        """Async generator counterpart of stream(). Leaving it early (disconnect) cancels the job."""
+        job, events = self.submit_async(request)
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, StreamError):
+                    raise event.error
+                yield event
+                if isinstance(event, StreamEnd):
+                    return
+        finally:
+            job.cancel()
+
+    # -- state ----------------------------------------------------------------------------------------
+    @property
+    def active_job(self) -> Job | None:
+        return self._active
+
+    @property
+    def idle(self) -> bool:
+        with self._lock:
+            return self._active is None and not self._pending
+
+    @property
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._pending) - (1 if self._active is not None else 0)
+
+    def warmup(self, request: SynthesisRequest) -> JobStats:
+        """One short generation so first-request latency does not include lazy initialisation."""
+        stats = None
+        for event in self.stream(request):
+            if isinstance(event, StreamEnd):
+                stats = event.stats
+        return stats
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            jobs = list(self._pending)
+        for job in jobs:
+            job.cancel()
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    # -- worker thread --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is _STOP:
+                return
+            with self._lock:
+                self._active = job
+            try:
+                self._run_job(job)
+            finally:
+                with self._lock:
+                    self._active = None
+                    self._pending.discard(job)
+
+    def _run_job(self, job: Job) -> None:
+        job.stats.started = time.perf_counter()
+        if job.cancelled:
+            job._finish()
+            return
+        frames_before = job.stats.frames
+        try:
+            generate_streaming(self.model, [job.request], [job], self.settings.sampling, max_new_frames=job.cap)
+        except Exception as error:  # the job's failure goes to its caller; the worker lives on
+            log.exception("job %s failed", job.id)
+            self.frames_generated += job.stats.frames - frames_before
+            job._fail(error)
+            return
+        self.frames_generated += job.stats.frames - frames_before
+        self.jobs_run += 1
+        job._finish()

@@ -1,0 +1,202 @@
+"""Loading a Qwen3-TTS checkpoint (local directory or hub id) and what the rest of the engine needs of it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .settings import SAMPLE_RATE, SAMPLES_PER_FRAME, ModelSettings
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("base", "custom_voice", "voice_design")
+# Display names of the CustomVoice speakers; checkpoints key them in lower case.
+BUILTIN_SPEAKERS = ("Vivian", "Serena", "Uncle_Fu", "Dylan", "Eric", "Ryan", "Aiden", "Ono_Anna", "Sohee")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelLoadError(RuntimeError):
+    """A checkpoint could not be loaded; the message says what to do (one line, no traceback needed)."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str
+    dtype: torch.dtype
+    attention: str
+
+
+def resolve_placement(settings: ModelSettings) -> Placement:
+    device = settings.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+
+    dtypes = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+              "fp32": torch.float32, "float32": torch.float32}
+    if settings.dtype == "auto":
+        if device.startswith("cuda"):
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            dtype = torch.float32
+    elif settings.dtype in dtypes:
+        dtype = dtypes[settings.dtype]
+    else:
+        raise ModelLoadError(f"unknown dtype {settings.dtype!r}; use one of auto, bf16, fp16, fp32")
+
+    attention = settings.attention
+    if attention == "auto":
+        flash = device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None
+        attention = "flash_attention_2" if flash and dtype != torch.float32 else "sdpa"
+    elif attention not in ("sdpa", "eager", "flash_attention_2"):
+        raise ModelLoadError(f"unknown attention {attention!r}; use one of auto, sdpa, eager, flash_attention_2")
+    return Placement(device=device, dtype=dtype, attention=attention)
+
+
+def _check_local_checkpoint(path: Path) -> None:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(f"{path} has no config.json: it is not a Qwen3-TTS checkpoint directory")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{config_file} is not readable JSON ({e})") from e
+    if config.get("model_type") != "qwen3_tts":
+        raise ModelLoadError(
+            f"{path} holds a {config.get('model_type')!r} model, not a Qwen3-TTS one (model_type 'qwen3_tts'); "
+            "point --model-path at a Qwen3-TTS-12Hz checkpoint"
+        )
+    if config.get("tokenizer_type", "qwen3_tts_tokenizer_12hz") != "qwen3_tts_tokenizer_12hz" and "12hz" not in str(
+        config.get("tokenizer_type", "")
+    ):
+        raise ModelLoadError(f"{path} uses tokenizer {config.get('tokenizer_type')!r}; only the 12 Hz models stream")
+    for required in ("generation_config.json", "speech_tokenizer/config.json"):
+        if not (path / required).is_file():
+            raise ModelLoadError(f"{path} is missing {required}; the checkpoint is incomplete, download it again")
+
+
+def load_model(settings: ModelSettings) -> "LoadedModel":
+    """Load a checkpoint through qwen-tts' own `from_pretrained` (the same path for real and tiny weights)."""
+    from qwen_tts import Qwen3TTSModel  # heavy import: only when a model is actually loaded
+
+    source = settings.path
+    local = Path(source).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ModelLoadError(f"{local} is a file; --model-path takes a checkpoint directory or a hub id")
+        _check_local_checkpoint(local)
+        source = str(local)
+    elif not _HUB_ID.match(source):
+        raise ModelLoadError(
+            f"{source!r} is neither an existing directory nor a hub id like 'Qwen/Qwen3-TTS-12Hz-0.6B-Base'; "
+            "check the path, or run with --demo to try the server without weights"
+        )
+
+    placement = resolve_placement(settings)
+    log.info("loading %s on %s (%s, %s)", source, placement.device, placement.dtype, placement.attention)
+    try:
+        tts = Qwen3TTSModel.from_pretrained(
+            source, device_map=placement.device, dtype=placement.dtype, attn_implementation=placement.attention
+        )
+    except ModelLoadError:
+        raise
+    except OSError as e:
+        if not local.exists():
+            raise ModelLoadError(
+                f"could not fetch {source!r} from the Hugging Face hub ({_first_line(e)}); on a machine with "
+                f"network run `huggingface-cli download {source} --local-dir DIR` and pass --model-path DIR"
+            ) from e
+        raise ModelLoadError(f"could not read checkpoint {source}: {_first_line(e)}") from e
+    except (ValueError, TypeError, KeyError, RuntimeError, ImportError) as e:
+        raise ModelLoadError(f"could not load checkpoint {source}: {_first_line(e)}") from e
+    return LoadedModel(tts=tts, source=source, placement=placement, fast_code_predictor=settings.fast_code_predictor)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+class LoadedModel:
+    """One loaded checkpoint: the qwen-tts wrapper plus the facts the engine asks of it.
+
+    Construction installs the frame tap (once per model) and, optionally, the lean code-predictor loop.
+    """
+
+    def __init__(self, tts, source: str, placement: Placement, fast_code_predictor: bool = True):
+        from .code_predictor import install_fast_code_predictor
+        from .tap import FrameTap
+
+        self.tts = tts
+        self.source = source
+        self.placement = placement
+        self.inner = tts.model
+        config = self.inner.config
+        self.family: str = config.tts_model_type
+        if self.family not in FAMILIES:
+            raise ModelLoadError(f"unknown Qwen3-TTS model type {self.family!r}")
+        self.size: str = str(config.tts_model_size)
+        self.eos_id: int = int(config.talker_config.codec_eos_token_id)
+        self.num_code_groups: int = int(config.talker_config.num_code_groups)
+        self.tap = FrameTap(self.inner.talker, eos_id=self.eos_id)
+        if fast_code_predictor:
+            install_fast_code_predictor(self.inner.talker.code_predictor)
+        speech_model = self.inner.speech_tokenizer.model
+        self._decoder = speech_model.decoder
+        upsample = int(speech_model.get_decode_upsample_rate())
+        if upsample != SAMPLES_PER_FRAME or int(speech_model.get_output_sample_rate()) != SAMPLE_RATE:
+            raise ModelLoadError(
+                f"speech tokenizer makes {upsample} samples per frame at {speech_model.get_output_sample_rate()} Hz; "
+                f"expected {SAMPLES_PER_FRAME} at {SAMPLE_RATE}"
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.talker.device
+
+    @property
+    def speakers(self) -> list[str]:
+        """Speaker names as users write them (display case when known)."""
+        keys = [str(k) for k in self.inner.get_supported_speakers()]
+        display = {name.lower(): name for name in BUILTIN_SPEAKERS}
+        return [display.get(k.lower(), k) for k in keys]
+
+    @property
+    def languages(self) -> list[str]:
+        return [str(lang) for lang in self.inner.get_supported_languages()]
+
+    @property
+    def accepts_instruct(self) -> bool:
+        """VoiceDesign always; CustomVoice only above 0.6B (the library drops it for "0b6")."""
+        if self.family == "voice_design":
+            return True
+        return self.family == "custom_voice" and self.size != "0b6"
+
+    @torch.inference_mode()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (T, 16) -> float waveform (T * 1920,), one decoder call over the whole window."""
+        window = codes.to(self._decoder.device if hasattr(self._decoder, "device") else self.device)
+        wav = self._decoder(window.long().clamp(min=0).transpose(0, 1).unsqueeze(0))
+        return wav[0, 0].float()
+
+    def describe(self) -> dict:
+        return {
+            "source": self.source,
+            "family": self.family,
+            "size": self.size,
+            "device": self.placement.device,
+            "dtype": str(self.placement.dtype).removeprefix("torch."),
+            "attention": self.placement.attention,
+        }
+
+
+def is_local_path(path: str) -> bool:
+    return os.path.isdir(os.path.expanduser(path))

@@ -1,0 +1,98 @@
+"""Engine settings: what is fixed for the whole server, apart from what a request may choose.
+
+`None` in a sampling field means "use the checkpoint's generation_config.json", so a real checkpoint's
+tuned defaults win unless the operator overrides them on purpose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SAMPLE_RATE = 24_000
+SAMPLES_PER_FRAME = 1920  # 12.5 frames per second at 24 kHz
+BYTES_PER_FRAME = SAMPLES_PER_FRAME * 2  # PCM16 mono
+FRAME_SECONDS = SAMPLES_PER_FRAME / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    subtalker_temperature: float | None = None
+    subtalker_top_k: int | None = None
+    subtalker_top_p: float | None = None
+    do_sample: bool | None = None
+
+    def overrides(self) -> dict:
+        """The fields the operator set, as keyword arguments for the model's generate."""
+        return {name: value for name, value in self.__dict__.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class StreamingSettings:
+    """How generated frames become PCM chunks (see decoder.py for the schedule)."""
+
+    chunk_size: int = 4
+    first_chunk_size: int = 1
+    left_context: int = 72
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if not 1 <= self.first_chunk_size <= self.chunk_size:
+            raise ValueError(
+                f"first_chunk_size must be between 1 and chunk_size ({self.chunk_size}), got {self.first_chunk_size}"
+            )
+        if self.left_context < 0:
+            raise ValueError(f"left_context must be >= 0, got {self.left_context}")
+
+
+@dataclass(frozen=True)
+class FrameBudget:
+    """Caps generation length by text length, so a generation that never samples EOS still ends.
+
+    Budget = base + per_char * (non-CJK characters) + per_cjk_char * (CJK characters), at most
+    `max_frames`. At 12.5 frames/s the defaults allow 2 s plus 0.16 s per Latin character (about
+    6 characters per second, slower than any normal speech) and 0.4 s per CJK character (2.5 per second).
+    """
+
+    base: int = 25
+    per_char: float = 2.0
+    per_cjk_char: float = 5.0
+    max_frames: int = 2048
+
+    def for_text(self, text: str) -> int:
+        cjk = sum(1 for ch in text if _is_cjk(ch))
+        other = sum(1 for ch in text if not ch.isspace()) - cjk
+        return max(1, min(self.max_frames, int(self.base + self.per_char * other + self.per_cjk_char * cjk)))
+
+
+def _is_cjk(ch: str) -> bool:
+    code = ord(ch)
+    return (
+        0x3040 <= code <= 0x30FF  # kana
+        or 0x3400 <= code <= 0x9FFF  # CJK ideographs
+        or 0xAC00 <= code <= 0xD7AF  # Hangul syllables
+        or 0xF900 <= code <= 0xFAFF
+    )
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Where the weights come from and how they are placed. "auto" picks per machine (model.py)."""
+
+    path: str
+    device: str = "auto"
+    dtype: str = "auto"
+    attention: str = "auto"
+    fast_code_predictor: bool = True
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    model: ModelSettings
+    streaming: StreamingSettings = field(default_factory=StreamingSettings)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    budget: FrameBudget = field(default_factory=FrameBudget)
