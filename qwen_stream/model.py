@@ -83,23 +83,28 @@ def _check_local_checkpoint(path: Path) -> None:
             raise ModelLoadError(f"{path} is missing {required}; the checkpoint is incomplete, download it again")
 
 
-def load_model(settings: ModelSettings) -> "LoadedModel":
-    """Load a checkpoint through qwen-tts' own `from_pretrained` (the same path for real and tiny weights)."""
-    from qwen_tts import Qwen3TTSModel  # heavy import: only when a model is actually loaded
-
-    source = settings.path
-    local = Path(source).expanduser()
+def check_model_source(path: str) -> str:
+    """Fails fast, before anything heavy loads, on a path that cannot be a checkpoint. Returns the source."""
+    local = Path(path).expanduser()
     if local.exists():
         if not local.is_dir():
             raise ModelLoadError(f"{local} is a file; --model-path takes a checkpoint directory or a hub id")
         _check_local_checkpoint(local)
-        source = str(local)
-    elif not _HUB_ID.match(source):
+        return str(local)
+    if not _HUB_ID.match(path):
         raise ModelLoadError(
-            f"{source!r} is neither an existing directory nor a hub id like 'Qwen/Qwen3-TTS-12Hz-0.6B-Base'; "
+            f"{path!r} is neither an existing directory nor a hub id like 'Qwen/Qwen3-TTS-12Hz-0.6B-Base'; "
             "check the path, or run with --demo to try the server without weights"
         )
+    return path
 
+
+def load_model(settings: ModelSettings) -> "LoadedModel":
+    """Load a checkpoint through qwen-tts' own `from_pretrained` (the same path for real and tiny weights)."""
+    from qwen_tts import Qwen3TTSModel  # heavy import: only when a model is actually loaded
+
+    source = check_model_source(settings.path)
+    local = Path(source)
     placement = resolve_placement(settings)
     log.info("loading %s on %s (%s, %s)", source, placement.device, placement.dtype, placement.attention)
     try:

@@ -20,6 +20,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 warnings.filterwarnings("ignore", message=".*pad_token_id.*")
 
 
+def pytest_configure(config):
+    # Tests run a server, clients and the engine on two cores: torch's OpenMP pool spinning on both cores
+    # then slows every step by orders of magnitude. One intra-op thread is as fast for tiny checkpoints.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def checkpoint(kind: str) -> Path:
     from qwen_stream.tiny import ensure_checkpoint
 

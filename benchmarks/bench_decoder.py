@@ -1,0 +1,81 @@
+"""Sliding-window decoder: fidelity against one full decode, and cost per chunk.
+
+    python benchmarks/bench_decoder.py [--model-path DIR --device cuda] [--frames 150]
+
+For each left context (0, 12, 25, 72) and chunk size (1..12) the same generated frames are decoded the
+streaming way; max error is in units of the full decode's peak, SNR = 10 log10(signal / error power)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks._common import add_model_args, machine, model_path  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_args(parser)
+    parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--contexts", default="0,12,25,72")
+    parser.add_argument("--chunks", default="1,2,4,6,8,12")
+    args = parser.parse_args()
+
+    from qwen_stream.decoder import StreamingDecoder, pcm16_to_float, to_pcm16
+    from qwen_stream.engine import Engine, StreamEnd
+    from qwen_stream.generation import SynthesisRequest, Voice
+    from qwen_stream.model import load_model
+    from qwen_stream.settings import EngineSettings, ModelSettings, StreamingSettings
+
+    settings = ModelSettings(path=model_path(args), device=args.device, dtype=args.dtype)
+    model = load_model(settings)
+    voice = Voice(speaker=model.speakers[0]) if model.family == "custom_voice" else Voice(instruct="")
+    engine = Engine(model, EngineSettings(model=settings))
+    text = "The quick brown fox jumps over the lazy dog, and then it runs far away into the woods."
+    end = [e for e in engine.stream(SynthesisRequest(text, "English", voice, seed=0, max_frames=args.frames),
+                                    keep_codes=True) if isinstance(e, StreamEnd)][0]
+    engine.close()
+    codes = end.codes.to(model.device)
+    reference = pcm16_to_float(to_pcm16(model.decode(codes)))
+    peak = float(np.abs(reference).max())
+    signal = float(np.mean(reference**2))
+
+    print(f"# bench_decoder: {len(codes)} frames, {machine()}, model {model.source} ({model.placement.dtype})")
+    print("| left context | chunk | max error / peak | SNR dB | ms per chunk (p50) |")
+    print("|---:|---:|---:|---:|---:|")
+    for context in [int(c) for c in args.contexts.split(",")]:
+        for chunk in [int(c) for c in args.chunks.split(",")]:
+            decoder = StreamingDecoder(model.decode, StreamingSettings(chunk_size=chunk, first_chunk_size=chunk,
+                                                                       left_context=context))
+            timings, pieces = [], []
+            for frame in codes:
+                t0 = time.perf_counter()
+                pcm = decoder.push(frame)
+                if pcm is not None:
+                    if model.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    timings.append(time.perf_counter() - t0)
+                    pieces.append(pcm)
+            tail = decoder.flush()
+            if tail:
+                pieces.append(tail)
+            streamed = pcm16_to_float(b"".join(pieces))
+            error = streamed - reference
+            noise = float(np.mean(error**2))
+            snr = math.inf if noise == 0 else 10 * math.log10(signal / noise)
+            # Steady state only: windows once the context is full (early windows are shorter).
+            steady = timings[len(timings) // 2 :] or timings
+            print(f"| {context} | {chunk} | {np.abs(error).max() / peak:.2e} | {snr:.1f} | "
+                  f"{1000 * float(np.median(steady)):.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""HTTP surface. Only the app factory imports this package."""

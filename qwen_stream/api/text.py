@@ -1,0 +1,24 @@
+"""/v1/normalize: what the model will read, for users checking the text front end."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+
+from ..service import InvalidRequest
+from .protocol import NormalizeRequest, NormalizeResponse
+
+router = APIRouter(tags=["text"])
+
+
+@router.post("/v1/normalize", response_model=NormalizeResponse)
+async def normalize_text(body: NormalizeRequest):
+    import normalization
+
+    try:
+        language = normalization.canonical_language(body.language)
+    except normalization.UnsupportedLanguage as e:
+        raise InvalidRequest("unknown_language", str(e)) from e
+    segments = await asyncio.wrap_future(normalization.normalize_in_worker(body.text, language))
+    return {"segments": [{"text": s.text, "language": s.language} for s in segments]}

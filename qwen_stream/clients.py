@@ -1,0 +1,259 @@
+"""Per-client queues: one client's utterances play strictly in order; different clients share the engine fairly.
+
+Fairness comes from the shape, not from a scheduler: each client has at most one utterance in the engine's
+queue at a time (its head), and the next one joins the engine's FIFO only when the previous one ended. The
+engine therefore takes the clients' heads in turn.
+
+Everything here runs on the asyncio event loop thread; engine events hop onto it with
+`call_soon_threadsafe`, so no locks are needed. Interrupt is a control action that overtakes data: it
+cancels the running utterance and drops the queued ones at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from .engine import AudioChunk, Engine, Event, Job, StreamEnd, StreamError
+from .generation import SynthesisRequest
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    def __init__(self, client_id: str, limit: int):
+        super().__init__(f"client {client_id!r} already has {limit} requests waiting")
+        self.client_id = client_id
+        self.limit = limit
+
+
+@dataclass
+class Ended:
+    """Last item of a ticket's stream. outcome: done, interrupted, disconnected, error, shutdown."""
+
+    outcome: str
+    error: BaseException | None = None
+
+
+@dataclass
+class TicketStats:
+    received: float = field(default_factory=time.perf_counter)
+    started: float | None = None
+    first_audio: float | None = None
+    finished: float | None = None
+    frames: int = 0
+    compute_seconds: float = 0.0
+    engine_ttfb: float | None = None  # the engine's own time to first chunk, first sentence
+    eos: bool = False
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.frames * 0.08
+
+    @property
+    def rtf(self) -> float | None:
+        return self.compute_seconds / self.audio_seconds if self.frames else None
+
+
+class Ticket:
+    """One HTTP request's utterance: one or more sentences (segments) spoken in a row."""
+
+    def __init__(self, client_id: str, segments: Sequence[SynthesisRequest], text_chars: int):
+        self.id = uuid.uuid4().hex
+        self.client_id = client_id
+        self.segments = list(segments)
+        self.text_chars = text_chars
+        self.stats = TicketStats()
+        self.outcome: str | None = None
+        self._next_segment = 0
+        self._job: Job | None = None
+        self._events: asyncio.Queue = asyncio.Queue()
+
+    @property
+    def ended(self) -> bool:
+        return self.outcome is not None
+
+    async def events(self) -> AsyncIterator[AudioChunk | Ended]:
+        """Audio chunks, then exactly one Ended."""
+        while True:
+            item = await self._events.get()
+            yield item
+            if isinstance(item, Ended):
+                return
+
+
+@dataclass
+class _Client:
+    running: Ticket | None = None
+    engine_busy: bool = False  # the running ticket's job has not reported its end yet
+    waiting: deque = field(default_factory=deque)
+
+    @property
+    def empty(self) -> bool:
+        return self.running is None and not self.engine_busy and not self.waiting
+
+
+class ClientQueues:
+    def __init__(self, engine: Engine, max_queue: int):
+        self._engine = engine
+        self._max_queue = max_queue
+        self._clients: dict[str, _Client] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- inspection -----------------------------------------------------------------------------------
+    @property
+    def client_count(self) -> int:
+        """Clients with anything running or waiting: idle clients leave no state behind."""
+        return len(self._clients)
+
+    @property
+    def active(self) -> int:
+        return sum(1 for c in self._clients.values() if c.running is not None)
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(c.waiting) for c in self._clients.values())
+
+    # -- requests -------------------------------------------------------------------------------------
+    def enqueue(self, client_id: str, segments: Sequence[SynthesisRequest], text_chars: int) -> Ticket:
+        """Joins the client's queue; starts at once if the client has nothing running. Raises QueueFull."""
+        self._loop = asyncio.get_running_loop()
+        client = self._clients.get(client_id)
+        if client is not None and len(client.waiting) >= self._max_queue:
+            raise QueueFull(client_id, self._max_queue)
+        if client is None:
+            client = self._clients[client_id] = _Client()
+        ticket = Ticket(client_id, segments, text_chars)
+        client.waiting.append(ticket)
+        self._advance(client_id)
+        return ticket
+
+    def interrupt(self, client_id: str) -> tuple[bool, int]:
+        """Stops the client's running utterance and drops its queued ones; their streams end now.
+        Returns (a running utterance was stopped, number of queued ones dropped)."""
+        client = self._clients.get(client_id)
+        if client is None:
+            return False, 0
+        flushed = 0
+        while client.waiting:
+            self._end(client.waiting.popleft(), Ended("interrupted"))
+            flushed += 1
+        interrupted = False
+        if client.running is not None:
+            ticket = client.running
+            if ticket._job is not None:
+                ticket._job.cancel()
+            self._end(ticket, Ended("interrupted"))
+            client.running = None
+            interrupted = True
+        self._drop_if_idle(client_id)
+        return interrupted, flushed
+
+    def cancel(self, ticket: Ticket, outcome: str = "disconnected") -> None:
+        """The reader of one ticket went away: stop its work, leave the client's other requests alone."""
+        if ticket.ended:
+            return
+        client = self._clients.get(ticket.client_id)
+        if client is None:
+            return
+        if client.running is ticket:
+            if ticket._job is not None:
+                ticket._job.cancel()
+            client.running = None
+        else:
+            try:
+                client.waiting.remove(ticket)
+            except ValueError:
+                pass
+        self._end(ticket, Ended(outcome))
+        self._advance(ticket.client_id)
+
+    def shutdown(self) -> None:
+        for client_id in list(self._clients):
+            client = self._clients[client_id]
+            for ticket in [client.running, *client.waiting]:
+                if ticket is not None:
+                    if ticket._job is not None:
+                        ticket._job.cancel()
+                    self._end(ticket, Ended("shutdown"))
+            client.waiting.clear()
+            client.running = None
+
+    # -- internals (event loop thread) ----------------------------------------------------------------
+    def _advance(self, client_id: str) -> None:
+        """Starts the client's next utterance if nothing of it is running in the engine."""
+        client = self._clients.get(client_id)
+        if client is None:
+            return
+        if client.running is None and not client.engine_busy and client.waiting:
+            ticket = client.waiting.popleft()
+            client.running = ticket
+            ticket.stats.started = time.perf_counter()
+            self._submit_segment(client, ticket)
+        self._drop_if_idle(client_id)
+
+    def _submit_segment(self, client: _Client, ticket: Ticket) -> None:
+        request = ticket.segments[ticket._next_segment]
+        ticket._next_segment += 1
+        loop = self._loop
+
+        def emit(event: Event) -> None:
+            try:
+                loop.call_soon_threadsafe(self._on_engine_event, ticket, event)
+            except RuntimeError:  # event loop closed: the server is going down
+                pass
+
+        client.engine_busy = True
+        try:
+            ticket._job = self._engine.submit(request, emit)
+        except Exception as error:  # refused by the engine (closed, invalid): this ticket fails alone
+            client.engine_busy = False
+            client.running = None
+            self._end(ticket, Ended("error", error))
+            self._advance(ticket.client_id)
+
+    def _on_engine_event(self, ticket: Ticket, event: Event) -> None:
+        if isinstance(event, AudioChunk):
+            if not ticket.ended:
+                ticket._events.put_nowait(event)
+            return
+        client = self._clients.get(ticket.client_id)
+        stats = event.stats
+        ticket.stats.frames += stats.frames
+        if stats.started is not None and stats.finished is not None:
+            ticket.stats.compute_seconds += stats.finished - stats.started
+        if ticket.stats.engine_ttfb is None:
+            ticket.stats.engine_ttfb = stats.ttfb
+        if client is not None:
+            client.engine_busy = False
+        if isinstance(event, StreamError):
+            if client is not None and client.running is ticket:
+                client.running = None
+            self._end(ticket, Ended("error", event.error))
+        elif isinstance(event, StreamEnd):
+            ticket.stats.eos = event.outcome == "done"
+            more = ticket._next_segment < len(ticket.segments)
+            if not ticket.ended and event.outcome != "cancelled" and more and client is not None:
+                self._submit_segment(client, ticket)
+                return
+            if client is not None and client.running is ticket:
+                client.running = None
+            self._end(ticket, Ended("done"))
+        self._advance(ticket.client_id)
+
+    def _end(self, ticket: Ticket, ended: Ended) -> None:
+        if ticket.ended:
+            return
+        ticket.outcome = ended.outcome
+        ticket.stats.finished = time.perf_counter()
+        ticket._events.put_nowait(ended)
+
+    def _drop_if_idle(self, client_id: str) -> None:
+        client = self._clients.get(client_id)
+        if client is not None and client.empty:
+            del self._clients[client_id]

@@ -1,0 +1,210 @@
+"""Server configuration: every option once, as a CLI flag and an environment variable, then defaults.
+
+Precedence: CLI flag, then environment variable, then default. `OPTIONS` is the single table that
+builds the argument parser, reads the environment and renders the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .settings import EngineSettings, FrameBudget, ModelSettings, SamplingSettings, StreamingSettings
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "QWEN_STREAM_"
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # attribute name; the flag is --name-with-dashes
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+    env: str | None = None  # environment variable; default QWEN_STREAM_<NAME>
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env_name(self) -> str:
+        return self.env or ENV_PREFIX + self.name.upper()
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {text!r}")
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model_path", str, None, "checkpoint directory or hub id; default: by GPU memory, >= 12 GiB 1.7B "
+           "else 0.6B (CustomVoice, or Base with --ref-audio)", env="MODEL_PATH"),
+    Option("demo", _bool, False, "serve a tiny random checkpoint (built once into the cache dir): starts "
+           "anywhere with no weights; its audio is noise"),
+    Option("ref_audio", str, None, "reference audio of the default cloned voice (Base models)", env="REF_AUDIO_PATH"),
+    Option("ref_text", str, None, "transcript of --ref-audio (ICL mode); without it x-vector mode",
+           env="REF_TEXT"),
+    Option("host", str, "127.0.0.1", "address to listen on"),
+    Option("port", int, 9000, "port to listen on"),
+    Option("device", str, "auto", "cuda, cuda:N or cpu; auto picks cuda when available"),
+    Option("dtype", str, "auto", "bf16, fp16 or fp32; auto: bf16 on GPUs that support it, fp32 on CPU"),
+    Option("attention", str, "auto", "sdpa, eager or flash_attention_2; auto: flash-attn when installed on GPU"),
+    Option("threads", int, None, "torch CPU threads (default: torch's choice; 1 is best for tiny models on "
+           "small machines)"),
+    Option("chunk_size", int, StreamingSettings.chunk_size, "frames per PCM chunk (one frame = 80 ms)"),
+    Option("first_chunk_size", int, StreamingSettings.first_chunk_size,
+           "frames in the first chunk; later chunks double up to --chunk-size"),
+    Option("left_context", int, StreamingSettings.left_context, "decoder left context in frames"),
+    Option("pre_buffer", int, 0, "chunks held back before the first byte is sent (smooths slow GPUs)"),
+    Option("temperature", float, None, "talker sampling temperature (default: the checkpoint's)"),
+    Option("top_k", int, None, "talker top-k (default: the checkpoint's)"),
+    Option("top_p", float, None, "talker top-p (default: the checkpoint's)"),
+    Option("repetition_penalty", float, None, "talker repetition penalty (default: the checkpoint's)"),
+    Option("max_text_chars", int, 5000, "longest accepted text per request, in characters"),
+    Option("max_queue", int, 32, "requests one client may have waiting; more get 429"),
+    Option("max_frames", int, FrameBudget.max_frames, "hard cap on frames per sentence (2048 = 164 s)"),
+    Option("cors_origins", _csv, (), "comma-separated origins allowed to call the API from a browser; * for any"),
+    Option("shutdown_timeout", float, 10.0, "seconds active streams may finish after SIGTERM before they are cut"),
+    Option("cache_dir", str, None, "where --demo checkpoints live (default: the user cache dir)"),
+    Option("log_level", str, "info", "debug, info, warning or error"),
+)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    model_path: str | None = None
+    demo: bool = False
+    ref_audio: str | None = None
+    ref_text: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 9000
+    device: str = "auto"
+    dtype: str = "auto"
+    attention: str = "auto"
+    threads: int | None = None
+    chunk_size: int = StreamingSettings.chunk_size
+    first_chunk_size: int = StreamingSettings.first_chunk_size
+    left_context: int = StreamingSettings.left_context
+    pre_buffer: int = 0
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    max_text_chars: int = 5000
+    max_queue: int = 32
+    max_frames: int = FrameBudget.max_frames
+    cors_origins: tuple[str, ...] = ()
+    shutdown_timeout: float = 10.0
+    cache_dir: str | None = None
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 < self.port < 65536:
+            problems.append(f"port must be 1-65535, got {self.port}")
+        if self.threads is not None and self.threads < 1:
+            problems.append("threads must be >= 1")
+        if self.pre_buffer < 0:
+            problems.append("pre_buffer must be >= 0")
+        if self.max_text_chars < 1 or self.max_queue < 1 or self.max_frames < 1:
+            problems.append("max_text_chars, max_queue and max_frames must be >= 1")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            problems.append(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
+        if self.demo and self.model_path:
+            problems.append("give either --demo or --model-path, not both")
+        try:
+            self.streaming()
+        except ValueError as e:
+            problems.append(str(e))
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def streaming(self) -> StreamingSettings:
+        return StreamingSettings(chunk_size=self.chunk_size, first_chunk_size=min(self.first_chunk_size, self.chunk_size),
+                                 left_context=self.left_context)
+
+    def sampling(self) -> SamplingSettings:
+        return SamplingSettings(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                                repetition_penalty=self.repetition_penalty)
+
+    def engine(self, model_path: str) -> EngineSettings:
+        return EngineSettings(
+            model=ModelSettings(path=model_path, device=self.device, dtype=self.dtype, attention=self.attention),
+            streaming=self.streaming(),
+            sampling=self.sampling(),
+            budget=FrameBudget(max_frames=self.max_frames),
+        )
+
+    def demo_cache_dir(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        from platformdirs import user_cache_dir
+
+        return Path(user_cache_dir("qwen-stream")) / "demo"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="server.py", description="qwen-stream: streaming TTS server on Qwen3-TTS")
+    for opt in OPTIONS:
+        kwargs: dict[str, Any] = {"dest": opt.name, "default": None, "help": f"{opt.help} [env {opt.env_name}]"}
+        if opt.type is _bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = opt.type
+            kwargs["metavar"] = opt.name.split("_")[-1].upper()
+        parser.add_argument(opt.flag, **kwargs)
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ServerSettings:
+    """CLI flags over environment variables over defaults. Raises ValueError naming the bad setting."""
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    values: dict[str, Any] = {}
+    for opt in OPTIONS:
+        cli = getattr(args, opt.name)
+        if cli is not None:
+            values[opt.name] = cli
+        elif opt.env_name in environ:
+            raw = environ[opt.env_name]
+            try:
+                values[opt.name] = opt.type(raw)
+            except ValueError as e:
+                raise ValueError(f"environment variable {opt.env_name}={raw!r}: {e}") from e
+        else:
+            values[opt.name] = opt.default
+    unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in {o.env_name for o in OPTIONS})
+    for key in unknown:
+        log.warning("ignoring unknown environment variable %s", key)
+    return ServerSettings(**values)
+
+
+def markdown_table() -> str:
+    """The README's configuration table (tests keep README and this table in step)."""
+    rows = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
+    for opt in OPTIONS:
+        default = opt.default
+        if default is None or default == ():
+            shown = "-"
+        elif default is False:
+            shown = "off"
+        else:
+            shown = f"`{default}`"
+        flag = f"`{opt.flag}`"
+        rows.append(f"| {flag} | `{opt.env_name}` | {shown} | {opt.help} |")
+    return "\n".join(rows)

@@ -1,0 +1,66 @@
+"""Settings from CLI flags, environment variables and defaults; the README's table stays true."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from qwen_stream.config import OPTIONS, load_settings, markdown_table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults():
+    s = load_settings([], {})
+    assert (s.host, s.port, s.pre_buffer, s.chunk_size, s.left_context) == ("127.0.0.1", 9000, 0, 4, 72)
+    assert s.model_path is None and s.demo is False and s.temperature is None
+
+
+def test_cli_beats_environment_beats_default():
+    env = {"MODEL_PATH": "/env/model", "QWEN_STREAM_PORT": "9100", "QWEN_STREAM_CHUNK_SIZE": "6",
+           "REF_AUDIO_PATH": "/env/ref.wav", "QWEN_STREAM_CORS_ORIGINS": "http://a, http://b"}
+    s = load_settings(["--port", "9200"], env)
+    assert s.port == 9200 and s.chunk_size == 6 and s.model_path == "/env/model"
+    assert s.ref_audio == "/env/ref.wav" and s.cors_origins == ("http://a", "http://b")
+
+
+def test_boolean_flags_and_env():
+    assert load_settings(["--demo"], {}).demo is True
+    assert load_settings([], {"QWEN_STREAM_DEMO": "true"}).demo is True
+    assert load_settings(["--no-demo"], {"QWEN_STREAM_DEMO": "1"}).demo is False
+
+
+@pytest.mark.parametrize("argv, env, words", [
+    (["--port", "70000"], {}, "port"),
+    (["--chunk-size", "0"], {}, "chunk_size"),
+    (["--first-chunk-size", "0"], {}, "first_chunk_size"),
+    ([], {"QWEN_STREAM_PORT": "ninety"}, "QWEN_STREAM_PORT"),
+    (["--demo", "--model-path", "/x"], {}, "either --demo or --model-path"),
+    (["--log-level", "loud"], {}, "log_level"),
+])
+def test_bad_settings_name_the_problem(argv, env, words):
+    with pytest.raises(ValueError, match=words):
+        load_settings(argv, env)
+
+
+def test_unknown_environment_variable_is_warned_about(caplog):
+    with caplog.at_level(logging.WARNING):
+        load_settings([], {"QWEN_STREAM_CHUNKSIZE": "3"})
+    assert "QWEN_STREAM_CHUNKSIZE" in caplog.text
+
+
+def test_readme_table_matches_the_options():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert markdown_table() in readme, "README's configuration table is stale: paste config.markdown_table()"
+    assert len(OPTIONS) == len({o.flag for o in OPTIONS}) == len({o.env_name for o in OPTIONS})
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    run_server, run_tests = (line.split("#", 1)[0].strip() for line in block[:2])
+    assert "server.py" in run_server and "pytest" in run_tests
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert run_tests in [line.strip() for line in ci]

@@ -1,0 +1,401 @@
+"""The HTTP server end to end: real uvicorn on loopback, tiny checkpoint, httpx streaming clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+import normalization
+from qwen_stream.config import ServerSettings
+from qwen_stream.generation import SynthesisRequest
+from qwen_stream.service import TTSService
+from qwen_stream.settings import BYTES_PER_FRAME, FrameBudget
+
+from .live_server import LiveServer
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_FRAMES = 150
+SHORT = "Hi there."
+LONG = "This sentence is long enough to keep the engine busy for quite a few frames of audio."
+
+
+def expected_frames(text: str) -> int:
+    budget = FrameBudget(max_frames=MAX_FRAMES)
+    return sum(budget.for_text(s.text) for s in normalization.normalize(text))
+
+
+@pytest.fixture(scope="module")
+def server(custom_voice_dir):
+    settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=MAX_FRAMES, max_queue=2,
+                              max_text_chars=500)
+    live = LiveServer(settings).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=120) as c:
+        yield c
+    assert server.wait_idle(), "work left running after the test"
+
+
+class Stream:
+    """One streamed request read on its own thread, with arrival times."""
+
+    def __init__(self, url: str, body: dict):
+        self.url, self.body = url, body
+        self.status = None
+        self.headers = None
+        self.chunks: list[bytes] = []
+        self.first_byte_at = self.ended_at = None
+        self.error: BaseException | None = None
+        self.headers_seen = threading.Event()
+        self.first_chunk = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def start(self) -> "Stream":
+        self._thread.start()
+        assert self.headers_seen.wait(60), "no response headers"
+        return self
+
+    def _read(self) -> None:
+        try:
+            with httpx.Client(timeout=120) as c, c.stream("POST", self.url + "/tts/stream", json=self.body) as r:
+                self.status, self.headers = r.status_code, r.headers
+                self.headers_seen.set()
+                for chunk in r.iter_raw():
+                    if self.first_byte_at is None:
+                        self.first_byte_at = time.perf_counter()
+                        self.first_chunk.set()
+                    self.chunks.append(chunk)
+        except BaseException as e:  # recorded for the test to inspect
+            self.error = e
+        finally:
+            self.ended_at = time.perf_counter()
+            self.headers_seen.set()
+            self.first_chunk.set()
+
+    def join(self, timeout: float = 120) -> "Stream":
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "stream did not end"
+        assert self.error is None, f"stream failed: {self.error!r}"
+        return self
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+def steps(server) -> int:
+    return server.service.model.tap.steps
+
+
+# -- streaming ---------------------------------------------------------------------------------------
+
+
+def test_stream_headers_chunks_and_length(server, client):
+    tap_start = steps(server)
+    step_at_first_chunk = None
+    chunks = []
+    with client.stream("POST", "/tts/stream", json={"text": SHORT, "client_id": "one"}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "audio/pcm"
+        assert r.headers["x-sample-rate"] == "24000"
+        assert r.headers["x-request-id"]
+        assert "content-encoding" not in r.headers
+        for chunk in r.iter_raw():
+            if step_at_first_chunk is None:
+                step_at_first_chunk = steps(server)
+            chunks.append(chunk)
+    data = b"".join(chunks)
+    frames = expected_frames(SHORT)
+    assert len(chunks) > 1
+    assert len(data) == frames * BYTES_PER_FRAME
+    assert step_at_first_chunk - tap_start < frames  # the first audio left before generation ended
+
+
+def test_one_clients_requests_play_in_order_without_overlap(server, client):
+    streams = [Stream(server.url, {"text": f"Sentence number {i} of three.", "client_id": "ordered"}).start()
+               for i in range(3)]
+    for s in streams:
+        s.join()
+    for s in streams:
+        assert s.status == 200 and s.error is None and len(s.data) % BYTES_PER_FRAME == 0 and s.data
+    for earlier, later in zip(streams, streams[1:]):
+        assert later.first_byte_at > earlier.ended_at - 0.05
+
+
+def test_other_client_is_not_stuck_behind_a_queue(server, client):
+    a = [Stream(server.url, {"text": LONG, "client_id": "busy-a"}).start() for _ in range(3)]
+    b = Stream(server.url, {"text": SHORT, "client_id": "quick-b"}).start()
+    b.join()
+    assert b.status == 200 and len(b.data) == expected_frames(SHORT) * BYTES_PER_FRAME
+    # B finished while A still had a request that had not started speaking.
+    assert a[2].first_byte_at is None or a[2].first_byte_at > b.ended_at
+    client.post("/tts/interrupt", params={"client_id": "busy-a"})
+    for s in a:
+        s.join()
+
+
+# -- interrupt and disconnect ------------------------------------------------------------------------
+
+
+def test_interrupt_stops_running_and_drops_queued(server, client):
+    running = Stream(server.url, {"text": LONG, "client_id": "talker"}).start()
+    queued = [Stream(server.url, {"text": LONG, "client_id": "talker"}).start() for _ in range(2)]
+    other = Stream(server.url, {"text": SHORT, "client_id": "bystander"}).start()
+    assert running.first_chunk.wait(60)
+
+    reply = client.post("/tts/interrupt", params={"client_id": "talker"})
+    assert reply.status_code == 200
+    assert reply.json() == {"client_id": "talker", "interrupted": True, "flushed": 2}
+    running.join()
+    for s in queued:
+        s.join()
+        assert s.status == 200 and s.data == b""
+    assert len(running.data) < expected_frames(LONG) * BYTES_PER_FRAME
+    other.join()
+    assert len(other.data) == expected_frames(SHORT) * BYTES_PER_FRAME  # the bystander is unharmed
+
+    assert server.wait_idle()
+    before = steps(server)
+    time.sleep(0.3)
+    assert steps(server) == before  # the engine really stopped: no frames for anyone
+
+    after = client.post("/tts/stream", json={"text": SHORT, "client_id": "talker"})
+    assert after.status_code == 200 and len(after.content) == expected_frames(SHORT) * BYTES_PER_FRAME
+
+
+def test_interrupt_accepts_json_body_and_unknown_clients(client):
+    reply = client.post("/tts/interrupt", json={"client_id": "nobody-here"})
+    assert reply.status_code == 200 and reply.json() == {"client_id": "nobody-here", "interrupted": False, "flushed": 0}
+    missing = client.post("/tts/interrupt")
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "invalid_request"
+
+
+def test_disconnect_stops_generation_and_next_request_works(server, client):
+    with client.stream("POST", "/tts/stream", json={"text": LONG, "client_id": "leaver"}) as r:
+        first = next(r.iter_raw())
+        assert first
+    # Closing a half-read response closes its connection: the server must notice and stop.
+    assert server.wait_idle(30)
+    before = steps(server)
+    time.sleep(0.3)
+    assert steps(server) == before
+    again = client.post("/tts/stream", json={"text": SHORT, "client_id": "leaver"})
+    assert again.status_code == 200 and len(again.content) == expected_frames(SHORT) * BYTES_PER_FRAME
+
+
+def test_disconnect_while_queued_removes_only_that_request(server, client):
+    first = Stream(server.url, {"text": LONG, "client_id": "queuer"}).start()
+    assert first.first_chunk.wait(60)
+    with client.stream("POST", "/tts/stream", json={"text": SHORT, "client_id": "queuer"}) as r:
+        assert r.status_code == 200
+    for _ in range(100):
+        if server.service.clients.waiting == 0:
+            break
+        time.sleep(0.02)
+    assert server.service.clients.waiting == 0
+    first.join()
+    assert len(first.data) == expected_frames(LONG) * BYTES_PER_FRAME
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload, code",
+    [
+        ({"text": ""}, "empty_text"),
+        ({"text": "   \n\t "}, "empty_text"),
+        ({"text": "x" * 501}, "text_too_long"),
+        ({"text": "Hello.", "language": "Klingon"}, "unknown_language"),
+        ({"text": "Hello.", "voice": "Nobody"}, "unknown_voice"),
+        ({"text": 123}, "invalid_request"),
+        ({"text": "Hello.", "normalize": "yes"}, "invalid_request"),
+        ({"text": "Hello.", "client_id": ""}, "invalid_request"),
+        ({"text": "Hello.", "client_id": 7}, "invalid_request"),
+        ({"text": "Hello.", "speed": 2}, "invalid_request"),
+        ({}, "invalid_request"),
+        ([1, 2], "invalid_request"),
+    ],
+)
+def test_bad_input_is_a_4xx_json_error_and_changes_nothing(server, client, payload, code):
+    before = steps(server)
+    r = client.post("/tts/stream", json=payload)
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
+    assert server.service.clients.client_count == 0 and server.service.engine.idle and steps(server) == before
+
+
+def test_malformed_json_is_a_400(server, client):
+    r = client.post("/tts/stream", content=b'{"text": "unterminated', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    assert server.service.clients.client_count == 0
+
+
+def test_unknown_route_is_json(client):
+    r = client.get("/no/such/route")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_full_queue_is_429(server, client):
+    running = Stream(server.url, {"text": LONG, "client_id": "greedy"}).start()
+    assert running.first_chunk.wait(60)
+    waiting = [Stream(server.url, {"text": SHORT, "client_id": "greedy"}).start() for _ in range(2)]
+    refused = client.post("/tts/stream", json={"text": SHORT, "client_id": "greedy"})
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "queue_full"
+    assert client.post("/tts/interrupt", params={"client_id": "greedy"}).json()["flushed"] == 2
+    for s in [running, *waiting]:
+        s.join()
+
+
+# -- health, metrics, residue ------------------------------------------------------------------------
+
+
+def test_health_and_metrics_when_ready(server, client):
+    health = client.get("/health")
+    assert health.status_code == 200
+    body = health.json()
+    assert body["status"] == "ready" and body["demo"] is False
+    assert body["model"]["device"] == "cpu" and body["model"]["dtype"] == "float32"
+    assert body["active_streams"] == 0 and body["queue_depth"] == 0
+    client.post("/tts/stream", json={"text": SHORT, "client_id": "metered"})
+    text = client.get("/metrics").text
+    assert 'qwen_stream_requests_total{outcome="done"}' in text
+    assert "qwen_stream_ttfb_seconds_bucket" in text and "qwen_stream_rtf_bucket" in text
+    assert "qwen_stream_active_streams" in text and "qwen_stream_queue_depth" in text
+
+
+def test_ten_thousand_client_ids_leave_no_residue(server, client):
+    service = server.service
+    # Over HTTP: interrupts and refused requests for many ids create no state.
+    for i in range(300):
+        client.post("/tts/interrupt", params={"client_id": f"ghost-{i}"})
+        client.post("/tts/stream", json={"text": "", "client_id": f"ghost-{i}"})
+    assert service.clients.client_count == 0
+
+    # Through the real queues and engine: 10,000 ids, each with a request that is dropped (half by
+    # disconnect, half by interrupt) and every 500th one that really speaks a frame.
+    from qwen_stream.clients import ClientQueues
+
+    queues = ClientQueues(service.engine, max_queue=2)
+    voice = service.default_voice
+
+    async def churn():
+        tickets = []
+        for i in range(10_000):
+            spoken = i % 500 == 0
+            request = SynthesisRequest("Hi.", "English", voice, max_frames=1 if spoken else 50)
+            ticket = queues.enqueue(f"client-{i}", [request], 3)
+            if not spoken:
+                if i % 2:
+                    queues.cancel(ticket)
+                else:
+                    queues.interrupt(f"client-{i}")
+            tickets.append(ticket)
+        for ticket in tickets:
+            async for _ in ticket.events():
+                pass
+        for _ in range(600):
+            if queues.client_count == 0 and service.engine.idle:
+                break
+            await asyncio.sleep(0.05)
+
+    asyncio.run(churn())
+    assert queues.client_count == 0 and len(queues._clients) == 0
+    assert service.engine.idle
+
+
+class GatedService(TTSService):
+    """Loads only when the test opens the gate, so the 'loading' state can be observed for sure."""
+
+    gate = threading.Event()
+
+    def _load(self):
+        assert self.gate.wait(120)
+        super()._load()
+
+
+def test_health_is_503_while_loading_then_200(custom_voice_dir):
+    settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=20)
+    live = LiveServer(settings, GatedService(settings)).start(wait_ready=False)
+    try:
+        with httpx.Client(base_url=live.url, timeout=60) as c:
+            loading = c.get("/health")
+            assert loading.status_code == 503 and loading.json() == {"status": "loading"}
+            refused = c.post("/tts/stream", json={"text": "Hello."})
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "not_ready"
+            GatedService.gate.set()
+            live.wait_ready()
+            assert c.get("/health").json()["status"] == "ready"
+    finally:
+        live.stop()
+
+
+# -- the process: flags, logs, SIGTERM ---------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_ends_active_streams_and_exits_zero(custom_voice_dir, tmp_path):
+    port = _free_port()
+    log_file = tmp_path / "server.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "server.py"), "--model-path", str(custom_voice_dir), "--port", str(port),
+             "--device", "cpu", "--shutdown-timeout", "1", "--max-frames", "2000"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, log_file.read_text()
+            time.sleep(0.2)
+        with httpx.Client(timeout=60) as c:
+            done = c.post(url + "/tts/stream", json={"text": "Short one.", "client_id": "logged"})
+            assert done.status_code == 200
+        stream = Stream(url, {"text": "A very long utterance. " * 20, "client_id": "cut"}).start()
+        assert stream.first_chunk.wait(60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        stream._thread.join(30)
+        assert stream.ended_at is not None  # the body ended (cut by the shutdown), the reader is free
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log_file.read_text()
+    assert "client=logged" in text and "outcome=done" in text and "ttfb_ms=" in text and "rtf=" in text
+
+
+def test_unusable_model_path_is_one_clear_line(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    for path, words in [(tmp_path / "missing", "neither an existing directory"), (tmp_path, "not a Qwen3-TTS")]:
+        proc = subprocess.run([sys.executable, str(ROOT / "server.py"), "--model-path", str(path)],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert proc.returncode == 2
+        assert words in proc.stderr and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
