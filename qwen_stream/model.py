@@ -101,11 +101,14 @@ def check_model_source(path: str) -> str:
 
 def load_model(settings: ModelSettings) -> "LoadedModel":
     """Load a checkpoint through qwen-tts' own `from_pretrained` (the same path for real and tiny weights)."""
-    from qwen_tts import Qwen3TTSModel  # heavy import: only when a model is actually loaded
-
     source = check_model_source(settings.path)
-    local = Path(source)
     placement = resolve_placement(settings)
+    # qwen_tts imports the `sox` package, which logs a 10-line warning when the SoX binary is absent; we
+    # never use SoX. (A level would not do: sox resets its logger's level on import; filters stay.)
+    logging.getLogger("sox").addFilter(lambda record: record.levelno >= logging.ERROR)
+    from qwen_tts import Qwen3TTSModel  # heavy import: only once a model is really to be loaded
+
+    local = Path(source)
     log.info("loading %s on %s (%s, %s)", source, placement.device, placement.dtype, placement.attention)
     try:
         tts = Qwen3TTSModel.from_pretrained(
