@@ -1,0 +1,94 @@
+"""The front end for one request: split -> pick language -> (spell-out, rewrites, grammar) per piece."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from . import abbreviations, fixes_en, fixes_zh, spans, tn_worker
+from .language import detect_language
+from .markup import strip_markup
+from .splitting import cap_length, max_chars_for, split_sentences
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One piece of speech: its text and the language passed to the model (one of LANGUAGES)."""
+
+    text: str
+    language: str
+
+
+def _languages(sentences: list[str], language: str) -> list[str]:
+    if language != "Auto":
+        return [language] * len(sentences)
+    picked = [detect_language(s) for s in sentences]
+    # A sentence without letters ("2025.", "14:30!") speaks the language of its nearest neighbour.
+    decided = [i for i, lang in enumerate(picked) if lang != "Auto"]
+    if decided:
+        for i, lang in enumerate(picked):
+            if lang == "Auto":
+                picked[i] = picked[min(decided, key=lambda j: (abs(j - i), j))]
+    return picked
+
+
+def _english_grammar(span: str) -> str:
+    return fixes_en.after_grammar(tn_worker.run_grammar(span, "English"))
+
+
+def _chinese_grammar(span: str) -> str:
+    return tn_worker.run_grammar(span, "Chinese")
+
+
+def _normalize_english(text: str, spoken_words: Iterable[str], budget: spans.GrammarBudget) -> str:
+    text = fixes_en.rewrite(text)
+    text = abbreviations.expand_dotted(text)
+    text = abbreviations.read_roman_numerals(text)
+    text = abbreviations.spell_out(text, spoken_words, english=True)
+    text = fixes_en.read_integers(text)
+    return spans.normalize_spans(text, "English", _english_grammar, budget)
+
+
+def _normalize_chinese(text: str, spoken_words: Iterable[str], budget: spans.GrammarBudget) -> str:
+    text = fixes_zh.rewrite(text)
+    text = abbreviations.spell_out(text, spoken_words, english=False)
+    return spans.normalize_spans(text, "Chinese", _chinese_grammar, budget)
+
+
+def normalize_piece(
+    text: str, language: str, spoken_words: Iterable[str] = (), budget: spans.GrammarBudget | None = None
+) -> str:
+    """Text normalization of one sentence piece; languages without a grammar pass unchanged."""
+    if budget is None:
+        budget = spans.GrammarBudget()
+    if language in ("English", "Chinese"):
+        text = strip_markup(text)
+    if language == "English":
+        text = _normalize_english(text, spoken_words, budget)
+    elif language == "Chinese":
+        text = _normalize_chinese(text, spoken_words, budget)
+    else:
+        return text
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def _pieces(text: str, language: str, max_chars: int | None) -> Iterator[tuple[str, str]]:
+    sentences = split_sentences(text)
+    for sentence, lang in zip(sentences, _languages(sentences, language), strict=True):
+        for piece in cap_length(sentence, max_chars or max_chars_for(lang)):
+            yield piece, lang
+
+
+def run(
+    text: str, language: str, enable_tn: bool, max_chars: int | None, spoken_words: Iterable[str] = ()
+) -> list[Segment]:
+    """The whole pipeline; ``language`` is already canonical. Runs on the normalization thread."""
+    segments = []
+    words = tuple(spoken_words)
+    budget = spans.GrammarBudget()
+    for piece, lang in _pieces(text, language, max_chars):
+        spoken = normalize_piece(piece, lang, words, budget) if enable_tn else piece
+        if spoken:
+            segments.append(Segment(spoken, lang))
+    return segments

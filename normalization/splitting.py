@@ -1,0 +1,158 @@
+"""Sentence splitting and the per-segment length cap.
+
+Splitting runs on the input text, before any rewriting, so that ``enable_tn=False`` yields the same
+segments and no cut can land inside a number or a URL. Every segment is a slice of the input, stripped
+of surrounding whitespace. Short sentences are not merged: the server speaks segment by segment, and
+merging would hold back the first audio until the next sentence arrives.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Caps in characters of input text: CJK scripts carry about twice the speech per character.
+DEFAULT_MAX_CHARS = 120
+CJK_MAX_CHARS = 60
+_CJK_LANGUAGES = frozenset({"Chinese", "Japanese", "Korean"})
+# A run without any break point is extended to its end if it is at most this long (a long URL is one
+# word); longer runs (20k digits) are not words and are cut at the cap.
+MAX_WORD_CHARS = 200
+
+
+def max_chars_for(language: str) -> int:
+    return CJK_MAX_CHARS if language in _CJK_LANGUAGES else DEFAULT_MAX_CHARS
+
+
+_CLOSERS = "\"'”’」』）)】》〉]}"
+_CLOSE = "[" + re.escape(_CLOSERS) + "]*"
+_CJK_CHAR = "\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af"
+# Ends a sentence wherever it stands (a run counts once, with the closing quotes/brackets after it).
+# ASCII ! and ? only before a space, the end or CJK text: "example.com/a?b=1" stays whole.
+_HARD_END = re.compile(r"[。！？；．｡‼⁇⁈⁉]+" + _CLOSE + r"|[!?]+" + _CLOSE + rf"(?=\s|$|[{_CJK_CHAR}])|\n+")
+# An ASCII period followed by space, the end of text or CJK text; the word before it decides.
+_PERIOD = re.compile(r"\." + _CLOSE + rf"(?=\s|$|[{_CJK_CHAR}])")
+_NEXT_CHAR = re.compile(r"\s*(\S)")
+
+# Never ends a sentence: titles and "e.g."-like abbreviations (compared without the final dot).
+_NEVER_END = frozenset(
+    "mr mrs ms dr prof st mt jr sr vs e.g i.e cf approx fig no nos vol pp gen col lt sgt capt rev hon gov "
+    "sen rep dept est ca ext tel".split()
+)
+# Dotted month and weekday abbreviations never end a sentence either; compared case-sensitively so
+# that "I sat." still ends one.
+_NEVER_END_CASED = frozenset(
+    "Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec Mon Tue Tues Wed Thu Thur Thurs Fri Sat Sun".split()
+)
+# Ends a sentence only when the next word starts with a capital letter ("... at 3 p.m. Then ...").
+_END_IF_CAPITAL = frozenset("etc inc ltd co corp al a.m p.m".split())
+_DOTTED_CAPS = re.compile(r"(?:[A-Z]\.)+[A-Z]")  # "U.S", "U.S.A": an acronym, never an end
+_LIST_CONTEXT = frozenset("\n.!?:;。！？：；")
+
+
+def _word_start(text: str, end: int) -> int:
+    start = end
+    while start > 0 and not text[start - 1].isspace():
+        start -= 1
+    return start
+
+
+def _period_ends_sentence(text: str, dot: int, after: int) -> bool:
+    start = _word_start(text, dot)
+    word = text[start:dot].lstrip("(\"'“‘[")
+    key = word.lower()
+    m = _NEXT_CHAR.match(text, after)
+    next_upper = bool(m and m.group(1).isupper())
+    if key in _NEVER_END or word in _NEVER_END_CASED or _DOTTED_CAPS.fullmatch(word):
+        return False
+    if key in _END_IF_CAPITAL or word.endswith("."):  # "etc.", "a.m.", an ellipsis "..."
+        return next_upper
+    if len(word) == 1 and word.isupper():
+        return not next_upper  # an initial: "John F. Kennedy"
+    if word.isdigit():
+        # "1. First step" after a line start or another sentence is a list marker, not an end.
+        before = start - 1
+        while before >= 0 and text[before] in " \t":
+            before -= 1
+        return before >= 0 and text[before] not in _LIST_CONTEXT
+    return True
+
+
+def _sentence_ends(text: str) -> list[int]:
+    ends = {m.end() for m in _HARD_END.finditer(text)}
+    ends.update(m.end() for m in _PERIOD.finditer(text) if _period_ends_sentence(text, m.start(), m.end()))
+    ends.add(len(text))
+    return sorted(ends)
+
+
+def _has_content(text: str, start: int, end: int) -> bool:
+    return any(ch.isalnum() for ch in text[start:end])
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences in order, each a stripped slice of ``text``.
+
+    A piece with no letters or digits ("!!!", "——") joins its neighbour, so no character is lost.
+    """
+    spans: list[list[int]] = []
+    start = 0
+    for end in _sentence_ends(text):
+        if text[start:end].strip():
+            if spans and not (_has_content(text, start, end) and _has_content(text, *spans[-1])):
+                spans[-1][1] = end
+            else:
+                spans.append([start, end])
+        start = end
+    return [text[a:b].strip() for a, b in spans]
+
+
+# Break points for the cap, best first. A comma between digits ("1,200", "3:30") is no break.
+_COMMA_BREAK = re.compile(r"(?:[，、；：]|[,;:](?!\d)|\s[—–](?=\s))" + _CLOSE)
+_SPACE_BREAK = re.compile(r"\s")
+_RUN_END = re.compile(r"[\s，、,;；]")
+_WORDLIKE = re.compile(r"[A-Za-z0-9\u00C0-\u024F\u0400-\u04FF'’._@/:%+#&=?-]")
+
+
+def _last_break(pattern: re.Pattern[str], piece: str, cap: int, floor: int, *, before: bool) -> int:
+    """End of the head for the last break within the cap: before the match (spaces) or after (commas)."""
+    best = -1
+    for m in pattern.finditer(piece, 0, cap + 1):
+        pos = m.start() if before else m.end()
+        if floor <= pos <= cap:
+            best = pos
+    return best
+
+
+def _between_words(piece: str, cap: int) -> int:
+    """Last position <= cap that splits no Latin word or number (CJK text has no spaces)."""
+    for pos in range(min(cap, len(piece) - 1), 0, -1):
+        if not (_WORDLIKE.match(piece[pos - 1]) and _WORDLIKE.match(piece[pos])):
+            return pos
+    return -1
+
+
+def _cut(piece: str, cap: int) -> int:
+    # A comma in the first quarter would leave a stub; a later space is the better cut.
+    pos = _last_break(_COMMA_BREAK, piece, cap, max(1, cap // 4), before=False)
+    if pos < 0:
+        pos = _last_break(_SPACE_BREAK, piece, cap, 1, before=True)
+    if pos < 0:
+        pos = _between_words(piece, cap)
+    if pos < 0:
+        # One run longer than the cap: keep it whole if it is word-sized, else it is not a word.
+        m = _RUN_END.search(piece, cap, MAX_WORD_CHARS + 1)
+        pos = m.end() if m else cap
+    return pos
+
+
+def cap_length(sentence: str, cap: int) -> list[str]:
+    """Cut a sentence into pieces of at most ``cap`` characters where possible, never inside a word."""
+    pieces = []
+    rest = sentence.strip()
+    while len(rest) > cap:
+        pos = _cut(rest, cap)
+        head, rest = rest[:pos].strip(), rest[pos:].strip()
+        if head:
+            pieces.append(head)
+    if rest:
+        pieces.append(rest)
+    return pieces
