@@ -1,0 +1,380 @@
+"""The built-in WebUI (webui.html at /) in headless Chromium, against a real server with the tiny checkpoint.
+
+The page reports what it received and scheduled through `window.qwenStream.stats`; the server side is
+checked through the live service (engine, frame tap) and its one log line per request. Needs the Debian
+packages `chromium` and `chromium-driver` and the `selenium` pip package. Outside CI the tests skip when
+those are missing; with CI set they fail instead, so a broken browser setup cannot pass unnoticed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+import normalization
+from qwen_stream.config import ServerSettings
+from qwen_stream.settings import BYTES_PER_FRAME, FrameBudget
+
+from .live_server import LiveServer
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = os.environ.get("QWEN_STREAM_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("QWEN_STREAM_CHROMEDRIVER", "/usr/bin/chromedriver")
+IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+MAX_FRAMES = 48  # caps every sentence at 3.84 s of audio: keeps the module fast on two CPU cores
+MAX_TEXT_CHARS = 300
+BYTES_PER_SECOND = 48_000  # PCM16 mono at 24 kHz
+SPEAKERS = ["Vivian", "Serena", "Uncle_Fu", "Dylan", "Eric", "Ryan", "Aiden", "Ono_Anna", "Sohee"]
+LANGUAGES = ["Auto", "Chinese", "English", "Japanese", "Korean", "German", "French", "Russian", "Portuguese",
+             "Spanish", "Italian"]
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1000",
+)
+
+
+def expected_bytes(text: str) -> int:
+    """What the server sends for `text`: its frame budget per normalized segment, 3840 bytes a frame."""
+    budget = FrameBudget(max_frames=MAX_FRAMES)
+    return sum(budget.for_text(s.text) for s in normalization.normalize(text)) * BYTES_PER_FRAME
+
+
+def unavailable(reason: str):
+    if IN_CI:
+        pytest.fail(f"CI is set, so the browser tests must run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+# -- fixtures -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def driver():
+    """Headless Debian Chromium through chromedriver; never downloads a browser or a driver."""
+    for binary in (CHROMIUM, CHROMEDRIVER):
+        if not shutil.which(binary):
+            unavailable(f"{binary} is missing (apt-get install chromium chromium-driver)")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        unavailable("the selenium package is not installed (pip install selenium)")
+    profile = tempfile.mkdtemp(prefix="qwen-stream-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    except Exception as e:  # any launch failure means the same thing: no browser to test with
+        shutil.rmtree(profile, ignore_errors=True)
+        unavailable(f"Chromium cannot run here: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    browser.set_script_timeout(30)
+    yield browser
+    browser.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+class ServerLog(logging.Handler):
+    """The service's one line per finished request, in the order the server finished them."""
+
+    LINE = re.compile(r"^request id=(\w+) client=(\S+) chars=\d+ segments=\d+ frames=(\d+) .* outcome=(\w+)$")
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def requests(self, client_id: str) -> list[dict]:
+        found = []
+        for line in self.lines:
+            m = self.LINE.match(line)
+            if m and m.group(2) == client_id:
+                found.append({"id": m.group(1), "frames": int(m.group(3)), "outcome": m.group(4)})
+        return found
+
+
+@pytest.fixture(scope="module")
+def server(custom_voice_dir):
+    log = logging.getLogger("qwen_stream")
+    handler, level = ServerLog(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=MAX_FRAMES,
+                              max_text_chars=MAX_TEXT_CHARS)
+    live = LiveServer(settings).start()
+    live.log = handler
+    yield live
+    live.stop()
+    log.removeHandler(handler)
+    log.setLevel(level)
+
+
+@pytest.fixture
+def page(driver, server):
+    """The page freshly loaded and ready; afterwards, nothing may be left running on the server."""
+    driver.get(server.url + "/")
+    wait_until(driver, "return window.qwenStream && window.qwenStream.stats.ready "
+                       "&& document.getElementById('voice').options.length > 0")
+    yield driver
+    driver.execute_script("window.qwenStream.stop({quiet: true})")
+    assert server.wait_idle(30), "work left running on the server after the test"
+
+
+# -- helpers --------------------------------------------------------------------------------------------
+
+
+def stats(driver) -> dict:
+    return driver.execute_script("return window.qwenStream.stats")
+
+
+def wait_until(driver, script: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for `{script}`; page stats: {stats(driver)}")
+        time.sleep(0.05)
+
+
+def fill(driver, **values) -> None:
+    """Sets form fields by id as a user would, firing input and change events."""
+    driver.execute_script("""
+        for (const [id, value] of Object.entries(arguments[0])) {
+          const el = document.getElementById(id);
+          if (el.type === 'checkbox') el.checked = value; else el.value = value;
+          el.dispatchEvent(new Event('input', {bubbles: true}));
+          el.dispatchEvent(new Event('change', {bubbles: true}));
+        }""", values)
+
+
+def click(driver, element_id: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, element_id).click()
+
+
+# Until the server has GET /v1/voices, the page's probe of it answers 404, which Chromium logs as a failed
+# resource. The fallback to the built-in voices is the documented behaviour, so that one line is allowed.
+VOICES_404 = "/v1/voices - Failed to load resource: the server responded with a status of 404"
+
+
+def console_errors(driver, allow: tuple[str, ...] = ()) -> list[dict]:
+    """Console entries of level SEVERE since the last call, less the allowed ones (by message part)."""
+    allow = (VOICES_404, *allow)
+    entries = driver.get_log("browser")
+    return [e for e in entries if e["level"] == "SEVERE" and not any(part in e["message"] for part in allow)]
+
+
+def steps(server) -> int:
+    return server.service.model.tap.steps
+
+
+# -- tests ------------------------------------------------------------------------------------------------
+
+
+def test_page_loads_ready_without_console_errors(page, server):
+    s = stats(page)
+    assert s["ready"] and s["health"]["model"]["family"] == "custom_voice"
+    assert page.execute_script("return document.getElementById('serverState').dataset.state") == "ready"
+    options = page.execute_script("return [...document.getElementById('language').options].map(o => o.value)")
+    assert options == LANGUAGES
+    voices = page.execute_script("return [...document.getElementById('voice').options].map(o => o.value)")
+    if s["voicesFrom"] == "fallback":  # no GET /v1/voices on this server: the CustomVoice speakers
+        assert voices == SPEAKERS
+    else:
+        assert voices
+    assert console_errors(page) == []
+
+    # The text front end's view of the text, from POST /v1/normalize.
+    fill(page, text="Hello there. How are you?", language="English")
+    click(page, "preview")
+    segments = wait_until(page, "const l = document.querySelectorAll('#segments li:not(.hint)');"
+                                "return l.length && [...l].map(li => li.firstChild.textContent)")
+    assert segments == ["Hello there.", "How are you?"]
+
+    # The client id is kept in localStorage across reloads.
+    fill(page, clientId="webui-kept")
+    page.refresh()
+    wait_until(page, "return window.qwenStream && window.qwenStream.stats.ready")
+    assert page.execute_script("return document.getElementById('clientId').value") == "webui-kept"
+    assert console_errors(page) == []
+
+
+def test_speak_schedules_exactly_the_received_pcm(page, server):
+    text = "Hi there."
+    fill(page, text=text, clientId="webui-speak", conversation=False, voice="Ryan", language="English")
+    click(page, "speak")
+    wait_until(page, "return window.qwenStream.stats.state === 'done'")
+    s = stats(page)
+    [request] = s["requests"]
+    assert request["status"] == "done" and request["httpStatus"] == 200 and request["requestId"]
+    assert request["ttfb"] > 0
+    assert re.fullmatch(r"\d+ms", page.execute_script("return document.getElementById('figTtfb').textContent"))
+    # Every byte received was scheduled, and the bytes are what the server makes for this text.
+    assert request["bytes"] == expected_bytes(text)
+    assert request["samples"] * 2 == request["bytes"]
+    assert s["scheduledSamples"] * 2 == s["bytes"] == request["bytes"]
+    assert s["scheduledSeconds"] == pytest.approx(s["bytes"] / BYTES_PER_SECOND, rel=1e-12)
+    # Headless Chromium really plays: the AudioContext runs at 24 kHz and its clock moves.
+    assert s["audioContext"]["state"] == "running" and s["audioContext"]["sampleRate"] == 24000
+    assert s["audioContext"]["currentTime"] > 0
+    [logged] = server.log.requests("webui-speak")
+    assert logged["id"] == request["requestId"] and logged["outcome"] == "done"
+    assert logged["frames"] * BYTES_PER_FRAME == request["bytes"]
+
+    # The WAV download holds the same PCM behind a 44-byte header.
+    header = page.execute_script("const w = window.qwenStream.wav(); return [w.length, ...w.slice(0, 44)]")
+    length, head = header[0], bytes(header[1:])
+    assert length == 44 + request["bytes"]
+    assert head[:4] == b"RIFF" and head[8:16] == b"WAVEfmt " and head[36:40] == b"data"
+    assert int.from_bytes(head[24:28], "little") == 24000 and int.from_bytes(head[40:44], "little") == request["bytes"]
+    assert not page.execute_script("return document.getElementById('download').disabled")
+    assert console_errors(page) == []
+
+
+def test_stop_ends_the_server_stream_and_silences_the_page(page, server):
+    sentences = ["This first sentence is long enough to keep the engine busy for a while.",
+                 "The second one waits.", "So does the third."]
+    fill(page, text=" ".join(sentences), clientId="webui-stop", conversation=True, pacing="queued")
+    click(page, "speak")
+    # Stop while the first sentence streams and the other two wait in the server's queue.
+    wait_until(page, "const r = window.qwenStream.stats.requests;"
+                     "return r.length === 3 && r[0].bytes > 0 && r[2].status === 'queued'")
+    click(page, "stop")
+    s = wait_until(page, "const s = window.qwenStream.stats; return s.state === 'stopped' && s.interrupt && s")
+    assert s["activeSources"] == 0
+    assert s["interrupt"] == {"client_id": "webui-stop", "interrupted": True, "flushed": 2}
+
+    # The server: the running stream ended early, the queued ones never ran, and the engine stopped.
+    assert server.wait_idle(30)
+    before = steps(server)
+    time.sleep(0.4)
+    assert steps(server) == before
+    logged = {r["id"]: r for r in server.log.requests("webui-stop")}
+    assert [logged[r["requestId"]]["outcome"] for r in s["requests"]] == ["interrupted"] * 3
+
+    # The page: nothing more was scheduled after Stop, and every source it started is stopped.
+    after = stats(page)
+    time.sleep(0.4)
+    later = stats(page)
+    assert later["scheduledSamples"] == after["scheduledSamples"] == s["scheduledSamples"]
+    assert later["activeSources"] == 0 and later["sourcesStarted"] == later["sourcesStopped"]
+    assert [r["status"] for r in later["requests"]] == ["stopped"] * 3
+    assert later["requests"][0]["bytes"] < expected_bytes(sentences[0])
+    assert later["requests"][1]["bytes"] == later["requests"][2]["bytes"] == 0
+    assert console_errors(page) == []
+
+
+def test_conversation_mode_sends_and_plays_sentences_in_order(page, server):
+    sentences = ["One.", "Two!", "Three?"]
+    fill(page, text=" ".join(sentences), clientId="webui-talk", conversation=True, pacing="queued")
+    assert "3 sentences" in page.execute_script("return document.getElementById('sentences').textContent")
+    click(page, "speak")
+    wait_until(page, "return window.qwenStream.stats.state === 'done'")
+    s = stats(page)
+    requests = s["requests"]
+    assert [r["text"] for r in requests] == sentences
+    assert [r["status"] for r in requests] == ["done"] * 3
+    for r, sentence in zip(requests, sentences):
+        assert r["bytes"] == expected_bytes(sentence) and r["samples"] * 2 == r["bytes"]
+    assert s["scheduledSeconds"] == pytest.approx(sum(r["bytes"] for r in requests) / BYTES_PER_SECOND, rel=1e-12)
+    for earlier, later in zip(requests, requests[1:]):
+        assert later["sentAt"] >= earlier["acceptedAt"]  # sent in order
+        assert later["firstByteAt"] >= earlier["endAt"] - 50  # served one after another (ms)
+        assert later["audioStart"] >= earlier["audioEnd"] - 1e-9  # played in order, no overlap
+    # The server finished the client's requests in the page's order.
+    logged = server.log.requests("webui-talk")
+    assert [r["id"] for r in logged] == [r["requestId"] for r in requests]
+    assert [r["outcome"] for r in logged] == ["done"] * 3
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.save_screenshot(str(ARTIFACTS / "webui.png"))
+    assert console_errors(page) == []
+
+
+def test_chunks_split_mid_sample_play_every_sample(page):
+    """A stand-in for the server's body whose chunk boundaries fall mid-sample (as TCP may deliver it)."""
+    page.execute_script("""
+        const pcm = new Uint8Array(24000);  // 0.5 s
+        for (let i = 0; i < pcm.length; i++) pcm[i] = (i * 7919 + (i >> 3)) & 255;
+        window.fakePcm = pcm;
+        const sizes = [1, 3, 2, 5, 7, 4095, 1, 11, 998, 3839];
+        const realFetch = window.fetch.bind(window);
+        window.fetch = async (url, init) => {
+          if (!String(url).endsWith('tts/stream')) return realFetch(url, init);
+          const body = new ReadableStream({start(c) {
+            for (let at = 0, k = 0; at < pcm.length; k++) {
+              const n = Math.min(sizes[k % sizes.length], pcm.length - at);
+              c.enqueue(pcm.slice(at, at + n));
+              at += n;
+            }
+            c.close();
+          }});
+          return new Response(body, {status: 200, headers: {'Content-Type': 'audio/pcm', 'X-Request-Id': 'fake'}});
+        };
+        window.qwenStream.capture(true);""")
+    fill(page, text="Odd chunks.", clientId="webui-odd", conversation=False)
+    click(page, "speak")
+    wait_until(page, "return window.qwenStream.stats.state === 'done'")
+    s = stats(page)
+    assert s["bytes"] == 24000 and s["scheduledSamples"] == 12000 and s["scheduledSeconds"] == 0.5
+    wrong = page.execute_script("""
+        const kept = window.qwenStream.capture(false), pcm = window.fakePcm;
+        const view = new DataView(pcm.buffer);
+        let n = 0, wrong = 0;
+        for (const part of kept) for (const v of part) { if (Math.round(v * 32768) !== view.getInt16(2 * n, true)) wrong++; n++; }
+        const wav = window.qwenStream.wav();
+        for (let i = 0; i < pcm.length; i++) if (wav[44 + i] !== pcm[i]) wrong++;
+        return [n, wrong];""")
+    assert wrong == [12000, 0]
+    assert console_errors(page) == []
+
+
+def test_error_message_from_the_server_is_shown(page, server):
+    fill(page, text="x" * (MAX_TEXT_CHARS + 1), clientId="webui-error", conversation=False)
+    click(page, "speak")
+    wait_until(page, "return window.qwenStream.stats.state === 'done'")
+    [request] = stats(page)["requests"]
+    assert request["status"] == "error" and request["httpStatus"] == 400
+    message = page.execute_script("return document.getElementById('banner').textContent")
+    assert "text_too_long" in message and str(MAX_TEXT_CHARS) in message
+    # The 400 itself is logged by Chromium as a failed resource; nothing else may be.
+    assert console_errors(page, ("/tts/stream - Failed to load resource",)) == []
+
+
+def test_loading_server_shows_a_message_until_ready(driver, server):
+    service = server.service
+    service.state = "loading"  # what /health and /tts/stream answer while the model loads
+    try:
+        driver.get(server.url + "/")
+        wait_until(driver, "return document.getElementById('serverState').dataset.state === 'loading'")
+        message = driver.execute_script("return document.getElementById('banner').textContent")
+        assert "loading" in message
+        fill(driver, text="Hi.", clientId="webui-early", conversation=False)
+        click(driver, "speak")
+        wait_until(driver, "return window.qwenStream.stats.state === 'done'")
+        [request] = stats(driver)["requests"]
+        assert request["httpStatus"] == 503 and "not_ready" in request["error"]
+    finally:
+        service.state = "ready"
+    wait_until(driver, "return window.qwenStream.stats.ready", timeout=10)
+    assert driver.execute_script("return document.getElementById('serverState').dataset.state") == "ready"
+    assert not driver.execute_script("return document.getElementById('banner').className.includes('show') "
+                                     "&& document.getElementById('banner').dataset.kind === 'warn'")
+    # The 503s are logged by Chromium as failed resources; nothing else may be.
+    assert console_errors(driver, ("the server responded with a status of 503",)) == []
