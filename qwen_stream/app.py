@@ -14,7 +14,8 @@ from .service import TTSService
 
 
 def create_app(settings: ServerSettings, service: TTSService | None = None) -> FastAPI:
-    from .api import health, text, tts, webui
+    from .api import health, openai, text, tts, voices, webui
+    from .api.auth import BearerAuth
     from .api.errors import install_error_handlers
 
     service = service or TTSService(settings)
@@ -35,6 +36,8 @@ def create_app(settings: ServerSettings, service: TTSService | None = None) -> F
     app = FastAPI(title="qwen-stream", version="0.1.0", lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app)
+    if settings.api_key:
+        app.add_middleware(BearerAuth, api_key=settings.api_key)  # inside CORS: refusals carry CORS headers
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -43,6 +46,7 @@ def create_app(settings: ServerSettings, service: TTSService | None = None) -> F
             allow_headers=["*"],
             expose_headers=["X-Request-Id", "X-Sample-Rate", "X-Sample-Width", "X-Channels", "X-Sample-Format"],
         )
-    for module in (tts, health, text, webui):
+    for module in (tts, voices, health, text, webui):
         app.include_router(module.router)
+    openai.install(app, settings)
     return app

@@ -63,10 +63,10 @@ class TicketStats:
 class Ticket:
     """One HTTP request's utterance: one or more sentences (segments) spoken in a row."""
 
-    def __init__(self, client_id: str, segments: Sequence[SynthesisRequest], text_chars: int):
+    def __init__(self, client_id: str, segments: Sequence[SynthesisRequest] | None, text_chars: int):
         self.id = uuid.uuid4().hex
         self.client_id = client_id
-        self.segments = list(segments)
+        self.segments = list(segments) if segments is not None else None  # None: reserved, still preparing
         self.text_chars = text_chars
         self.stats = TicketStats()
         self.outcome: str | None = None
@@ -122,16 +122,36 @@ class ClientQueues:
     # -- requests -------------------------------------------------------------------------------------
     def enqueue(self, client_id: str, segments: Sequence[SynthesisRequest], text_chars: int) -> Ticket:
         """Joins the client's queue; starts at once if the client has nothing running. Raises QueueFull."""
+        ticket = self.reserve(client_id, text_chars)
+        self.fill(ticket, segments)
+        return ticket
+
+    def reserve(self, client_id: str, text_chars: int = 0, expire_after: float = 60.0) -> Ticket:
+        """Takes the client's next place in line at arrival, before the text is prepared, so requests
+        play in the order they arrived even when an earlier one takes longer to prepare. A reservation
+        that is neither filled nor cancelled within `expire_after` seconds is dropped (never blocks)."""
         self._loop = asyncio.get_running_loop()
         client = self._clients.get(client_id)
         if client is not None and len(client.waiting) >= self._max_queue:
             raise QueueFull(client_id, self._max_queue)
         if client is None:
             client = self._clients[client_id] = _Client()
-        ticket = Ticket(client_id, segments, text_chars)
+        ticket = Ticket(client_id, None, text_chars)
         client.waiting.append(ticket)
-        self._advance(client_id)
+        self._loop.call_later(expire_after, self._expire, ticket)
         return ticket
+
+    def fill(self, ticket: Ticket, segments: Sequence[SynthesisRequest]) -> None:
+        """The reserved ticket's sentences are ready: it may start when its turn comes."""
+        if ticket.ended:
+            return  # interrupted while it was being prepared
+        ticket.segments = list(segments)
+        self._advance(ticket.client_id)
+
+    def _expire(self, ticket: Ticket) -> None:
+        if ticket.segments is None and not ticket.ended:
+            log.warning("dropping reservation %s of client %s: never filled", ticket.id, ticket.client_id)
+            self.cancel(ticket, "expired")
 
     def interrupt(self, client_id: str) -> tuple[bool, int]:
         """Stops the client's running utterance and drops its queued ones; their streams end now.
@@ -190,7 +210,8 @@ class ClientQueues:
         client = self._clients.get(client_id)
         if client is None:
             return
-        if client.running is None and not client.engine_busy and client.waiting:
+        if client.running is None and not client.engine_busy and client.waiting and \
+                client.waiting[0].segments is not None:
             ticket = client.waiting.popleft()
             client.running = ticket
             ticket.stats.started = time.perf_counter()
@@ -220,11 +241,11 @@ class ClientQueues:
     def _on_engine_event(self, ticket: Ticket, event: Event) -> None:
         if isinstance(event, AudioChunk):
             if not ticket.ended:
+                ticket.stats.frames += event.frames  # frames streamed (an interrupt may stop more unsent)
                 ticket._events.put_nowait(event)
             return
         client = self._clients.get(ticket.client_id)
         stats = event.stats
-        ticket.stats.frames += stats.frames
         if stats.started is not None and stats.finished is not None:
             ticket.stats.compute_seconds += stats.finished - stats.started
         if ticket.stats.engine_ttfb is None:

@@ -7,10 +7,11 @@ builds the argument parser, reads the environment and renders the README's confi
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,11 +52,38 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def voice_map(text: str) -> dict[str, str]:
+    """A JSON object of names to voices, given inline or as the path of a JSON file."""
+    source = text.strip()
+    if source[:1] not in ("{", "["):
+        try:
+            source = Path(source).expanduser().read_text(encoding="utf-8")
+        except OSError as e:
+            raise ValueError(f"expected a JSON object or the path of a JSON file: {e}") from e
+    try:
+        value = json.loads(source)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e})") from e
+    _check_voice_map(value)
+    return value
+
+
+def _check_voice_map(value: Any) -> None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k and isinstance(v, str) and v
+                                              for k, v in value.items()):
+        raise ValueError('expected a JSON object of names to voices, e.g. {"alloy": "Ryan"}')
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("model_path", str, None, "checkpoint directory or hub id; default: by GPU memory, >= 12 GiB 1.7B "
            "else 0.6B (CustomVoice, or Base with --ref-audio)", env="MODEL_PATH"),
     Option("demo", _bool, False, "serve a tiny random checkpoint (built once into the cache dir): starts "
            "anywhere with no weights; its audio is noise"),
+    Option("models", str, None, "families to serve, e.g. custom_voice:1.7b,base:0.6b,voice_design:1.7b (hub ids) "
+           "or base=/models/Base; the first is the default; each loads on first use"),
+    Option("max_loaded_models", int, 3, "models kept loaded at once; the least recently used one unloads"),
+    Option("voices_dir", str, None, "where cloned and designed voices are stored (default: the user cache dir)"),
+    Option("max_upload_mb", float, 10.0, "largest accepted reference audio upload, in MiB"),
     Option("ref_audio", str, None, "reference audio of the default cloned voice (Base models)", env="REF_AUDIO_PATH"),
     Option("ref_text", str, None, "transcript of --ref-audio (ICL mode); without it x-vector mode",
            env="REF_TEXT"),
@@ -80,6 +108,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_frames", int, FrameBudget.max_frames, "hard cap on frames per sentence (2048 = 164 s)"),
     Option("cors_origins", _csv, (), "comma-separated origins allowed to call the API from a browser; * for any"),
     Option("shutdown_timeout", float, 10.0, "seconds active streams may finish after SIGTERM before they are cut"),
+    Option("api_key", str, None, "Bearer key required on every route except /, /health and /metrics; off "
+           "without it (prefer the variable: flags show in ps)", env="API_KEY"),
+    Option("openai_voices", voice_map, None, "OpenAI voice names mapped to this server's voices, over the "
+           "defaults (docs/openai.md): a JSON object or the path of a JSON file"),
     Option("cache_dir", str, None, "where --demo checkpoints live (default: the user cache dir)"),
     Option("log_level", str, "info", "debug, info, warning or error"),
 )
@@ -89,6 +121,10 @@ OPTIONS: tuple[Option, ...] = (
 class ServerSettings:
     model_path: str | None = None
     demo: bool = False
+    models: str | None = None
+    max_loaded_models: int = 3
+    voices_dir: str | None = None
+    max_upload_mb: float = 10.0
     ref_audio: str | None = None
     ref_text: str | None = None
     host: str = "127.0.0.1"
@@ -110,6 +146,8 @@ class ServerSettings:
     max_frames: int = FrameBudget.max_frames
     cors_origins: tuple[str, ...] = ()
     shutdown_timeout: float = 10.0
+    api_key: str | None = field(default=None, repr=False)
+    openai_voices: Mapping[str, str] | None = None
     cache_dir: str | None = None
     log_level: str = "info"
 
@@ -125,8 +163,24 @@ class ServerSettings:
             problems.append("max_text_chars, max_queue and max_frames must be >= 1")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             problems.append(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
-        if self.demo and self.model_path:
-            problems.append("give either --demo or --model-path, not both")
+        if self.api_key is not None and not self.api_key.strip():
+            problems.append("api_key must not be empty")
+        if self.openai_voices is not None:
+            try:
+                _check_voice_map(self.openai_voices)
+            except ValueError as e:
+                problems.append(f"openai_voices: {e}")
+        if sum(bool(x) for x in (self.demo, self.model_path, self.models)) > 1:
+            problems.append("give only one of --demo, --model-path and --models")
+        if self.models:
+            from .registry import parse_models
+
+            try:
+                parse_models(self.models)
+            except ValueError as e:
+                problems.append(str(e))
+        if self.max_loaded_models < 1 or self.max_upload_mb <= 0:
+            problems.append("max_loaded_models must be >= 1 and max_upload_mb > 0")
         try:
             self.streaming()
         except ValueError as e:
@@ -156,6 +210,13 @@ class ServerSettings:
         from platformdirs import user_cache_dir
 
         return Path(user_cache_dir("qwen-stream")) / "demo"
+
+    def voices_root(self) -> Path:
+        if self.voices_dir:
+            return Path(self.voices_dir).expanduser()
+        from platformdirs import user_cache_dir
+
+        return Path(user_cache_dir("qwen-stream")) / "voices"
 
 
 def build_parser() -> argparse.ArgumentParser:

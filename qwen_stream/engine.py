@@ -9,6 +9,7 @@ an asyncio async generator (thread-safe hand-off into the event loop).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import logging
 import queue
@@ -20,9 +21,10 @@ from dataclasses import dataclass, field
 import torch
 
 from .decoder import StreamingDecoder
-from .generation import SynthesisRequest, check_request, frame_cap, generate_streaming
+from .generation import SynthesisError, SynthesisRequest, check_request, frame_cap, generate_streaming
 from .model import LoadedModel
-from .settings import FRAME_SECONDS, SAMPLE_RATE, EngineSettings
+from .registry import ModelRegistry
+from .settings import FRAME_SECONDS, SAMPLE_RATE, EngineSettings, StreamingSettings
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +100,13 @@ class Job:
 
     _ids = itertools.count(1)
 
-    def __init__(self, request: SynthesisRequest, cap: int, decoder: StreamingDecoder, emit: EventCallback,
-                 keep_codes: bool = False):
+    def __init__(self, request: SynthesisRequest, cap: int, emit: EventCallback, keep_codes: bool = False):
         self.id = next(Job._ids)
         self.request = request
         self.cap = cap
         self.stats = JobStats(submitted=time.perf_counter())
         self.codes: list[torch.Tensor] | None = [] if keep_codes else None
-        self._decoder = decoder
+        self._decoder: StreamingDecoder | None = None
         self._emit = emit
         self._cancelled = threading.Event()
         self._eos = False
@@ -126,6 +127,12 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._ended.wait(timeout)
+
+    def attach(self, model: LoadedModel, streaming: StreamingSettings) -> None:
+        """Binds the job to the model that runs it (worker thread, just before generation)."""
+        context = self.request.voice.context_codes
+        self._decoder = StreamingDecoder(model.decode, streaming,
+                                         context_codes=None if context is None else context.to(model.device))
 
     # -- FrameSink (worker thread) -------------------------------------------------------------------
     @property
@@ -154,7 +161,7 @@ class Job:
         self.stats.chunks += 1
 
     def _finish(self) -> None:
-        if not self.cancelled:
+        if not self.cancelled and self._decoder is not None:
             started = time.perf_counter()
             tail = self._decoder.flush()
             if tail is not None:
@@ -181,11 +188,19 @@ class Job:
 _STOP = object()
 
 
-class Engine:
-    """Owns one loaded model and the only thread that touches it."""
+class _Task:
+    """A function to run on the engine thread with the registry (voice prompts, model loads)."""
 
-    def __init__(self, model: LoadedModel, settings: EngineSettings):
-        self.model = model
+    def __init__(self, fn: Callable[[ModelRegistry], object]):
+        self.fn = fn
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+
+
+class Engine:
+    """Owns the models (through the registry) and the only thread that touches them."""
+
+    def __init__(self, models: ModelRegistry | LoadedModel, settings: EngineSettings):
+        self.registry = models if isinstance(models, ModelRegistry) else ModelRegistry.single(models)
         self.settings = settings
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
@@ -199,13 +214,12 @@ class Engine:
     # -- submitting -----------------------------------------------------------------------------------
     def submit(self, request: SynthesisRequest, emit: EventCallback, keep_codes: bool = False) -> Job:
         """Validates and queues a request. Raises SynthesisError for a request this model cannot serve."""
-        check_request(self.model, request)
+        if request.family is not None and not self.registry.serves(request.family):
+            raise SynthesisError(f"no {request.family} model is configured on this server")
+        check_request(self.registry.info(request.family), request)
         if not self._thread.is_alive():
             raise RuntimeError("engine is closed")
-        context = request.voice.context_codes
-        decoder = StreamingDecoder(self.model.decode, self.settings.streaming,
-                                   context_codes=None if context is None else context.to(self.model.device))
-        job = Job(request, frame_cap(request, self.settings.budget), decoder, emit, keep_codes=keep_codes)
+        job = Job(request, frame_cap(request, self.settings.budget), emit, keep_codes=keep_codes)
         with self._lock:
             self._pending.add(job)
         self._queue.put(job)
@@ -259,7 +273,20 @@ class Engine:
         finally:
             job.cancel()
 
+    def run_task(self, fn: Callable[[ModelRegistry], object]) -> concurrent.futures.Future:
+        """Runs fn(registry) on the engine thread, between jobs; its result or error lands in the future."""
+        if not self._thread.is_alive():
+            raise RuntimeError("engine is closed")
+        task = _Task(fn)
+        self._queue.put(task)
+        return task.future
+
     # -- state ----------------------------------------------------------------------------------------
+    @property
+    def model(self) -> LoadedModel | None:
+        """The default family's model, when loaded."""
+        return self.registry.peek()
+
     @property
     def active_job(self) -> Job | None:
         return self._active
@@ -296,6 +323,9 @@ class Engine:
             job = self._queue.get()
             if job is _STOP:
                 return
+            if isinstance(job, _Task):
+                self._run_task(job)
+                continue
             with self._lock:
                 self._active = job
             try:
@@ -305,6 +335,14 @@ class Engine:
                     self._active = None
                     self._pending.discard(job)
 
+    def _run_task(self, task: _Task) -> None:
+        if not task.future.set_running_or_notify_cancel():
+            return
+        try:
+            task.future.set_result(task.fn(self.registry))
+        except BaseException as error:  # handed to the caller; the worker lives on
+            task.future.set_exception(error)
+
     def _run_job(self, job: Job) -> None:
         job.stats.started = time.perf_counter()
         if job.cancelled:
@@ -312,7 +350,9 @@ class Engine:
             return
         frames_before = job.stats.frames
         try:
-            generate_streaming(self.model, [job.request], [job], self.settings.sampling, max_new_frames=job.cap)
+            model = self.registry.get(job.request.family)
+            job.attach(model, self.settings.streaming)
+            generate_streaming(model, [job.request], [job], self.settings.sampling, max_new_frames=job.cap)
         except Exception as error:  # the job's failure goes to its caller; the worker lives on
             log.exception("job %s failed", job.id)
             self.frames_generated += job.stats.frames - frames_before

@@ -50,10 +50,13 @@ class SynthesisRequest:
     voice: Voice = field(default_factory=Voice)
     seed: int | None = None
     max_frames: int | None = None  # overrides the text-length budget (CLI, tests)
+    family: str | None = None  # which served model speaks it; None: the server's default model
 
 
-def check_request(model: LoadedModel, request: SynthesisRequest) -> None:
-    """Raises SynthesisError with a message a client can act on; touches no model state."""
+def check_request(model, request: SynthesisRequest) -> None:
+    """Raises SynthesisError with a message a client can act on; touches no model state.
+
+    `model` is a LoadedModel or a registry.ModelInfo: both tell family, size, speakers and languages."""
     if not request.text.strip():
         raise SynthesisError("text is empty")
     languages = {lang.lower() for lang in model.languages}

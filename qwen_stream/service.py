@@ -7,20 +7,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .clients import ClientQueues, Ended, QueueFull, Ticket
 from .config import ServerSettings
-from .engine import AudioChunk, Engine
+from .decoder import pcm16_to_float
+from .engine import AudioChunk, Engine, StreamEnd, StreamError
 from .generation import SynthesisError, SynthesisRequest, Voice, check_request
 from .metrics import Metrics
-from .model import LoadedModel, ModelLoadError, load_model
+from .model import LoadedModel, ModelLoadError
+from .registry import ModelRegistry, ModelSpec, info_from_source, parse_models
+from .settings import SAMPLE_RATE
+from .voice_library import VoiceLibrary, VoiceRecord, builtin_voices
+from .voices import (VoiceError, check_reference, clone_prompt, content_hash, decode_base64_audio, read_audio,
+                     to_model_rate, wav_bytes)
 
 log = logging.getLogger("qwen_stream")
 
-__all__ = ["InvalidRequest", "NotReady", "QueueFull", "TTSService", "resolve_model_path"]
+__all__ = ["InvalidRequest", "NotFound", "NotReady", "QueueFull", "TTSService", "model_specs"]
 
 
 class InvalidRequest(ValueError):
@@ -31,25 +38,39 @@ class InvalidRequest(ValueError):
         self.code = code
 
 
+class NotFound(LookupError):
+    def __init__(self, what: str):
+        super().__init__(what)
+
+
 class NotReady(RuntimeError):
     def __init__(self, state: str, detail: str | None = None):
         super().__init__(detail or f"the model is {state}; retry when GET /health answers 200")
         self.state = state
 
 
-def resolve_model_path(settings: ServerSettings) -> str:
-    """--demo: a tiny local checkpoint; --model-path as given; else a hub id chosen by GPU memory."""
+def model_specs(settings: ServerSettings) -> list[ModelSpec]:
+    """The models to serve, default first: --demo (tiny checkpoints of all three families), --models,
+    --model-path, or else a hub id chosen by GPU memory (>= 12 GiB: 1.7B, else 0.6B)."""
     if settings.demo:
         from .tiny import ensure_checkpoint
 
-        return str(ensure_checkpoint(settings.demo_cache_dir(), "base" if settings.ref_audio else "custom_voice"))
-    if settings.model_path:
-        return settings.model_path
-    import torch
+        order = ("base", "custom_voice", "voice_design") if settings.ref_audio else FAMILIES_BY_DEFAULT
+        paths = {family: str(ensure_checkpoint(settings.demo_cache_dir(), family)) for family in order}
+        return [ModelSpec(f, p, info_from_source(p)) for f, p in paths.items()]
+    if settings.models:
+        return [ModelSpec(f, src, info_from_source(src, f)) for f, src in parse_models(settings.models).items()]
+    source = settings.model_path
+    if not source:
+        import torch
 
-    big = torch.cuda.is_available() and torch.cuda.get_device_properties(0).total_memory >= 12 * 2**30
-    family = "Base" if settings.ref_audio else "CustomVoice"
-    return f"Qwen/Qwen3-TTS-12Hz-{'1.7B' if big else '0.6B'}-{family}"
+        big = torch.cuda.is_available() and torch.cuda.get_device_properties(0).total_memory >= 12 * 2**30
+        source = f"Qwen/Qwen3-TTS-12Hz-{'1.7B' if big else '0.6B'}-{'Base' if settings.ref_audio else 'CustomVoice'}"
+    info = info_from_source(source)
+    return [ModelSpec(info.family, source, info)]
+
+
+FAMILIES_BY_DEFAULT = ("custom_voice", "base", "voice_design")
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,7 @@ class PreparedRequest:
     segments: list[SynthesisRequest]
     text_chars: int
     received: float
+    ticket: Ticket  # the place in the client's queue, taken at arrival
 
 
 class TTSService:
@@ -65,25 +87,36 @@ class TTSService:
         self.settings = settings
         self.state = "loading"
         self.error: str | None = None
-        self.model: LoadedModel | None = None
         self.engine: Engine | None = None
         self.clients: ClientQueues | None = None
+        self.library: VoiceLibrary | None = None
+        self.default_family: str | None = None
         self.default_voice: Voice | None = None
+        self._legacy_prompts: OrderedDict[str, object] = OrderedDict()
         self.metrics = Metrics(active_streams=lambda: self.clients.active if self.clients else 0,
                                queue_depth=lambda: self.clients.waiting if self.clients else 0)
+
+    @property
+    def model(self) -> LoadedModel | None:
+        """The default family's model (loaded at start)."""
+        return self.engine.model if self.engine is not None else None
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return self.engine.registry
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
         try:
             await asyncio.to_thread(self._load)
-        except (ModelLoadError, SynthesisError, ValueError, OSError) as e:
+        except (ModelLoadError, SynthesisError, VoiceError, ValueError, OSError) as e:
             self.state, self.error = "failed", str(e)
             log.error("model failed to load: %s", e)
             return
         self.clients = ClientQueues(self.engine, self.settings.max_queue)
         self.state = "ready"
-        log.info("ready: %s%s", self.model.describe(), " (demo checkpoint: random weights, audio is noise)"
-                 if self.settings.demo else "")
+        log.info("ready: %s%s", self.model.describe() if self.model else self.registry.families,
+                 " (demo checkpoints: random weights, audio is noise)" if self.settings.demo else "")
 
     def _load(self) -> None:
         import normalization
@@ -93,28 +126,38 @@ class TTSService:
             import torch
 
             torch.set_num_threads(self.settings.threads)
-        path = resolve_model_path(self.settings)
-        engine_settings = self.settings.engine(path)
-        self.model = load_model(engine_settings.model)
-        self.default_voice = self._default_voice(self.model)
-        self.engine = Engine(self.model, engine_settings)
+        specs = model_specs(self.settings)
+        engine_settings = self.settings.engine(specs[0].source)
+        registry = ModelRegistry(specs, engine_settings.model, self.settings.max_loaded_models)
+        self.engine = Engine(registry, engine_settings)
+        speakers = registry.info("custom_voice").speakers if registry.serves("custom_voice") else ()
+        self.library = VoiceLibrary(self.settings.voices_root(), builtin_voices(speakers))
+        self.default_family, self.default_voice = self.engine.run_task(self._default_voice).result()
+        registry.default_family = self.default_family
         normalization.warmup()
-        warm = SynthesisRequest("Hello.", "English", self.default_voice,
-                                max_frames=self.settings.first_chunk_size + 2 * self.settings.chunk_size)
-        self.engine.warmup(warm)
+        if self.default_voice is not None:
+            frames = self.settings.first_chunk_size + 2 * self.settings.chunk_size
+            self.engine.warmup(SynthesisRequest("Hello.", "English", self.default_voice, max_frames=frames,
+                                                family=self.default_family))
         log.info("loaded and warmed up in %.1f s", time.perf_counter() - started)
 
-    def _default_voice(self, model: LoadedModel) -> Voice:
-        if model.family == "custom_voice":
-            return Voice(speaker=model.speakers[0] if "Vivian" not in model.speakers else "Vivian")
-        if model.family == "voice_design":
-            return Voice(instruct="")
-        if not self.settings.ref_audio:
-            raise ModelLoadError("a Base model clones a voice: give --ref-audio (and --ref-text for ICL mode)")
-        from .voices import clone_prompt, read_audio
-
-        samples, rate = read_audio(Path(self.settings.ref_audio).expanduser().read_bytes())
-        return Voice(clone=clone_prompt(model, samples, rate, self.settings.ref_text))
+    def _default_voice(self, registry: ModelRegistry) -> tuple[str, Voice | None]:
+        """Runs on the engine thread: loads the default model (and builds the --ref-audio clone)."""
+        if self.settings.ref_audio:
+            if not registry.serves("base"):
+                raise ModelLoadError("--ref-audio clones a voice: it needs a Base model")
+            samples, rate = read_audio(Path(self.settings.ref_audio).expanduser().read_bytes())
+            return "base", Voice(clone=clone_prompt(registry.get("base"), samples, rate, self.settings.ref_text))
+        for family in FAMILIES_BY_DEFAULT:
+            if registry.serves(family):
+                model = registry.get(family)
+                if family == "custom_voice":
+                    speaker = "Vivian" if "Vivian" in model.speakers else model.speakers[0]
+                    return family, Voice(speaker=speaker)
+                if family == "voice_design":
+                    return family, Voice(instruct="")
+                return family, None  # a Base model without --ref-audio: voices come from the library
+        raise ModelLoadError("no model to serve")
 
     async def stop(self) -> None:
         if self.clients is not None:
@@ -127,30 +170,174 @@ class TTSService:
             raise NotReady(self.state, self.error)
 
     # -- requests -------------------------------------------------------------------------------------
-    def voice_for(self, name: str | None, instruct: str | None) -> Voice:
-        model = self.model
-        if model.family == "custom_voice":
-            if name is None or name.lower() == "default":
-                speaker = self.default_voice.speaker
-            else:
-                match = {s.lower(): s for s in model.speakers}.get(name.lower())
-                if match is None:
-                    raise InvalidRequest("unknown_voice", f"unknown voice {name!r}; voices: {', '.join(model.speakers)}")
-                speaker = match
-            return Voice(speaker=speaker, instruct=instruct or None)
-        if name is not None and name.lower() != "default":
-            raise InvalidRequest("unknown_voice", f"unknown voice {name!r}; this server has only 'default'")
-        if model.family == "voice_design":
-            return Voice(instruct=instruct or "")
-        if instruct:
-            raise InvalidRequest("instruct_unsupported", "a Base (voice clone) model cannot follow instructions")
-        return self.default_voice
+    async def resolve_voice(self, name: str | None, instruct: str | None,
+                            ref_audio: str | None = None) -> tuple[str, Voice]:
+        """A request's voice -> (the family that speaks it, the Voice). Raises InvalidRequest."""
+        registry = self.registry
+        instruct = instruct or None
+        if ref_audio is not None:
+            if name is not None:
+                raise InvalidRequest("invalid_request", "give either voice or ref_audio, not both")
+            if instruct:
+                raise InvalidRequest("instruct_unsupported", "a cloned voice (Base model) cannot follow instructions")
+            return "base", Voice(clone=await self._legacy_clone(ref_audio))
+        if name is None or name.lower() == "default":
+            if self.default_voice is None:
+                raise InvalidRequest("unknown_voice", "this server has no default voice; name one from /v1/voices")
+            family, voice = self.default_family, self.default_voice
+            if instruct:
+                voice = Voice(speaker=voice.speaker, instruct=instruct, clone=voice.clone)
+            self._check_instruct(family, voice)
+            return family, voice
+        record = self.library.get(name)
+        if record is None:
+            known = ", ".join(v.id for v in self.library.list()[:20])
+            raise InvalidRequest("unknown_voice", f"unknown voice {name!r}; voices: {known or 'none yet'}")
+        if record.kind == "builtin":
+            voice = Voice(speaker=record.name, instruct=instruct)
+        else:
+            voice = Voice(clone=self.library.prompt(record.id), instruct=instruct)
+        if not registry.serves(record.family):
+            raise InvalidRequest("unknown_voice", f"voice {name!r} needs a {record.family} model, not served here")
+        self._check_instruct(record.family, voice)
+        return record.family, voice
 
-    async def prepare(self, client_id: str, text: str, language: str, voice: str | None, instruct: str | None,
-                      normalize: bool) -> PreparedRequest:
-        """Validates and normalizes; raises InvalidRequest. Nothing is queued here."""
+    def _check_instruct(self, family: str, voice: Voice) -> None:
+        if voice.instruct and family != "voice_design" and not self.registry.info(family).accepts_instruct:
+            what = "a cloned voice (Base model)" if family == "base" else "this CustomVoice model (0.6B)"
+            raise InvalidRequest("instruct_unsupported", f"{what} cannot follow instructions"
+                                 + ("; CustomVoice 1.7B and VoiceDesign can" if family != "voice_design" else ""))
+
+    async def _legacy_clone(self, ref_audio: str):
+        """Per-request base64 reference audio: an x-vector clone, cached by content hash (bounded LRU)."""
+        if not self.registry.serves("base"):
+            raise InvalidRequest("unknown_voice", "ref_audio needs a Base model, not served here")
+        try:
+            data = decode_base64_audio(ref_audio, self.max_upload_bytes)
+        except VoiceError as e:
+            raise InvalidRequest("invalid_ref_audio", str(e)) from e
+        key = content_hash(data)
+        if key in self._legacy_prompts:
+            self._legacy_prompts.move_to_end(key)
+            return self._legacy_prompts[key]
+        prompt = await self._make_prompt(data, transcript=None)
+        self._legacy_prompts[key] = prompt
+        while len(self._legacy_prompts) > LEGACY_PROMPT_CACHE:
+            self._legacy_prompts.popitem(last=False)
+        return prompt
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.settings.max_upload_mb * 2**20)
+
+    async def _make_prompt(self, data: bytes, transcript: str | None, samples=None):
+        """Audio bytes (or 24 kHz samples) -> clone prompt, built on the engine thread. Raises InvalidRequest."""
+        try:
+            if samples is None:
+                raw, rate = await asyncio.to_thread(read_audio, data)
+                check_reference(raw, rate)
+                samples = await asyncio.to_thread(to_model_rate, raw, rate)
+            check_reference(samples, SAMPLE_RATE)
+        except VoiceError as e:
+            raise InvalidRequest("invalid_audio", str(e)) from e
+        future = self.engine.run_task(lambda registry: clone_prompt(registry.get("base"), samples, SAMPLE_RATE,
+                                                                    transcript))
+        try:
+            return await asyncio.wrap_future(future)
+        except VoiceError as e:
+            raise InvalidRequest("invalid_audio", str(e)) from e
+
+    # -- the voice library ----------------------------------------------------------------------------
+    def voices(self) -> list[VoiceRecord]:
+        self.require_ready()
+        return [v for v in self.library.list() if self.registry.serves(v.family)]
+
+    def voice(self, voice_id: str) -> VoiceRecord:
+        self.require_ready()
+        record = self.library.get(voice_id)
+        if record is None:
+            raise NotFound(f"no voice {voice_id!r}")
+        return record
+
+    async def add_voice(self, data: bytes, name: str, transcript: str | None, mode: str | None,
+                        language: str | None) -> VoiceRecord:
+        """An uploaded reference -> a stored cloned voice. Nothing is stored unless every check passes."""
+        self.require_ready()
+        if not self.registry.serves("base"):
+            raise InvalidRequest("unsupported", "voice cloning needs a Base model: start with --models base:0.6b,...")
+        transcript = (transcript or "").strip() or None
+        mode = mode or ("icl" if transcript else "xvector")
+        if mode == "icl" and not transcript:
+            raise InvalidRequest("invalid_request", "mode icl needs the transcript of the reference audio")
+        if len(data) > self.max_upload_bytes:
+            raise InvalidRequest("too_large", f"upload exceeds {self.settings.max_upload_mb:g} MiB")
+        language = self._language(language)
+        try:
+            raw, rate = await asyncio.to_thread(read_audio, data)
+            check_reference(raw, rate)
+        except VoiceError as e:
+            raise InvalidRequest("invalid_audio", str(e)) from e
+        samples = await asyncio.to_thread(to_model_rate, raw, rate)
+        prompt = await self._make_prompt(b"", transcript if mode == "icl" else None, samples=samples)
+        return await asyncio.to_thread(
+            self.library.add, name=name, kind="cloned", family="base", prompt=prompt,
+            reference_wav=wav_bytes(samples), language=language, ref_text=transcript if mode == "icl" else None)
+
+    async def design_voice(self, name: str, description: str, sample_text: str, language: str) -> VoiceRecord:
+        """VoiceDesign speaks the sample; the Base model turns that clip into a reusable clone prompt."""
         import normalization
 
+        self.require_ready()
+        for family in ("voice_design", "base"):
+            if not self.registry.serves(family):
+                raise InvalidRequest("unsupported", "designing a voice needs a VoiceDesign and a Base model "
+                                                    "(--models voice_design:1.7b,base:1.7b)")
+        language = self._language(language)
+        segments = await asyncio.wrap_future(normalization.normalize_in_worker(sample_text, language))
+        if not segments:
+            raise InvalidRequest("empty_text", "sample_text has nothing to speak")
+        spoken = " ".join(s.text for s in segments)
+        request = SynthesisRequest(spoken, segments[0].language, Voice(instruct=description), family="voice_design")
+        job, events = self.engine.submit_async(request)
+        pcm = bytearray()
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, AudioChunk):
+                    pcm += event.pcm
+                elif isinstance(event, StreamError):
+                    raise event.error
+                elif isinstance(event, StreamEnd):
+                    break
+        finally:
+            job.cancel()
+        samples = pcm16_to_float(bytes(pcm))
+        prompt = await self._make_prompt(b"", spoken, samples=samples)
+        return await asyncio.to_thread(
+            self.library.add, name=name, kind="designed", family="base", prompt=prompt,
+            reference_wav=wav_bytes(samples), language=language if language != "Auto" else None,
+            ref_text=spoken, description=description)
+
+    def delete_voice(self, voice_id: str) -> None:
+        record = self.voice(voice_id)
+        if record.kind == "builtin":
+            raise InvalidRequest("invalid_request", f"{voice_id!r} is a built-in voice and cannot be deleted")
+        if not self.library.delete(voice_id):
+            raise NotFound(f"no voice {voice_id!r}")
+
+    @staticmethod
+    def _language(language: str | None) -> str:
+        import normalization
+
+        try:
+            return normalization.canonical_language(language or "Auto")
+        except normalization.UnsupportedLanguage as e:
+            raise InvalidRequest("unknown_language", str(e)) from e
+
+    async def prepare(self, client_id: str, text: str, language: str, voice: str | None, instruct: str | None,
+                      normalize: bool, ref_audio: str | None = None) -> PreparedRequest:
+        """Takes the client's place in line at arrival, then validates and normalizes. Raises InvalidRequest
+        (the place is given back). Follow with open(), or discard() if the request will not be served."""
         received = time.perf_counter()
         self.require_ready()
         if not text.strip():
@@ -158,30 +345,43 @@ class TTSService:
         if len(text) > self.settings.max_text_chars:
             raise InvalidRequest("text_too_long",
                                  f"text has {len(text)} characters; the limit is {self.settings.max_text_chars}")
+        ticket = self.clients.reserve(client_id, len(text))
         try:
-            language = normalization.canonical_language(language)
-        except normalization.UnsupportedLanguage as e:
-            raise InvalidRequest("unknown_language", str(e)) from e
-        chosen = self.voice_for(voice, instruct)
+            requests = await self._segments(text, language, voice, instruct, normalize, ref_audio)
+        except BaseException:
+            self.clients.cancel(ticket, "rejected")
+            raise
+        ticket.stats.received = received
+        return PreparedRequest(client_id, requests, len(text), received, ticket)
+
+    async def _segments(self, text: str, language: str, voice: str | None, instruct: str | None, normalize: bool,
+                        ref_audio: str | None) -> list[SynthesisRequest]:
+        import normalization
+
+        language = self._language(language)
+        family, chosen = await self.resolve_voice(voice, instruct, ref_audio)
         segments = await asyncio.wrap_future(
             normalization.normalize_in_worker(text, language, enable_tn=normalize)
         )
         if not segments:
             raise InvalidRequest("empty_text", "text has nothing to speak")
-        requests = [SynthesisRequest(text=s.text, language=s.language, voice=chosen) for s in segments]
+        requests = [SynthesisRequest(text=s.text, language=s.language, voice=chosen, family=family)
+                    for s in segments]
         for request in requests:
             try:
-                check_request(self.model, request)
+                check_request(self.registry.info(family), request)
             except SynthesisError as e:
                 raise InvalidRequest("invalid_request", str(e)) from e
-        return PreparedRequest(client_id, requests, len(text), received)
+        return requests
 
     def open(self, prepared: PreparedRequest) -> Ticket:
-        """Queues the utterance for its client. Raises QueueFull."""
-        self.require_ready()
-        ticket = self.clients.enqueue(prepared.client_id, prepared.segments, prepared.text_chars)
-        ticket.stats.received = prepared.received
-        return ticket
+        """Lets the prepared utterance start when its turn in the client's queue comes."""
+        self.clients.fill(prepared.ticket, prepared.segments)
+        return prepared.ticket
+
+    def discard(self, prepared: PreparedRequest) -> None:
+        """Gives back the queue place of a prepared request that will not be opened."""
+        self.clients.cancel(prepared.ticket, "rejected")
 
     async def pcm(self, ticket: Ticket) -> AsyncIterator[bytes]:
         """The stream's body: PCM as it is made. A reader that leaves cancels the ticket (finally)."""
@@ -246,9 +446,13 @@ class TTSService:
             if self.error:
                 body["error"] = self.error
             return 503, body
+        loaded = {m.family for m in self.registry.loaded()}
         body = {
             "status": "ready",
-            "model": self.model.describe(),
+            "model": self.model.describe() if self.model else None,
+            "models": [{"family": f, "source": spec.source, "loaded": f in loaded}
+                       for f, spec in self.registry.specs.items()],
+            "default_voice": self.default_family,
             "demo": self.settings.demo,
             "active_streams": self.clients.active,
             "queue_depth": self.clients.waiting,
@@ -257,6 +461,9 @@ class TTSService:
         if self.settings.demo:
             body["note"] = "demo checkpoint with random weights: the audio is noise"
         return 200, body
+
+
+LEGACY_PROMPT_CACHE = 32
 
 
 def _ms(seconds: float | None) -> str:

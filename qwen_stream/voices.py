@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import io
+import re
 
 import numpy as np
 import soundfile as sf
 
 from .model import LoadedModel
+from .settings import SAMPLE_RATE
 
 MIN_REFERENCE_SECONDS = 1.0
 MAX_REFERENCE_SECONDS = 30.0
@@ -25,6 +30,47 @@ def read_audio(data: bytes) -> tuple[np.ndarray, int]:
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise VoiceError(f"not a readable audio file ({e})") from e
     return samples.mean(axis=1).astype(np.float32), int(rate)
+
+
+def to_model_rate(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Resampled to the model's 24 kHz (what is stored and what the prompt is built from)."""
+    if rate == SAMPLE_RATE:
+        return samples.astype(np.float32)
+    import soxr
+
+    return soxr.resample(samples, rate, SAMPLE_RATE).astype(np.float32)
+
+
+def wav_bytes(samples: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
+    out = io.BytesIO()
+    sf.write(out, samples, rate, format="WAV", subtype="PCM_16")
+    return out.getvalue()
+
+
+_LOOKS_LIKE_LOCATION = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://|file:|~|\.{0,2}/|[A-Za-z]:\\)|\.(?:wav|mp3|flac|ogg|m4a|opus)$",
+                                  re.IGNORECASE)
+
+
+def decode_base64_audio(text: str, max_bytes: int) -> bytes:
+    """Legacy `ref_audio`: base64 audio only (a data: URL is fine). Paths and URLs are refused, never
+    opened: the library would fetch or read them on the client's behalf."""
+    value = text.strip()
+    if value.startswith("data:"):
+        header, _, value = value.partition(",")
+        if ";base64" not in header:
+            raise VoiceError("ref_audio data URL must be base64-encoded")
+    if len(value) > max_bytes * 4 // 3 + 4:
+        raise VoiceError(f"ref_audio is larger than {max_bytes // 2**20} MiB")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        what = "a file path or URL" if _LOOKS_LIKE_LOCATION.search(value) else "not valid base64"
+        raise VoiceError(f"ref_audio must be base64-encoded audio ({what} given); paths and URLs are refused "
+                         "and never opened") from e
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def check_reference(samples: np.ndarray, rate: int) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
+import tempfile
 import threading
 import time
 
@@ -15,6 +17,12 @@ from qwen_stream.config import ServerSettings
 
 class LiveServer:
     def __init__(self, settings: ServerSettings, service=None):
+        if settings.voices_dir is None:  # never the user's own voice library
+            self._voices = tempfile.TemporaryDirectory(prefix="qwen-stream-voices-")
+            settings = dataclasses.replace(settings, voices_dir=self._voices.name)
+        if service is not None:
+            service.settings = settings
+        self.settings = settings
         self.app = create_app(settings, service)
         self.service = self.app.state.service
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -37,7 +37,9 @@ def test_boolean_flags_and_env():
     (["--chunk-size", "0"], {}, "chunk_size"),
     (["--first-chunk-size", "0"], {}, "first_chunk_size"),
     ([], {"QWEN_STREAM_PORT": "ninety"}, "QWEN_STREAM_PORT"),
-    (["--demo", "--model-path", "/x"], {}, "either --demo or --model-path"),
+    (["--demo", "--model-path", "/x"], {}, "only one of --demo, --model-path and --models"),
+    (["--models", "base:3b"], {}, "use 0.6b or 1.7b"),
+    (["--models", "singer:0.6b"], {}, "unknown family"),
     (["--log-level", "loud"], {}, "log_level"),
 ])
 def test_bad_settings_name_the_problem(argv, env, words):

@@ -375,7 +375,18 @@ def test_frame_budget_grows_with_text_and_is_capped():
     assert budget.for_text("Hello world") < budget.for_text("Hello world, and goodbye.")
 
 
-def test_instruct_refused_by_a_06b_custom_voice_model(engine, custom_voice_model, monkeypatch):
-    monkeypatch.setattr(custom_voice_model, "size", "0b6")  # the library's marker for the 0.6B models
-    with pytest.raises(SynthesisError, match="cannot follow instructions"):
-        engine.submit(SynthesisRequest(TEXT, "English", Voice(speaker="Vivian", instruct="whisper")), lambda e: None)
+def test_instruct_refused_by_a_06b_custom_voice_model(custom_voice_model):
+    import dataclasses
+
+    from qwen_stream.registry import ModelRegistry, ModelSpec
+
+    registry = ModelRegistry.single(custom_voice_model)
+    spec = registry.specs["custom_voice"]
+    # What a 0.6B CustomVoice checkpoint declares ("0b6" is the library's marker; it drops instructions).
+    registry.specs["custom_voice"] = ModelSpec(spec.family, spec.source, dataclasses.replace(spec.info, size="0b6"))
+    eng = Engine(registry, EngineSettings(model=ModelSettings(path=custom_voice_model.source)))
+    try:
+        with pytest.raises(SynthesisError, match="cannot follow instructions"):
+            eng.submit(SynthesisRequest(TEXT, "English", Voice(speaker="Vivian", instruct="whisper")), lambda e: None)
+    finally:
+        eng.close()

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..clients import QueueFull
-from ..service import InvalidRequest, NotReady
+from ..service import InvalidRequest, NotFound, NotReady
 
 log = logging.getLogger("qwen_stream.api")
 
@@ -42,6 +42,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidRequest)
     async def invalid(request: Request, exc: InvalidRequest):
         return error_response(400, exc.code, str(exc))
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound):
+        return error_response(404, "not_found", str(exc))
 
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull):

@@ -22,6 +22,8 @@ class StreamRequest(_Strict):
     instruct: str | None = Field(None, max_length=2000,
                                  description="voice description (VoiceDesign) or style instruction (CustomVoice 1.7B)")
     normalize: bool = True
+    ref_audio: str | None = Field(None, description="legacy: base64 reference audio, cloned in x-vector mode; "
+                                                    "paths and URLs are refused")
 
 
 class InterruptRequest(_Strict):

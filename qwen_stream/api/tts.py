@@ -25,7 +25,7 @@ PCM_HEADERS = {
 async def tts_stream(body: StreamRequest, request: Request):
     service = request.app.state.service
     prepared = await service.prepare(body.client_id, body.text, body.language, body.voice, body.instruct,
-                                     body.normalize)
+                                     body.normalize, ref_audio=body.ref_audio)
     ticket = service.open(prepared)
     headers = dict(PCM_HEADERS, **{"X-Request-Id": ticket.id})
     return RacingStreamingResponse(service.pcm(ticket), media_type="audio/pcm", headers=headers)

@@ -1,0 +1,175 @@
+"""The models a server may speak with: one per family, loaded on first use, least recently used unloaded.
+
+Loading and unloading happen only on the engine thread (it owns the device); other threads read the
+static facts (`ModelInfo`, from config.json or from the published model cards) to validate requests
+before anything loads."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .model import BUILTIN_SPEAKERS, FAMILIES, LoadedModel, ModelLoadError, check_model_source, load_model
+from .settings import ModelSettings
+
+log = logging.getLogger(__name__)
+
+LANGUAGES = ("auto", "chinese", "english", "japanese", "korean", "german", "french", "russian", "portuguese",
+             "spanish", "italian")
+_HUB_NAMES = {"base": "Base", "custom_voice": "CustomVoice", "voice_design": "VoiceDesign"}
+_SIZES = {"0.6b": "0.6B", "1.7b": "1.7B"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a checkpoint can do, known without loading its weights."""
+
+    family: str
+    size: str  # "0b6", "1b7" (the library's markers) or another label (e.g. "tiny")
+    speakers: tuple[str, ...]
+    languages: tuple[str, ...]
+
+    @property
+    def accepts_instruct(self) -> bool:
+        if self.family == "voice_design":
+            return True
+        return self.family == "custom_voice" and self.size != "0b6"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: str
+    source: str  # local directory or hub id
+    info: ModelInfo
+
+
+def info_from_source(source: str, family_hint: str | None = None) -> ModelInfo:
+    """Reads config.json of a local checkpoint; for a hub id, the published facts of its model card."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        check_model_source(source)
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        family = config.get("tts_model_type")
+        if family not in FAMILIES:
+            raise ModelLoadError(f"{source}: unknown Qwen3-TTS model type {family!r}")
+        talker = config.get("talker_config", {})
+        display = {name.lower(): name for name in BUILTIN_SPEAKERS}
+        speakers = tuple(display.get(k.lower(), k) for k in talker.get("spk_id", {}))
+        languages = ("auto",) + tuple(k for k in talker.get("codec_language_id", {}) if "dialect" not in k)
+        return ModelInfo(family, str(config.get("tts_model_size")), speakers, languages)
+    match = re.search(r"(0\.6B|1\.7B)-(Base|CustomVoice|VoiceDesign)$", source)
+    if not match and family_hint is None:
+        raise ModelLoadError(f"cannot tell the model family of {source!r}; use a Qwen3-TTS-12Hz hub id or a local dir")
+    family = family_hint or {v: k for k, v in _HUB_NAMES.items()}[match.group(2)]
+    size = "0b6" if match and match.group(1) == "0.6B" else "1b7"
+    speakers = BUILTIN_SPEAKERS if family == "custom_voice" else ()
+    return ModelInfo(family, size, speakers, LANGUAGES)
+
+
+def parse_models(text: str) -> dict[str, str]:
+    """`--models`: comma-separated `family:size` (hub ids) or `family=PATH` entries -> {family: source}."""
+    sources: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        if "=" in item:
+            family, source = (x.strip() for x in item.split("=", 1))
+        elif ":" in item:
+            family, size = (x.strip().lower() for x in item.split(":", 1))
+            if size not in _SIZES:
+                raise ValueError(f"--models: size {size!r} in {item!r}; use 0.6b or 1.7b")
+            if family == "voice_design" and size == "0.6b":
+                raise ValueError("--models: VoiceDesign is published at 1.7B only")
+            source = f"Qwen/Qwen3-TTS-12Hz-{_SIZES[size]}-{_HUB_NAMES.get(family, family)}"
+        else:
+            raise ValueError(f"--models: {item!r} is neither family:size nor family=PATH")
+        if family not in FAMILIES:
+            raise ValueError(f"--models: unknown family {family!r}; use base, custom_voice or voice_design")
+        if family in sources:
+            raise ValueError(f"--models: {family} given twice")
+        sources[family] = source
+    if not sources:
+        raise ValueError("--models is empty")
+    return sources
+
+
+class ModelRegistry:
+    def __init__(self, specs: list[ModelSpec], settings: ModelSettings, max_loaded: int = 1):
+        if not specs:
+            raise ValueError("no models to serve")
+        self.specs = {spec.family: spec for spec in specs}
+        self.default_family = specs[0].family
+        self._settings = settings
+        self.max_loaded = max(1, max_loaded)
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()  # guards the dict for readers on other threads
+        self.loads = 0
+        self.unloads = 0
+
+    @classmethod
+    def single(cls, model: LoadedModel) -> "ModelRegistry":
+        """A registry around one already loaded model (tests, the CLI)."""
+        info = ModelInfo(model.family, model.size, tuple(model.speakers), tuple(model.languages))
+        registry = cls([ModelSpec(model.family, model.source, info)], ModelSettings(path=model.source))
+        registry._loaded[model.family] = model
+        return registry
+
+    # -- any thread -----------------------------------------------------------------------------------
+    def info(self, family: str | None = None) -> ModelInfo:
+        return self.specs[family or self.default_family].info
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(self.specs)
+
+    def serves(self, family: str) -> bool:
+        return family in self.specs
+
+    def loaded(self) -> list[LoadedModel]:
+        with self._lock:
+            return list(self._loaded.values())
+
+    def peek(self, family: str | None = None) -> LoadedModel | None:
+        with self._lock:
+            return self._loaded.get(family or self.default_family)
+
+    # -- engine thread only ---------------------------------------------------------------------------
+    def get(self, family: str | None = None) -> LoadedModel:
+        """The loaded model of a family, loading it (and unloading the least recently used) if needed."""
+        family = family or self.default_family
+        spec = self.specs.get(family)
+        if spec is None:
+            raise ModelLoadError(f"no {family} model is configured")
+        with self._lock:
+            model = self._loaded.get(family)
+            if model is not None:
+                self._loaded.move_to_end(family)
+                return model
+        while len(self._loaded) >= self.max_loaded:
+            with self._lock:
+                evicted_family, evicted = self._loaded.popitem(last=False)
+            self._unload(evicted_family, evicted)
+        settings = ModelSettings(path=spec.source, device=self._settings.device, dtype=self._settings.dtype,
+                                 attention=self._settings.attention,
+                                 fast_code_predictor=self._settings.fast_code_predictor)
+        model = load_model(settings)
+        self.loads += 1
+        with self._lock:
+            self._loaded[family] = model
+        log.info("loaded %s model %s", family, spec.source)
+        return model
+
+    def _unload(self, family: str, model: LoadedModel) -> None:
+        model.tap.remove()
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.unloads += 1
+        log.info("unloaded %s model (least recently used)", family)

@@ -1,0 +1,266 @@
+"""The voice library over HTTP: upload, list, stream, restart, delete; design; legacy ref_audio; LRU models."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from qwen_stream.config import ServerSettings
+from qwen_stream.settings import BYTES_PER_FRAME
+
+from .live_server import LiveServer
+
+MAX_FRAMES = 40
+
+
+def audio_file(samples: np.ndarray, rate: int, fmt: str = "WAV") -> bytes:
+    out = io.BytesIO()
+    sf.write(out, samples, rate, format=fmt)
+    return out.getvalue()
+
+
+def three_family_settings(dirs, voices_dir, **overrides) -> ServerSettings:
+    custom, base, design = dirs
+    models = f"custom_voice={custom},base={base},voice_design={design}"
+    return ServerSettings(models=models, device="cpu", max_frames=MAX_FRAMES, voices_dir=str(voices_dir),
+                          max_upload_mb=2, **overrides)
+
+
+@pytest.fixture(scope="module")
+def dirs(custom_voice_dir, base_dir, voice_design_dir):
+    return custom_voice_dir, base_dir, voice_design_dir
+
+
+@pytest.fixture(scope="module")
+def voices_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("voices")
+
+
+@pytest.fixture(scope="module")
+def server(dirs, voices_dir):
+    live = LiveServer(three_family_settings(dirs, voices_dir)).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=300) as c:
+        yield c
+    assert server.wait_idle()
+
+
+def stored(voices_dir: Path) -> list[str]:
+    return sorted(p.name for p in voices_dir.iterdir())
+
+
+def upload(client, data: bytes, name="Mine", filename="ref.wav", **fields):
+    return client.post("/v1/voices", files={"file": (filename, data, "application/octet-stream")},
+                       data={"name": name, **fields})
+
+
+def speak(client, voice, text="Cloned words.", **extra):
+    return client.post("/tts/stream", json={"text": text, "voice": voice, **extra})
+
+
+def test_builtin_speakers_are_listed(client):
+    voices = client.get("/v1/voices").json()["voices"]
+    builtins = [v for v in voices if v["kind"] == "builtin"]
+    assert [v["name"] for v in builtins] == ["Vivian", "Serena", "Uncle_Fu", "Dylan", "Eric", "Ryan", "Aiden",
+                                             "Ono_Anna", "Sohee"]
+    assert all(v["family"] == "custom_voice" for v in builtins)
+
+
+def test_upload_list_stream_restart_delete(server, client, dirs, voices_dir, reference_audio):
+    samples, rate = reference_audio
+    created = upload(client, audio_file(samples, rate, "FLAC"), name="Narrator", filename="ref.flac",
+                     transcript="The reference words.", language="English")
+    assert created.status_code == 201, created.text
+    voice = created.json()
+    assert voice["kind"] == "cloned" and voice["family"] == "base" and voice["mode"] == "icl"
+    assert voice["name"] == "Narrator" and voice["created"] and voice["language"] == "English"
+    assert voice["id"] in [v["id"] for v in client.get("/v1/voices").json()["voices"]]
+
+    reference = client.get(f"/v1/voices/{voice['id']}/audio")
+    assert reference.status_code == 200 and reference.headers["content-type"] == "audio/wav"
+    back, back_rate = sf.read(io.BytesIO(reference.content))
+    assert back_rate == 24000 and abs(len(back) / back_rate - len(samples) / rate) < 0.01
+
+    spoken = speak(client, voice["id"])
+    assert spoken.status_code == 200 and len(spoken.content) > 0 and len(spoken.content) % BYTES_PER_FRAME == 0
+
+    # A new server process over the same directory still has it, and can speak with it.
+    again = LiveServer(three_family_settings(dirs, voices_dir)).start()
+    try:
+        with httpx.Client(base_url=again.url, timeout=300) as c2:
+            assert voice["id"] in [v["id"] for v in c2.get("/v1/voices").json()["voices"]]
+            assert speak(c2, voice["id"]).status_code == 200
+    finally:
+        again.stop()
+
+    deleted = client.delete(f"/v1/voices/{voice['id']}")
+    assert deleted.status_code == 200 and deleted.json() == {"id": voice["id"], "deleted": True}
+    assert voice["id"] not in [v["id"] for v in client.get("/v1/voices").json()["voices"]]
+    assert client.get(f"/v1/voices/{voice['id']}").status_code == 404
+    assert client.get(f"/v1/voices/{voice['id']}/audio").status_code == 404
+    assert speak(client, voice["id"]).json()["error"]["code"] == "unknown_voice"
+    assert voice["id"] not in stored(voices_dir)
+
+
+def test_xvector_mode_without_transcript(client, reference_audio):
+    samples, rate = reference_audio
+    created = upload(client, audio_file(samples, rate, "OGG"), name="Quiet", filename="ref.ogg")
+    assert created.status_code == 201, created.text
+    assert created.json()["mode"] == "xvector" and created.json()["ref_text"] is None
+    assert speak(client, created.json()["id"]).status_code == 200
+    assert client.delete(f"/v1/voices/{created.json()['id']}").status_code == 200
+
+
+def _tone(seconds: float, rate: int = 16000, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("data, fields, status, code", [
+    (b"this is not audio at all" * 10, {}, 400, "invalid_audio"),
+    (audio_file(_tone(31), 16000), {}, 400, "invalid_audio"),  # too long
+    (audio_file(_tone(0.4), 16000), {}, 400, "invalid_audio"),  # too short
+    (audio_file(np.zeros(16000 * 3, np.float32), 16000), {}, 400, "invalid_audio"),  # silence
+    (b"\0" * (3 * 2**20), {}, 400, "too_large"),
+    (audio_file(_tone(3), 16000), {"mode": "sing"}, 400, "invalid_request"),
+    (audio_file(_tone(3), 16000), {"mode": "icl"}, 400, "invalid_request"),  # icl without transcript
+    (b"", {}, 400, "invalid_audio"),
+])
+def test_bad_uploads_store_nothing(client, voices_dir, data, fields, status, code):
+    before = stored(voices_dir)
+    response = upload(client, data, **fields)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+    assert stored(voices_dir) == before
+
+
+def test_upload_without_name_or_file_is_refused(client, voices_dir):
+    before = stored(voices_dir)
+    no_file = client.post("/v1/voices", data={"name": "x"})
+    no_name = client.post("/v1/voices", files={"file": ("a.wav", audio_file(_tone(3), 16000))})
+    assert no_file.status_code == no_name.status_code == 400
+    assert stored(voices_dir) == before
+
+
+def test_builtin_voices_cannot_be_deleted(client):
+    response = client.delete("/v1/voices/Vivian")
+    assert response.status_code == 400
+    assert client.delete("/v1/voices/voice_000000000000").status_code == 404
+
+
+def test_legacy_ref_audio_is_base64_only(server, client, tmp_path, reference_audio):
+    samples, rate = reference_audio
+    real_file = tmp_path / "ref.wav"
+    real_file.write_bytes(audio_file(samples, rate))
+    for location in [str(real_file), f"file://{real_file}", "http://127.0.0.1:9/ref.wav", "~/ref.wav"]:
+        refused = client.post("/tts/stream", json={"text": "Hi.", "ref_audio": location})
+        # A readable audio file sits at that path: had the server opened it, the request would succeed.
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_ref_audio", location
+
+    encoded = base64.b64encode(real_file.read_bytes()).decode()
+    first = client.post("/tts/stream", json={"text": "Hi.", "ref_audio": encoded})
+    assert first.status_code == 200 and len(first.content) % BYTES_PER_FRAME == 0 and first.content
+    cached = dict(server.service._legacy_prompts)
+    second = client.post("/tts/stream", json={"text": "Hi.", "ref_audio": "data:audio/wav;base64," + encoded})
+    assert second.status_code == 200
+    assert server.service._legacy_prompts == cached and len(cached) == 1  # same content: same prompt, reused
+    garbage = client.post("/tts/stream", json={"text": "Hi.", "ref_audio": base64.b64encode(b"noise" * 99).decode()})
+    assert garbage.status_code == 400
+
+
+def test_instructions_only_where_the_model_follows_them(client, reference_audio):
+    samples, rate = reference_audio
+    clone = upload(client, audio_file(samples, rate), name="Plain").json()
+    refused = speak(client, clone["id"], instruct="whisper")
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "instruct_unsupported"
+    # The tiny CustomVoice checkpoint is not a 0.6B one, so it takes instructions like the 1.7B.
+    assert speak(client, "Ryan", text="Hello.", instruct="Speak slowly.").status_code == 200
+    assert client.delete(f"/v1/voices/{clone['id']}").status_code == 200
+
+
+def test_design_then_clone_then_stream(client):
+    designed = client.post("/v1/voices/design", json={"name": "Deep", "description": "A deep, calm narrator.",
+                                                      "sample_text": "Welcome to the show.", "language": "English"})
+    assert designed.status_code == 201, designed.text
+    voice = designed.json()
+    assert voice["kind"] == "designed" and voice["family"] == "base" and voice["mode"] == "icl"
+    assert voice["description"] == "A deep, calm narrator." and voice["ref_text"]
+    assert client.get(f"/v1/voices/{voice['id']}/audio").status_code == 200
+    spoken = speak(client, voice["id"])
+    assert spoken.status_code == 200 and spoken.content
+    assert client.delete(f"/v1/voices/{voice['id']}").status_code == 200
+
+
+def test_concurrent_uploads_keep_the_library_consistent(server, client, voices_dir, reference_audio):
+    samples, rate = reference_audio
+    data = audio_file(samples, rate)
+    results, seen_partial = [], []
+    stop = threading.Event()
+
+    def watch():
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            while not stop.is_set():
+                for v in c.get("/v1/voices").json()["voices"]:
+                    if v["kind"] != "builtin":
+                        folder = voices_dir / v["id"]
+                        if not all((folder / f).is_file() for f in ("meta.json", "prompt.pt", "reference.wav")):
+                            seen_partial.append(v["id"])
+
+    def send(i):
+        with httpx.Client(base_url=server.url, timeout=300) as c:
+            results.append(upload(c, data, name=f"Parallel {i}"))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    senders = [threading.Thread(target=send, args=(i,)) for i in range(6)]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join()
+    stop.set()
+    watcher.join()
+    assert [r.status_code for r in results] == [201] * 6
+    assert not seen_partial
+    ids = {r.json()["id"] for r in results}
+    listed = {v["id"] for v in client.get("/v1/voices").json()["voices"]}
+    assert ids <= listed and len(ids) == 6
+    for voice_id in ids:
+        assert client.delete(f"/v1/voices/{voice_id}").status_code == 200
+    assert not [name for name in stored(voices_dir) if name.startswith(".")]
+
+
+def test_least_recently_used_model_unloads(dirs, tmp_path, reference_audio):
+    live = LiveServer(three_family_settings(dirs, tmp_path, max_loaded_models=2)).start()
+    registry = live.service.registry
+    samples, rate = reference_audio
+    try:
+        with httpx.Client(base_url=live.url, timeout=300) as c:
+            def loaded():
+                return {m["family"] for m in c.get("/health").json()["models"] if m["loaded"]}
+
+            assert loaded() == {"custom_voice"}  # the default voice's model loads at start
+            clone = upload(c, audio_file(samples, rate), name="LRU").json()  # needs the Base model
+            assert loaded() == {"custom_voice", "base"}
+            designed = c.post("/v1/voices/design", json={"name": "D", "description": "Bright.",
+                                                         "sample_text": "Hello there.", "language": "English"})
+            assert designed.status_code == 201
+            # VoiceDesign loaded; custom_voice was the least recently used, so it went.
+            assert "voice_design" in loaded() and "custom_voice" not in loaded() and len(loaded()) == 2
+            assert registry.unloads >= 1
+            assert c.post("/tts/stream", json={"text": "Back again.", "voice": "Serena"}).status_code == 200
+            assert "custom_voice" in loaded() and len(loaded()) == 2
+            assert c.post("/tts/stream", json={"text": "Clone.", "voice": clone["id"]}).status_code == 200
+    finally:
+        live.stop()
