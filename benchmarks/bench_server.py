@@ -11,10 +11,7 @@ everything the server adds (HTTP, validation, text normalization, queueing, hand
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -24,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from benchmarks._common import ROOT, add_model_args, machine, model_path, pct  # noqa: E402
+from benchmarks._common import ServerProcess, add_model_args, machine, model_path, pct  # noqa: E402
 
 SENTENCES = [
     "Hello! How can I help you today?",
@@ -35,12 +32,6 @@ SENTENCES = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_args(parser)
@@ -49,25 +40,10 @@ def main() -> None:
     parser.add_argument("--extra", default="", help="extra server flags, e.g. '--chunk-size 6'")
     args = parser.parse_args()
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, str(ROOT / "server.py"), "--model-path", model_path(args), "--port", str(port),
-               "--device", args.device, "--dtype", args.dtype, "--max-frames", "400", *args.extra.split()]
-    log_lines: list[str] = []
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    threading.Thread(target=lambda: log_lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise SystemExit("server exited:\n" + "".join(log_lines))
-            time.sleep(0.2)
+    server = ServerProcess("--model-path", model_path(args), "--device", args.device, "--dtype", args.dtype,
+                           "--max-frames", "400", *args.extra.split())
+    with server:
+        url = server.url
         health = httpx.get(url + "/health").json()
 
         ttfb: dict[str, float] = {}
@@ -105,12 +81,9 @@ def main() -> None:
                 interrupt_ms.append(1000 * (time.perf_counter() - t0))
                 reader.join()
         time.sleep(0.5)
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
     engine_ttfb = {}
-    for line in log_lines:
+    for line in server.logs:
         m = re.search(r"request id=(\w+) .* engine_ttfb_ms=([\d.]+)", line)
         if m:
             engine_ttfb[m.group(1)] = float(m.group(2)) / 1000
