@@ -113,6 +113,10 @@ class TTSService:
             self.state, self.error = "failed", str(e)
             log.error("model failed to load: %s", e)
             return
+        except Exception as e:  # e.g. out of GPU memory: /health must say so, not "loading" forever
+            self.state, self.error = "failed", f"{type(e).__name__}: {e}"
+            log.exception("model failed to load")
+            return
         self.clients = ClientQueues(self.engine, self.settings.max_queue)
         self.state = "ready"
         log.info("ready: %s%s", self.model.describe() if self.model else self.registry.families,
@@ -196,7 +200,7 @@ class TTSService:
         if record.kind == "builtin":
             voice = Voice(speaker=record.name, instruct=instruct)
         else:
-            voice = Voice(clone=self.library.prompt(record.id), instruct=instruct)
+            voice = Voice(clone=await asyncio.to_thread(self.library.prompt, record.id), instruct=instruct)
         if not registry.serves(record.family):
             raise InvalidRequest("unknown_voice", f"voice {name!r} needs a {record.family} model, not served here")
         self._check_instruct(record.family, voice)

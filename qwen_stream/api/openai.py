@@ -1,0 +1,222 @@
+"""OpenAI-compatible speech API: POST /v1/audio/speech, and the listings OpenAI clients read
+(GET /v1/models, /v1/audio/models, /v1/audio/voices). Pipecat, LiveKit Agents and Open WebUI use this
+server as their OpenAI base URL.
+
+Same streaming contract as /tts/stream: the request joins its client's queue (X-Client-Id header, else the
+`user` field, else "default"), /tts/interrupt ends it, and a reader that leaves stops generation. Everything
+is checked before the first byte (format, speed, voice, text) so errors are clean 4xx JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Header, Request
+
+from ..audio import FORMATS, MAX_SPEED, MIN_SPEED, AudioPipeline, encode_stream
+from ..config import ServerSettings
+from ..service import InvalidRequest, StreamFailed
+from ..settings import BYTES_PER_FRAME
+from .openai_protocol import (
+    MODEL_ALIASES,
+    OPENAI_VOICES,
+    AudioModelList,
+    AudioVoiceList,
+    ModelList,
+    SpeechRequest,
+)
+from .streaming import RacingStreamingResponse
+from .tts import PCM_HEADERS
+
+log = logging.getLogger("qwen_stream.api")
+router = APIRouter(tags=["openai"])
+
+_CLIENT_ID = re.compile(r"[\x21-\x7e]{1,128}")  # as /tts/stream's client_id
+_STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+def install(app: FastAPI, settings: ServerSettings) -> None:
+    app.state.openai = OpenAISpeech(settings)
+    app.include_router(router)
+
+
+def served_voices(service) -> list[str]:
+    """This server's own voice names for the table and the listing: the CustomVoice speakers when such a
+    model is served (known from its config, loaded or not), else 'default'.
+
+    The one place that reads voices off the models; the voice library takes over here."""
+    registry = service.registry
+    speakers = list(registry.info("custom_voice").speakers) if registry.serves("custom_voice") else []
+    return speakers or ["default"]
+
+
+def model_sources(service) -> list[str]:
+    """The checkpoints this server serves (all of them once ready; before that, what --model-path says)."""
+    if service.state == "ready":
+        return [spec.source for spec in service.registry.specs.values()]
+    return [service.settings.model_path] if service.settings.model_path else []
+
+
+class OpenAISpeech:
+    """The OpenAI routes' state: the voice table and the listing timestamp (on app.state)."""
+
+    def __init__(self, settings: ServerSettings):
+        configured = {k.lower(): v for k, v in (settings.openai_voices or {}).items()}
+        self.table: dict[str, str] = {**{k.lower(): v for k, v in OPENAI_VOICES.items()}, **configured}
+        self._configured = frozenset(configured)
+        self.created = int(time.time())
+
+    # -- voices ---------------------------------------------------------------------------------------
+    def voice(self, name: str, served: list[str]) -> str:
+        """An OpenAI name -> our voice, through the table; any other name is ours and passes through.
+        A default entry whose speaker this model lacks becomes 'default'; a configured entry is taken as
+        written (a wrong one is an unknown voice, not a silent substitute)."""
+        key = name.lower()
+        target = self.table.get(key)
+        if target is None:
+            return name
+        if key in self._configured:
+            return target
+        return {v.lower(): v for v in served}.get(target.lower(), "default")
+
+    def voice_table(self, served: list[str]) -> dict[str, str]:
+        return {name: self.voice(name, served) for name in self.table}
+
+    # -- models ---------------------------------------------------------------------------------------
+    @staticmethod
+    def model_ids(service) -> list[str]:
+        ids = list(MODEL_ALIASES)
+        for source in model_sources(service):
+            # A local checkpoint is named by its directory, not its path on this machine.
+            real = Path(source).name if Path(source).expanduser().is_dir() else source
+            if real not in ids:
+                ids.append(real)
+        return ids
+
+    # -- speech ---------------------------------------------------------------------------------------
+    async def speech(self, service, body: SpeechRequest, header_client_id: str | None) -> RacingStreamingResponse:
+        client_id = _client_id(header_client_id, body.user)
+        if not MIN_SPEED <= body.speed <= MAX_SPEED:
+            raise InvalidRequest("invalid_speed", f"speed must be between {MIN_SPEED} and {MAX_SPEED}, "
+                                                  f"got {body.speed}")
+        fmt = FORMATS[body.response_format]
+        service.require_ready()
+        voice = self.voice(body.voice_name, served_voices(service))
+        try:
+            prepared = await service.prepare(client_id, body.input, body.language, voice, body.instructions,
+                                             body.normalize)
+        except InvalidRequest as e:
+            if e.code != "unknown_voice":
+                raise
+            raise InvalidRequest("unknown_voice", f"{e}; or an OpenAI voice: {', '.join(self.table)}") from e
+        pipeline = AudioPipeline(fmt, body.speed)
+        try:
+            ticket = service.open(prepared)
+        except BaseException:
+            pipeline.close()
+            raise
+        audio = encode_stream(pipeline, service.pcm(ticket))
+        headers = dict(_STREAM_HEADERS, **{"X-Request-Id": ticket.id})
+        if body.stream_format == "sse":
+            usage = _Usage(service, prepared, pipeline)
+            return RacingStreamingResponse(_sse(audio, usage, ticket.id), media_type="text/event-stream",
+                                           headers=headers)
+        if fmt.name == "pcm":
+            headers.update(PCM_HEADERS)
+        return RacingStreamingResponse(audio, media_type=fmt.media_type, headers=headers)
+
+
+def _client_id(header: str | None, user: str | None) -> str:
+    if header is not None:
+        if not _CLIENT_ID.fullmatch(header):
+            raise InvalidRequest("invalid_request", "X-Client-Id: 1 to 128 printable ASCII characters, no spaces")
+        return header
+    if user is not None:
+        if not _CLIENT_ID.fullmatch(user):
+            raise InvalidRequest("invalid_request", "user: 1 to 128 printable ASCII characters, no spaces")
+        return user
+    return "default"
+
+
+class _Usage:
+    """speech.audio.done's usage: input tokens as the models' text tokenizer (one for every Qwen3-TTS model)
+    counts the normalized text they read; output tokens = codec frames made (one per 80 ms of audio, before
+    any speed change). Counted after the audio, so the first byte never waits for it."""
+
+    def __init__(self, service, prepared, pipeline: AudioPipeline):
+        self._service, self._prepared, self._pipeline = service, prepared, pipeline
+
+    def __call__(self) -> dict:
+        texts = [s.text for s in self._prepared.segments]
+        loaded = self._service.registry.loaded()
+        if loaded:
+            tokenizer = loaded[0].tts.processor.tokenizer
+            input_tokens = sum(len(tokenizer(text)["input_ids"]) for text in texts)
+        else:  # every model was unloaded meanwhile (LRU): no tokenizer at hand, count characters
+            input_tokens = sum(len(text) for text in texts)
+        output_tokens = math.ceil(self._pipeline.pcm_bytes / BYTES_PER_FRAME)
+        return {"input_tokens": input_tokens, "output_tokens": output_tokens,
+                "total_tokens": input_tokens + output_tokens}
+
+
+def _event(payload: dict) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _sse(audio: AsyncIterator[bytes], usage: _Usage, request_id: str) -> AsyncIterator[bytes]:
+    """speech.audio.delta events (base64 of the response_format's bytes), then speech.audio.done. If
+    generation fails midway, an error event ends the stream instead of done."""
+    try:
+        async for data in audio:
+            yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")})
+    except StreamFailed:
+        log.warning("request id=%s: generation failed after the stream started", request_id)
+        yield _event({"type": "error", "error": {"code": "generation_failed",
+                                                 "message": "generation failed midway; see the server log"}})
+        return
+    finally:
+        await audio.aclose()
+    yield _event({"type": "speech.audio.done", "usage": usage()})
+
+
+# -- routes ------------------------------------------------------------------------------------------
+
+@router.post(
+    "/v1/audio/speech", response_class=RacingStreamingResponse,
+    responses={200: {"description": "audio in response_format (streamed), or text/event-stream for sse",
+                     "content": {fmt.media_type: {} for fmt in FORMATS.values()} | {"text/event-stream": {}}}},
+)
+async def create_speech(body: SpeechRequest, request: Request,
+                        x_client_id: str | None = Header(None, description="the caller's queue (wins over user)")):
+    return await request.app.state.openai.speech(request.app.state.service, body, x_client_id)
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(request: Request):
+    openai: OpenAISpeech = request.app.state.openai
+    ids = openai.model_ids(request.app.state.service)
+    return {"object": "list",
+            "data": [{"id": i, "object": "model", "created": openai.created, "owned_by": "qwen-stream"} for i in ids]}
+
+
+@router.get("/v1/audio/models", response_model=AudioModelList)
+async def list_audio_models(request: Request):
+    return {"models": [{"id": i} for i in request.app.state.openai.model_ids(request.app.state.service)]}
+
+
+@router.get("/v1/audio/voices", response_model=AudioVoiceList)
+async def list_audio_voices(request: Request):
+    service = request.app.state.service
+    service.require_ready()
+    served = served_voices(service)
+    table: Mapping[str, str] = request.app.state.openai.voice_table(served)
+    ours = [{"id": v, "name": v} for v in served]
+    aliases = [{"id": name, "name": f"{name} ({voice})"} for name, voice in table.items()]
+    return {"voices": ours + aliases}
