@@ -18,7 +18,8 @@ import torch
 
 from .settings import SAMPLES_PER_FRAME, StreamingSettings
 
-DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # codes (T, 16) -> waveform (T * 1920,)
+# (codes (T, 16), frames wanted n) -> waveform whose last n * 1920 samples belong to the last n frames
+DecodeFn = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 def to_pcm16(wav: torch.Tensor) -> bytes:
@@ -69,7 +70,7 @@ class StreamingDecoder:
         new = self._pending
         context = min(self._left_context, len(self._history) - new)
         window = torch.stack(self._history[len(self._history) - new - context :])
-        wav = self._decode(window)
+        wav = self._decode(window, new)
         self.decode_calls += 1
         self._pending = 0
         if len(self._history) > self._left_context:

@@ -390,3 +390,12 @@ def test_instruct_refused_by_a_06b_custom_voice_model(custom_voice_model):
             eng.submit(SynthesisRequest(TEXT, "English", Voice(speaker="Vivian", instruct="whisper")), lambda e: None)
     finally:
         eng.close()
+
+
+def test_staged_decode_of_the_last_frames_equals_the_full_decode(custom_voice_model):
+    torch.manual_seed(0)
+    codes = torch.randint(0, 2048, (80, 16))
+    full = custom_voice_model.decode(codes)
+    for keep in (1, 4, 12):
+        cropped = custom_voice_model.decode(codes, keep=keep)[-keep * 1920 :]
+        assert float((cropped - full[-keep * 1920 :]).abs().max()) < 1e-5
