@@ -378,3 +378,31 @@ def test_loading_server_shows_a_message_until_ready(driver, server):
                                      "&& document.getElementById('banner').dataset.kind === 'warn'")
     # The 503s are logged by Chromium as failed resources; nothing else may be.
     assert console_errors(driver, ("the server responded with a status of 503",)) == []
+
+
+def test_api_key_field_unlocks_a_keyed_server(driver, custom_voice_dir):
+    settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=MAX_FRAMES,
+                              api_key="s3cret-key")
+    keyed = LiveServer(settings).start()
+    try:
+        driver.get(keyed.url + "/")
+        wait_until(driver, "return window.qwenStream && window.qwenStream.stats.ready")
+        fill(driver, apiKey="", text="Hi.", clientId="webui-keyless", conversation=False)
+        click(driver, "speak")
+        wait_until(driver, "return window.qwenStream.stats.state === 'done'")
+        [refused] = stats(driver)["requests"]
+        assert refused["httpStatus"] == 401 and "unauthorized" in refused["error"]
+
+        fill(driver, apiKey="s3cret-key", text="Hi.", clientId="webui-keyed", voice="Ryan")
+        click(driver, "speak")
+        wait_until(driver, "return window.qwenStream.stats.state === 'done'")
+        [accepted] = stats(driver)["requests"]
+        assert accepted["httpStatus"] == 200 and accepted["bytes"] == expected_bytes("Hi.")
+        # The key is kept for the next visit, like the client id.
+        driver.get(keyed.url + "/")
+        wait_until(driver, "return window.qwenStream && window.qwenStream.stats.ready")
+        assert driver.execute_script("return document.getElementById('apiKey').value") == "s3cret-key"
+        driver.execute_script("localStorage.clear()")
+        assert keyed.wait_idle(30)
+    finally:
+        keyed.stop()
