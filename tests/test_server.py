@@ -399,3 +399,73 @@ def test_unusable_model_path_is_one_clear_line(tmp_path):
         assert proc.returncode == 2
         assert words in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# -- options that change what a client sees ----------------------------------------------------------
+
+
+def test_normalize_route_and_opting_out(server, client):
+    shown = client.post("/v1/normalize", json={"text": "It costs $5. Call at 3:30pm!", "language": "English"})
+    assert shown.status_code == 200
+    segments = shown.json()["segments"]
+    assert [s["language"] for s in segments] == ["English", "English"]
+    assert "five dollars" in segments[0]["text"] and "three thirty" in segments[1]["text"].lower()
+    assert client.post("/v1/normalize", json={"text": "x", "language": "Elvish"}).status_code == 400
+
+    raw = "Pay $5."
+    normalized = client.post("/tts/stream", json={"text": raw, "client_id": "tn"})
+    verbatim = client.post("/tts/stream", json={"text": raw, "client_id": "tn", "normalize": False})
+    # The frame budget follows the text the model reads: "Pay five dollars." is longer than "Pay $5.".
+    assert len(normalized.content) == expected_frames(raw) * BYTES_PER_FRAME
+    assert len(verbatim.content) == FrameBudget(max_frames=MAX_FRAMES).for_text(raw) * BYTES_PER_FRAME
+    assert len(verbatim.content) < len(normalized.content)
+
+
+def test_pre_buffer_holds_the_first_chunks_back(custom_voice_dir):
+    settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=30, pre_buffer=2)
+    live = LiveServer(settings).start()
+    try:
+        with httpx.Client(base_url=live.url, timeout=120) as c, \
+                c.stream("POST", "/tts/stream", json={"text": "Buffered speech."}) as r:
+            chunks = list(r.iter_raw())
+        # Chunks of 1 and 2 frames are held and sent as one write; nothing is lost or reordered.
+        assert len(chunks[0]) >= 3 * BYTES_PER_FRAME
+        assert len(b"".join(chunks)) == 30 * BYTES_PER_FRAME
+    finally:
+        live.stop()
+
+
+def test_cors_only_for_configured_origins(server, custom_voice_dir):
+    preflight = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type"}
+    with httpx.Client(base_url=server.url) as c:
+        assert "access-control-allow-origin" not in c.options("/tts/stream", headers=preflight).headers
+    settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=20,
+                              cors_origins=("http://app.example",))
+    live = LiveServer(settings).start()
+    try:
+        with httpx.Client(base_url=live.url) as c:
+            allowed = c.options("/tts/stream", headers=preflight)
+            assert allowed.headers["access-control-allow-origin"] == "http://app.example"
+            other = c.options("/tts/stream", headers=dict(preflight, Origin="http://evil.example"))
+            assert other.headers.get("access-control-allow-origin") != "http://evil.example"
+            spoken = c.post("/tts/stream", json={"text": "Hi."}, headers={"Origin": "http://app.example"})
+            assert "x-request-id" in spoken.headers["access-control-expose-headers"].lower()
+    finally:
+        live.stop()
+
+
+def test_demo_serves_all_three_families_and_says_it_is_noise(tmp_path):
+    settings = ServerSettings(demo=True, device="cpu", max_frames=20, cache_dir=str(tmp_path / "demo"))
+    live = LiveServer(settings).start()
+    try:
+        with httpx.Client(base_url=live.url, timeout=120) as c:
+            health = c.get("/health").json()
+            assert health["demo"] is True and "noise" in health["note"]
+            assert sorted(m["family"] for m in health["models"]) == ["base", "custom_voice", "voice_design"]
+            assert c.post("/tts/stream", json={"text": "Demo."}).status_code == 200
+            assert c.post("/tts/stream", json={"text": "Demo.", "instruct": "A bright voice."}).status_code == 200
+    finally:
+        live.stop()
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir() if not p.name.startswith(".")) == \
+        ["base-tiny", "custom_voice-tiny", "voice_design-tiny"]
