@@ -264,3 +264,42 @@ def test_least_recently_used_model_unloads(dirs, tmp_path, reference_audio):
             assert c.post("/tts/stream", json={"text": "Clone.", "voice": clone["id"]}).status_code == 200
     finally:
         live.stop()
+
+
+def test_a_request_slow_to_prepare_still_plays_before_a_later_one(server, client, reference_audio):
+    from .test_server import Stream
+
+    samples, rate = reference_audio
+    fresh_audio = base64.b64encode(audio_file(samples * 0.9, rate)).decode()  # never seen: prompt to build
+    hog = Stream(server.url, {"text": "A long sentence keeps the engine thread busy for a while.",
+                              "client_id": "hog"}).start()
+    assert hog.first_chunk.wait(60)
+    # A's clone prompt waits behind the hog's job on the engine thread; B needs nothing but normalization.
+    first = threading.Thread(target=lambda: results.__setitem__("a", speak_timed(server, {
+        "text": "First.", "ref_audio": fresh_audio, "client_id": "ordered-clone"})))
+    results: dict = {}
+    first.start()
+    for _ in range(500):  # A's prompt is waiting on the engine thread, behind the hog's job
+        if server.service.engine._queue.qsize() > 0:
+            break
+        threading.Event().wait(0.005)
+    assert server.service.engine._queue.qsize() > 0 and not hog.ended_at, "the hog ended too soon to test"
+    second = speak_timed(server, {"text": "Second.", "voice": "Ryan", "client_id": "ordered-clone"})
+    first.join(120)
+    hog.join()
+    a_first_byte, a_end = results["a"]
+    b_first_byte, _ = second
+    assert a_first_byte is not None and b_first_byte is not None
+    assert a_end <= b_first_byte + 0.05  # B started only after A ended
+
+
+def speak_timed(server, body: dict) -> tuple[float | None, float]:
+    import time
+
+    first = None
+    with httpx.Client(base_url=server.url, timeout=300) as c, c.stream("POST", "/tts/stream", json=body) as r:
+        assert r.status_code == 200, r.read()
+        for _ in r.iter_raw():
+            if first is None:
+                first = time.perf_counter()
+    return first, time.perf_counter()

@@ -116,7 +116,11 @@ class OpenAISpeech:
             if e.code != "unknown_voice":
                 raise
             raise InvalidRequest("unknown_voice", f"{e}; or an OpenAI voice: {', '.join(self.table)}") from e
-        pipeline = AudioPipeline(fmt, body.speed)
+        try:
+            pipeline = AudioPipeline(fmt, body.speed)
+        except BaseException:
+            service.discard(prepared)  # give the client's queue place back at once
+            raise
         try:
             ticket = service.open(prepared)
         except BaseException:
