@@ -224,7 +224,7 @@ class TTSService:
         if key in self._legacy_prompts:
             self._legacy_prompts.move_to_end(key)
             return self._legacy_prompts[key]
-        prompt = await self._make_prompt(data, transcript=None)
+        prompt = await self._build_prompt(await self._decode_reference(data), transcript=None)
         self._legacy_prompts[key] = prompt
         while len(self._legacy_prompts) > LEGACY_PROMPT_CACHE:
             self._legacy_prompts.popitem(last=False)
@@ -234,19 +234,21 @@ class TTSService:
     def max_upload_bytes(self) -> int:
         return int(self.settings.max_upload_mb * 2**20)
 
-    async def _make_prompt(self, data: bytes, transcript: str | None, samples=None):
-        """Audio bytes (or 24 kHz samples) -> clone prompt, built on the engine thread. Raises InvalidRequest."""
+    async def _decode_reference(self, data: bytes):
+        """Uploaded audio bytes -> checked mono samples at 24 kHz. Raises InvalidRequest."""
         try:
-            if samples is None:
-                raw, rate = await asyncio.to_thread(read_audio, data)
-                check_reference(raw, rate)
-                samples = await asyncio.to_thread(to_model_rate, raw, rate)
-            check_reference(samples, SAMPLE_RATE)
+            raw, rate = await asyncio.to_thread(read_audio, data)
+            check_reference(raw, rate)
         except VoiceError as e:
             raise InvalidRequest("invalid_audio", str(e)) from e
-        future = self.engine.run_task(lambda registry: clone_prompt(registry.get("base"), samples, SAMPLE_RATE,
-                                                                    transcript))
+        return await asyncio.to_thread(to_model_rate, raw, rate)
+
+    async def _build_prompt(self, samples, transcript: str | None):
+        """24 kHz samples -> clone prompt (ICL with a transcript, else x-vector), on the engine thread."""
         try:
+            check_reference(samples, SAMPLE_RATE)
+            future = self.engine.run_task(
+                lambda registry: clone_prompt(registry.get("base"), samples, SAMPLE_RATE, transcript))
             return await asyncio.wrap_future(future)
         except VoiceError as e:
             raise InvalidRequest("invalid_audio", str(e)) from e
@@ -276,13 +278,8 @@ class TTSService:
         if len(data) > self.max_upload_bytes:
             raise InvalidRequest("too_large", f"upload exceeds {self.settings.max_upload_mb:g} MiB")
         language = self._language(language)
-        try:
-            raw, rate = await asyncio.to_thread(read_audio, data)
-            check_reference(raw, rate)
-        except VoiceError as e:
-            raise InvalidRequest("invalid_audio", str(e)) from e
-        samples = await asyncio.to_thread(to_model_rate, raw, rate)
-        prompt = await self._make_prompt(b"", transcript if mode == "icl" else None, samples=samples)
+        samples = await self._decode_reference(data)
+        prompt = await self._build_prompt(samples, transcript if mode == "icl" else None)
         return await asyncio.to_thread(
             self.library.add, name=name, kind="cloned", family="base", prompt=prompt,
             reference_wav=wav_bytes(samples), language=language, ref_text=transcript if mode == "icl" else None)
@@ -316,7 +313,7 @@ class TTSService:
         finally:
             job.cancel()
         samples = pcm16_to_float(bytes(pcm))
-        prompt = await self._make_prompt(b"", spoken, samples=samples)
+        prompt = await self._build_prompt(samples, spoken)
         return await asyncio.to_thread(
             self.library.add, name=name, kind="designed", family="base", prompt=prompt,
             reference_wav=wav_bytes(samples), language=language if language != "Auto" else None,
