@@ -98,6 +98,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("first_chunk_size", int, StreamingSettings.first_chunk_size,
            "frames in the first chunk; later chunks double up to --chunk-size"),
     Option("left_context", int, StreamingSettings.left_context, "decoder left context in frames"),
+    Option("max_batch", int, 4, "utterances of one model generated together (as batch rows) when they wait "
+           "at the same time; 1 runs them one by one"),
     Option("pre_buffer", int, 0, "chunks held back before the first byte is sent (smooths slow GPUs)"),
     Option("temperature", float, None, "talker sampling temperature (default: the checkpoint's)"),
     Option("top_k", int, None, "talker top-k (default: the checkpoint's)"),
@@ -136,6 +138,7 @@ class ServerSettings:
     chunk_size: int = StreamingSettings.chunk_size
     first_chunk_size: int = StreamingSettings.first_chunk_size
     left_context: int = StreamingSettings.left_context
+    max_batch: int = 4
     pre_buffer: int = 0
     temperature: float | None = None
     top_k: int | None = None
@@ -157,6 +160,8 @@ class ServerSettings:
             problems.append(f"port must be 1-65535, got {self.port}")
         if self.threads is not None and self.threads < 1:
             problems.append("threads must be >= 1")
+        if self.max_batch < 1:
+            problems.append("max_batch must be >= 1")
         if self.pre_buffer < 0:
             problems.append("pre_buffer must be >= 0")
         if self.max_text_chars < 1 or self.max_queue < 1 or self.max_frames < 1:
@@ -202,6 +207,7 @@ class ServerSettings:
             streaming=self.streaming(),
             sampling=self.sampling(),
             budget=FrameBudget(max_frames=self.max_frames),
+            max_batch=self.max_batch,
         )
 
     def demo_cache_dir(self) -> Path:

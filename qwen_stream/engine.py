@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
@@ -202,9 +203,10 @@ class Engine:
     def __init__(self, models: ModelRegistry | LoadedModel, settings: EngineSettings):
         self.registry = models if isinstance(models, ModelRegistry) else ModelRegistry.single(models)
         self.settings = settings
-        self._queue: queue.Queue = queue.Queue()
+        self._backlog: deque = deque()  # jobs and tasks, in arrival order
         self._lock = threading.Lock()
-        self._active: Job | None = None
+        self._wake = threading.Condition(self._lock)
+        self._active: list[Job] = []
         self._pending: set[Job] = set()
         self.frames_generated = 0  # monotonic, for checking that stopped work really stopped
         self.jobs_run = 0
@@ -220,9 +222,10 @@ class Engine:
         if not self._thread.is_alive():
             raise RuntimeError("engine is closed")
         job = Job(request, frame_cap(request, self.settings.budget), emit, keep_codes=keep_codes)
-        with self._lock:
+        with self._wake:
             self._pending.add(job)
-        self._queue.put(job)
+            self._backlog.append(job)
+            self._wake.notify()
         return job
 
     def stream(self, request: SynthesisRequest, keep_codes: bool = False) -> Iterator[AudioChunk | StreamEnd]:
@@ -278,7 +281,9 @@ class Engine:
         if not self._thread.is_alive():
             raise RuntimeError("engine is closed")
         task = _Task(fn)
-        self._queue.put(task)
+        with self._wake:
+            self._backlog.append(task)
+            self._wake.notify()
         return task.future
 
     # -- state ----------------------------------------------------------------------------------------
@@ -288,18 +293,20 @@ class Engine:
         return self.registry.peek()
 
     @property
-    def active_job(self) -> Job | None:
-        return self._active
+    def active_jobs(self) -> list[Job]:
+        with self._lock:
+            return list(self._active)
 
     @property
     def idle(self) -> bool:
         with self._lock:
-            return self._active is None and not self._pending
+            return not self._active and not self._pending
 
     @property
-    def queued(self) -> int:
+    def backlog(self) -> int:
+        """Jobs and tasks waiting for the engine thread."""
         with self._lock:
-            return len(self._pending) - (1 if self._active is not None else 0)
+            return len(self._backlog)
 
     def warmup(self, request: SynthesisRequest) -> JobStats:
         """One short generation so first-request latency does not include lazy initialisation."""
@@ -314,26 +321,50 @@ class Engine:
             jobs = list(self._pending)
         for job in jobs:
             job.cancel()
-        self._queue.put(_STOP)
+        with self._wake:
+            self._backlog.append(_STOP)
+            self._wake.notify()
         self._thread.join(timeout)
 
     # -- worker thread --------------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
-            if job is _STOP:
+            with self._wake:
+                while not self._backlog:
+                    self._wake.wait()
+                item = self._backlog.popleft()
+                if isinstance(item, Job):
+                    batch = [item, *self._take_batch_mates(item)]
+                    self._active = batch
+            if item is _STOP:
                 return
-            if isinstance(job, _Task):
-                self._run_task(job)
+            if isinstance(item, _Task):
+                self._run_task(item)
                 continue
-            with self._lock:
-                self._active = job
             try:
-                self._run_job(job)
+                self._run_batch(batch)
             finally:
                 with self._lock:
-                    self._active = None
-                    self._pending.discard(job)
+                    self._active = []
+                    self._pending.difference_update(batch)
+
+    def _take_batch_mates(self, first: Job) -> list[Job]:
+        """Queued jobs that can share `first`'s generate call: same model, no fixed seed (one RNG serves
+        the whole batch, so a seeded job runs alone to stay reproducible). Called with the lock held."""
+        limit = self.settings.max_batch - 1
+        if limit <= 0 or first.request.seed is not None:
+            return []
+        family = first.request.family or self.registry.default_family
+        mates = []
+        for item in self._backlog:
+            if len(mates) == limit:
+                break
+            if isinstance(item, Job) and item.request.seed is None and not item.cancelled and \
+                    (item.request.family or self.registry.default_family) == family:
+                mates.append(item)
+        for mate in mates:
+            self._backlog.remove(mate)
+        return mates
 
     def _run_task(self, task: _Task) -> None:
         if not task.future.set_running_or_notify_cancel():
@@ -343,21 +374,30 @@ class Engine:
         except BaseException as error:  # handed to the caller; the worker lives on
             task.future.set_exception(error)
 
-    def _run_job(self, job: Job) -> None:
-        job.stats.started = time.perf_counter()
-        if job.cancelled:
-            job._finish()
+    def _run_batch(self, jobs: list[Job]) -> None:
+        """One generate call; row i streams into jobs[i]. Each row stops on its own (EOS, cap, cancel)."""
+        started = time.perf_counter()
+        for job in jobs:
+            job.stats.started = started
+        live = [job for job in jobs if not job.cancelled]
+        for job in jobs:
+            if job.cancelled:
+                job._finish()
+        if not live:
             return
-        frames_before = job.stats.frames
         try:
-            model = self.registry.get(job.request.family)
-            job.attach(model, self.settings.streaming)
-            generate_streaming(model, [job.request], [job], self.settings.sampling, max_new_frames=job.cap)
-        except Exception as error:  # the job's failure goes to its caller; the worker lives on
-            log.exception("job %s failed", job.id)
-            self.frames_generated += job.stats.frames - frames_before
-            job._fail(error)
+            model = self.registry.get(live[0].request.family)
+            for job in live:
+                job.attach(model, self.settings.streaming)
+            generate_streaming(model, [job.request for job in live], live, self.settings.sampling,
+                               max_new_frames=max(job.cap for job in live))
+        except Exception as error:  # the failure goes to the batch's callers; the worker lives on
+            log.exception("batch of %d failed (jobs %s)", len(live), [job.id for job in live])
+            for job in live:
+                self.frames_generated += job.stats.frames
+                job._fail(error)
             return
-        self.frames_generated += job.stats.frames - frames_before
-        self.jobs_run += 1
-        job._finish()
+        for job in live:
+            self.frames_generated += job.stats.frames
+            self.jobs_run += 1
+            job._finish()

@@ -96,3 +96,4 @@ class EngineSettings:
     streaming: StreamingSettings = field(default_factory=StreamingSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     budget: FrameBudget = field(default_factory=FrameBudget)
+    max_batch: int = 4  # utterances of one model generated together when they wait at the same time

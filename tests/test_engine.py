@@ -296,7 +296,8 @@ def test_cancel_before_start_runs_nothing(engine, custom_voice_model):
         gate.wait(30)
         blocker_events.put(event)
 
-    blocker = engine.submit(SynthesisRequest(TEXT, "English", Voice(speaker="Eric"), max_frames=3), slow_emit)
+    # Seeded: it runs alone, so the job below cannot join its batch.
+    blocker = engine.submit(SynthesisRequest(TEXT, "English", Voice(speaker="Eric"), seed=2, max_frames=3), slow_emit)
     waiting_events: queue.Queue = queue.Queue()
     waiting = engine.submit(SynthesisRequest(TEXT, "English", Voice(speaker="Eric"), max_frames=50), waiting_events.put)
     waiting.cancel()
@@ -399,3 +400,66 @@ def test_staged_decode_of_the_last_frames_equals_the_full_decode(custom_voice_mo
     for keep in (1, 4, 12):
         cropped = custom_voice_model.decode(codes, keep=keep)[-keep * 1920 :]
         assert float((cropped - full[-keep * 1920 :]).abs().max()) < 1e-5
+
+
+def _hold_engine(engine):
+    """A short job (seeded, so it runs alone) whose first chunk blocks the engine thread until the
+    returned gate is set. Returns once the engine thread is really held."""
+    gate, held = threading.Event(), threading.Event()
+
+    def emit(event):
+        held.set()
+        gate.wait(60)
+
+    blocker = engine.submit(SynthesisRequest(TEXT, "English", Voice(speaker="Eric"), seed=1, max_frames=2), emit)
+    assert held.wait(60)
+    return gate, blocker
+
+
+def test_jobs_waiting_together_share_one_generate_call(custom_voice_model):
+    eng = Engine(custom_voice_model, EngineSettings(model=ModelSettings(path=custom_voice_model.source),
+                                                    max_batch=3))
+    try:
+        gate, blocker = _hold_engine(eng)
+        caps = [10, 14, 12]
+        inboxes = [queue.Queue() for _ in caps]
+        jobs = [eng.submit(SynthesisRequest(f"Batch row {i} says this.", "English", Voice(speaker="Ryan"),
+                                            max_frames=cap), inbox.put, keep_codes=True)
+                for i, (cap, inbox) in enumerate(zip(caps, inboxes))]
+        steps = custom_voice_model.tap.steps
+        gate.set()
+        assert blocker.wait(60) and all(job.wait(120) for job in jobs)
+        assert eng.idle
+        # One step makes a frame for every row: the batch took as many steps as its longest row
+        # (plus the blocker's one step left after its first frame).
+        assert custom_voice_model.tap.steps - steps - 1 == max(caps)
+        for cap, inbox in zip(caps, inboxes):
+            events = [inbox.get() for _ in range(inbox.qsize())]
+            end = events[-1]
+            assert isinstance(end, StreamEnd) and end.stats.frames == cap
+            streamed = pcm16_to_float(b"".join(e.pcm for e in events if isinstance(e, AudioChunk)))
+            reference = offline_pcm(custom_voice_model, end.codes)
+            assert len(streamed) == cap * 1920
+            assert np.abs(streamed - reference).max() <= 1e-3 * np.abs(reference).max()
+    finally:
+        eng.close()
+
+
+def test_seeded_jobs_run_alone_to_stay_reproducible(custom_voice_model):
+    eng = Engine(custom_voice_model, EngineSettings(model=ModelSettings(path=custom_voice_model.source),
+                                                    max_batch=4))
+    try:
+        request = SynthesisRequest(TEXT, "English", Voice(speaker="Vivian"), seed=13, max_frames=8)
+        _, alone = run(eng, request)
+        gate, blocker = _hold_engine(eng)
+        inboxes = [queue.Queue(), queue.Queue()]
+        jobs = [eng.submit(request, inbox.put, keep_codes=True) for inbox in inboxes]
+        steps = custom_voice_model.tap.steps
+        gate.set()
+        assert blocker.wait(60) and all(job.wait(120) for job in jobs)
+        assert custom_voice_model.tap.steps - steps - 1 == 16  # one after the other
+        for inbox in inboxes:
+            end = [inbox.get() for _ in range(inbox.qsize())][-1]
+            assert torch.equal(end.codes, alone.codes)
+    finally:
+        eng.close()

@@ -280,10 +280,10 @@ def test_a_request_slow_to_prepare_still_plays_before_a_later_one(server, client
     results: dict = {}
     first.start()
     for _ in range(500):  # A's prompt is waiting on the engine thread, behind the hog's job
-        if server.service.engine._queue.qsize() > 0:
+        if server.service.engine.backlog > 0:
             break
         threading.Event().wait(0.005)
-    assert server.service.engine._queue.qsize() > 0 and not hog.ended_at, "the hog ended too soon to test"
+    assert server.service.engine.backlog > 0 and not hog.ended_at, "the hog ended too soon to test"
     second = speak_timed(server, {"text": "Second.", "voice": "Ryan", "client_id": "ordered-clone"})
     first.join(120)
     hog.join()
