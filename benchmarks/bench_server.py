@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--interrupts", type=int, default=10)
     parser.add_argument("--extra", default="", help="extra server flags, e.g. '--chunk-size 6'")
+    parser.add_argument("--concurrency", type=int, default=4, help="clients speaking at once in the last phase")
     args = parser.parse_args()
 
     server = ServerProcess("--model-path", model_path(args), "--device", args.device, "--dtype", args.dtype,
@@ -80,6 +81,29 @@ def main() -> None:
                 ended.wait(60)
                 interrupt_ms.append(1000 * (time.perf_counter() - t0))
                 reader.join()
+
+            # Several clients at once: time to first audio and the audio made per second of wall time.
+            def speak_all(name: str, out: list) -> None:
+                with httpx.Client(base_url=url, timeout=300) as c:
+                    for text in SENTENCES[:3]:
+                        t0 = time.perf_counter()
+                        with c.stream("POST", "/tts/stream", json={"text": text, "client_id": name}) as r:
+                            first, size = None, 0
+                            for chunk in r.iter_raw():
+                                first = first or time.perf_counter() - t0
+                                size += len(chunk)
+                        out.append((first, size))
+
+            results: list = []
+            wall = time.perf_counter()
+            clients = [threading.Thread(target=speak_all, args=(f"c{i}", results)) for i in range(args.concurrency)]
+            for t in clients:
+                t.start()
+            for t in clients:
+                t.join()
+            wall = time.perf_counter() - wall
+            concurrent_ttfb = [first for first, _ in results]
+            audio_seconds = sum(size for _, size in results) / 48000
         time.sleep(0.5)
 
     engine_ttfb = {}
@@ -98,6 +122,10 @@ def main() -> None:
           f"{1000 * pct(list(engine_ttfb.values()), 95):.1f} |")
     print(f"| server overhead (TTFB - engine) | {1000 * pct(overhead, 50):.1f} | {1000 * pct(overhead, 95):.1f} |")
     print(f"| interrupt -> body end | {pct(interrupt_ms, 50):.1f} | {pct(interrupt_ms, 95):.1f} |")
+    print(f"| TTFB, {args.concurrency} clients at once | {1000 * pct(concurrent_ttfb, 50):.1f} | "
+          f"{1000 * pct(concurrent_ttfb, 95):.1f} |")
+    print(f"\n{args.concurrency} clients x 3 sentences: {audio_seconds:.1f} s of audio in {wall:.1f} s "
+          f"({audio_seconds / wall:.2f} s of audio per second)")
 
 
 if __name__ == "__main__":
