@@ -403,17 +403,7 @@ def test_staged_decode_of_the_last_frames_equals_the_full_decode(custom_voice_mo
 
 
 def _hold_engine(engine):
-    """A short job (seeded, so it runs alone) whose first chunk blocks the engine thread until the
-    returned gate is set. Returns once the engine thread is really held."""
-    gate, held = threading.Event(), threading.Event()
-
-    def emit(event):
-        held.set()
-        gate.wait(60)
-
-    blocker = engine.submit(SynthesisRequest(TEXT, "English", Voice(speaker="Eric"), seed=1, max_frames=2), emit)
-    assert held.wait(60)
-    return gate, blocker
+    return _hold_engine_with(engine, Voice(speaker="Eric"))
 
 
 def test_jobs_waiting_together_share_one_generate_call(custom_voice_model):
@@ -463,3 +453,43 @@ def test_seeded_jobs_run_alone_to_stay_reproducible(custom_voice_model):
             assert torch.equal(end.codes, alone.codes)
     finally:
         eng.close()
+
+
+def test_a_batch_may_mix_icl_and_xvector_clones(base_model, reference_audio):
+    samples, rate = reference_audio
+    icl = Voice(clone=clone_prompt(base_model, samples, rate, "The reference transcript."))
+    xvector = Voice(clone=clone_prompt(base_model, samples, rate))
+    eng = Engine(base_model, EngineSettings(model=ModelSettings(path=base_model.source), max_batch=2))
+    try:
+        gate, blocker = _hold_engine_with(eng, xvector)
+        inboxes = [queue.Queue(), queue.Queue()]
+        jobs = [eng.submit(SynthesisRequest(TEXT, "English", voice, max_frames=cap), inbox.put, keep_codes=True)
+                for voice, cap, inbox in zip((icl, xvector), (9, 12), inboxes)]
+        steps = base_model.tap.steps
+        gate.set()
+        assert blocker.wait(60) and all(job.wait(120) for job in jobs)
+        assert base_model.tap.steps - steps - 1 == 12  # one batch
+        for voice, cap, inbox in zip((icl, xvector), (9, 12), inboxes):
+            events = [inbox.get() for _ in range(inbox.qsize())]
+            end = events[-1]
+            assert isinstance(end, StreamEnd) and end.stats.frames == cap
+            streamed = pcm16_to_float(b"".join(e.pcm for e in events if isinstance(e, AudioChunk)))
+            context = voice.context_codes[-72:] if voice.context_codes is not None else None
+            reference = offline_pcm(base_model, end.codes, context=context)
+            assert np.abs(streamed - reference).max() <= 1e-3 * np.abs(reference).max()
+    finally:
+        eng.close()
+
+
+def _hold_engine_with(engine, voice):
+    """A short job (seeded, so it runs alone) whose first chunk blocks the engine thread until the
+    returned gate is set. Returns once the engine thread is really held."""
+    gate, held = threading.Event(), threading.Event()
+
+    def emit(event):
+        held.set()
+        gate.wait(60)
+
+    blocker = engine.submit(SynthesisRequest(TEXT, "English", voice, seed=1, max_frames=2), emit)
+    assert held.wait(60)
+    return gate, blocker
