@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--contexts", default="0,12,25,72")
     parser.add_argument("--chunks", default="1,2,4,6,8,12")
+    parser.add_argument("--staged-only", action="store_true",
+                        help="only compare one full window decode with the staged decode of its last frames")
     args = parser.parse_args()
 
     from qwen_stream.decoder import StreamingDecoder, pcm16_to_float, to_pcm16
@@ -37,6 +39,9 @@ def main() -> None:
 
     settings = ModelSettings(path=model_path(args), device=args.device, dtype=args.dtype)
     model = load_model(settings)
+    staged_comparison(model)
+    if args.staged_only:
+        return
     voice = Voice(speaker=model.speakers[0]) if model.family == "custom_voice" else Voice(instruct="")
     engine = Engine(model, EngineSettings(model=settings))
     text = "The quick brown fox jumps over the lazy dog, and then it runs far away into the woods."
@@ -75,6 +80,30 @@ def main() -> None:
             steady = timings[len(timings) // 2 :] or timings
             print(f"| {context} | {chunk} | {np.abs(error).max() / peak:.2e} | {snr:.1f} | "
                   f"{1000 * float(np.median(steady)):.1f} |")
+
+
+def staged_comparison(model, frames: int = 76) -> None:
+    """A 72 + 4 frame window: the full decoder forward vs the staged one that runs the conv stack only on
+    the frames kept (what every chunk costs)."""
+    torch.manual_seed(0)
+    codes = torch.randint(0, 2048, (frames, 16))
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+
+    def timed(**kw):
+        model.decode(codes, **kw)
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(3):
+            out = model.decode(codes, **kw)
+        sync()
+        return out, (time.perf_counter() - t0) / 3
+
+    full, full_s = timed()
+    print(f"# staged decode, {frames}-frame window ({machine()}): full forward {1000 * full_s:.1f} ms")
+    for keep in (1, 4):
+        part, part_s = timed(keep=keep)
+        error = float((part[-keep * 1920 :] - full[-keep * 1920 :]).abs().max())
+        print(f"#   last {keep} frame(s): {1000 * part_s:.1f} ms, max error {error:.1e} (peak {float(full.abs().max()):.2f})")
 
 
 if __name__ == "__main__":
