@@ -75,6 +75,16 @@ def steps(server) -> int:
     return server.service.model.tap.steps
 
 
+def read_noting_first_step(response, server) -> tuple[bytes, int]:
+    """The whole streamed body, and the engine's step count when its first bytes arrived."""
+    parts, first_step = [], None
+    for part in response.iter_bytes():
+        if first_step is None:
+            first_step = steps(server)
+        parts.append(part)
+    return b"".join(parts), first_step
+
+
 def speak(client, **kwargs) -> tuple[bytes, dict, list[bytes]]:
     kwargs = {"model": "tts-1", "input": SHORT, "voice": "alloy", **kwargs}
     with client.audio.speech.with_streaming_response.create(**kwargs) as r:
@@ -89,18 +99,12 @@ def speak(client, **kwargs) -> tuple[bytes, dict, list[bytes]]:
 def test_every_format_streams_and_decodes_to_the_pcm_duration(server, client, name, tmp_path):
     fmt = FORMATS[name]
     tap_start = steps(server)
-    first_step = None
     with client.audio.speech.with_streaming_response.create(model="tts-1", input=SHORT, voice="alloy",
                                                              response_format=name) as r:
         assert r.status_code == 200
         assert r.headers["content-type"] == fmt.media_type
         request_id = r.headers["x-request-id"]
-        parts = []
-        for part in r.iter_bytes():
-            if first_step is None:
-                first_step = steps(server)
-            parts.append(part)
-    data = b"".join(parts)
+        data, first_step = read_noting_first_step(r, server)
     pcm_seconds = server.tap.seconds(request_id)
     assert pcm_seconds >= 10 * FRAME_SECONDS
     assert first_step - tap_start < pcm_seconds / FRAME_SECONDS  # the first bytes left before generation ended
@@ -157,16 +161,11 @@ def test_sse_deltas_of_an_encoded_format_join_into_a_file(server, client, tmp_pa
 @pytest.mark.parametrize("speed", [2.0, 0.5])
 def test_speed_changes_duration_and_still_streams(server, client, speed):
     tap_start = steps(server)
-    first_step = None
     with client.audio.speech.with_streaming_response.create(model="tts-1", input=SHORT, voice="alloy",
                                                              response_format="pcm", speed=speed) as r:
         request_id = r.headers["x-request-id"]
-        parts = []
-        for part in r.iter_bytes():
-            if first_step is None:
-                first_step = steps(server)
-            parts.append(part)
-    out_seconds = len(b"".join(parts)) / 2 / SAMPLE_RATE
+        data, first_step = read_noting_first_step(r, server)
+    out_seconds = len(data) / 2 / SAMPLE_RATE
     want = server.tap.seconds(request_id) / speed
     assert abs(out_seconds - want) <= 0.02 * want + FRAME_SECONDS, (out_seconds, want)
     assert first_step - tap_start < server.tap.seconds(request_id) / FRAME_SECONDS  # audio before the end
