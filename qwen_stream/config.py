@@ -108,7 +108,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_text_chars", int, 5000, "longest accepted text per request, in characters"),
     Option("max_queue", int, 32, "requests one client may have waiting; more get 429"),
     Option("max_frames", int, FrameBudget.max_frames, "hard cap on frames per sentence (2048 = 164 s)"),
-    Option("cors_origins", _csv, (), "comma-separated origins allowed to call the API from a browser; * for any"),
+    Option("cors_origins", _csv, (), "comma-separated origins allowed to call the API from a browser; * for any "
+           "(pages opened from disk send the origin null)"),
+    Option("trusted_hosts", _csv, None, "comma-separated Host names served (* for any); default: loopback names when "
+           "bound to a loopback address, else any"),
+    Option("open_listings", _bool, True, "serve the voice and model listings without the API key (Open WebUI reads "
+           "them without one); speech always needs it"),
+    Option("max_buffer_seconds", float, 5.0, "audio a stream may run ahead of what its reader has taken; "
+           "generation waits beyond it"),
+    Option("send_timeout", float, 20.0, "seconds a stream waits for a stalled reader before it is cancelled "
+           "as a disconnect"),
     Option("shutdown_timeout", float, 10.0, "seconds active streams may finish after SIGTERM before they are cut"),
     Option("api_key", str, None, "Bearer key required on every route except /, /health and /metrics; off "
            "without it (prefer the variable: flags show in ps)", env="API_KEY"),
@@ -148,6 +157,10 @@ class ServerSettings:
     max_queue: int = 32
     max_frames: int = FrameBudget.max_frames
     cors_origins: tuple[str, ...] = ()
+    trusted_hosts: tuple[str, ...] | None = None
+    open_listings: bool = True
+    max_buffer_seconds: float = 5.0
+    send_timeout: float = 20.0
     shutdown_timeout: float = 10.0
     api_key: str | None = field(default=None, repr=False)
     openai_voices: Mapping[str, str] | None = None
@@ -164,6 +177,8 @@ class ServerSettings:
             problems.append("max_batch must be >= 1")
         if self.pre_buffer < 0:
             problems.append("pre_buffer must be >= 0")
+        if self.max_buffer_seconds <= 0 or self.send_timeout <= 0:
+            problems.append("max_buffer_seconds and send_timeout must be > 0")
         if self.max_text_chars < 1 or self.max_queue < 1 or self.max_frames < 1:
             problems.append("max_text_chars, max_queue and max_frames must be >= 1")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
