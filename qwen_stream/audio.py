@@ -8,12 +8,16 @@ iterator of PCM, off the event loop.
 All real codecs and the time-stretch come from FFmpeg through PyAV (its wheels bundle libmp3lame,
 libopus and FFmpeg's own aac and flac encoders, and the atempo filter). WAV and PCM are written here.
 Nothing here knows HTTP.
+
+One format cannot stream: FLAC (`AudioFormat.whole_file`). It is still encoded chunk by chunk, but into a
+seekable file in memory that goes out whole from `finish()`; see FORMATS for why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import struct
 import threading
 from collections.abc import AsyncIterator
@@ -51,6 +55,9 @@ class AudioFormat:
     # after it (padding to a whole codec frame). Documented per codec; tests allow for them.
     priming: int = 0
     frame_samples: int = 0
+    # True: the header holds what only the end knows, so the muxer gets a seekable file to go back and
+    # fill it in, and the encoded file leaves whole at finish() instead of chunk by chunk.
+    whole_file: bool = False
 
     def encoder(self) -> "Encoder":
         if self.name == "pcm":
@@ -71,13 +78,16 @@ FORMATS: dict[str, AudioFormat] = {
                         {"page_duration": "20000"}, priming=0, frame_samples=480),
     # AAC-LC in ADTS (a raw .aac stream). ADTS cannot signal the encoder's 1024-sample priming.
     "aac": AudioFormat("aac", "audio/aac", "adts", "aac", 64_000, priming=1024, frame_samples=1024),
-    # FLAC with 1920-sample blocks (one 80 ms frame each; the default ~100 ms blocks would hold audio back).
-    # STREAMINFO has no total length: the stream cannot be rewound to fill it in.
-    "flac": AudioFormat("flac", "audio/flac", "flac", "flac", muxer_options={"metadata_header_padding": "0"}),
+    # FLAC, sent whole at the end. Streamed, its STREAMINFO (the first metadata block, before any audio)
+    # says total samples 0 = "unknown", which the FLAC spec allows but libsndfile turns into
+    # SF_COUNT_MAX frames (2**63-1: "1e11 hours"; soundfile.read() then fails). Only the end knows the
+    # count, so the muxer writes into memory and, at the trailer, rewrites STREAMINFO with the total,
+    # the real min/max frame sizes and the MD5 of the audio. No padding: the last block is just shorter.
+    "flac": AudioFormat("flac", "audio/flac", "flac", "flac", muxer_options={"metadata_header_padding": "0"},
+                        whole_file=True),
     "wav": AudioFormat("wav", "audio/wav"),
     "pcm": AudioFormat("pcm", "audio/pcm"),
 }
-FLAC_BLOCK = 1920
 
 
 class Encoder:
@@ -160,6 +170,20 @@ class _Sink:
         self._parts.clear()
         return data
 
+    def tail(self) -> bytes:
+        return self.take()
+
+
+class _WholeFile(io.BytesIO):
+    """A seekable file in memory: PyAV sees seek() and lets the muxer go back to rewrite its header at
+    the trailer, so no byte may leave before then."""
+
+    def take(self) -> bytes:
+        return b""
+
+    def tail(self) -> bytes:
+        return self.getvalue()
+
 
 def _frame(samples: np.ndarray, pts: int):
     import av
@@ -173,7 +197,8 @@ def _frame(samples: np.ndarray, pts: int):
 
 class AVEncoder(Encoder):
     """An FFmpeg encoder and muxer writing into memory. PyAV cuts the PCM into the codec's frame size and
-    converts the sample format; each push returns the bytes the muxer wrote for the packets it got.
+    converts the sample format; each push returns the bytes the muxer wrote for the packets it got (for a
+    whole_file format nothing: finish() returns the file).
 
     push/finish may run on a worker thread while close() runs on the event loop (a reader left): a lock
     keeps FFmpeg's state from being freed under a running call."""
@@ -186,7 +211,7 @@ class AVEncoder(Encoder):
         self.format = fmt
         self._lock = threading.Lock()
         self._samples = _WholeSamples()
-        self._sink = _Sink()
+        self._sink = _WholeFile() if fmt.whole_file else _Sink()
         self._pts = 0
         self._done = False
         try:
@@ -195,8 +220,6 @@ class AVEncoder(Encoder):
             self._stream = self._container.add_stream(fmt.codec, rate=SAMPLE_RATE, layout="mono")
             if fmt.bit_rate:
                 self._stream.bit_rate = fmt.bit_rate
-            if fmt.codec == "flac":
-                self._stream.codec_context.options = {"frame_size": str(FLAC_BLOCK)}
             self._stream.codec_context.open()
         except av.FFmpegError as e:
             raise AudioError(f"cannot start the {fmt.name} encoder: {e}") from e
@@ -218,7 +241,7 @@ class AVEncoder(Encoder):
             self._encode(None)
             self._container.close()
             self._done = True
-            return self._sink.take()
+            return self._sink.tail()
 
     def close(self) -> None:
         with self._lock:

@@ -4,10 +4,14 @@ that is not FFmpeg (see tests/decoders.py)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import shutil
 import struct
+import subprocess
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from qwen_stream.audio import (
     FORMATS,
@@ -21,7 +25,7 @@ from qwen_stream.audio import (
 )
 from qwen_stream.settings import SAMPLE_RATE, SAMPLES_PER_FRAME
 
-from .decoders import decode
+from .decoders import decode, flac_streaminfo, pyav_decode
 
 # Chunk sizes as the server sends them (1, 2, 4, 4... frames), then an odd-sized tail.
 SCHEDULE = [1, 2, 4, 4, 4, 4]
@@ -83,14 +87,14 @@ def test_wav_header_announces_unknown_length_and_goes_out_with_the_first_audio()
 # -- real codecs -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["wav", "mp3", "opus", "aac", "flac"])
+@pytest.mark.parametrize("name", ["wav", "mp3", "opus", "aac"])  # flac is sent whole: see the flac tests
 def test_codec_streams_incrementally_and_decodes_to_the_same_duration(name, tmp_path):
     fmt = FORMATS[name]
     source = tone(2.0)
     outputs, tail = run(AudioPipeline(fmt), chunks(source))
     # Bytes leave as the encoder makes them: by the second chunk (3 frames, 240 ms) every codec has spoken;
     # mp3 and opus already after the first 80 ms frame.
-    assert outputs[0] or name in ("aac", "flac")
+    assert outputs[0] or name == "aac"
     assert outputs[1]
     assert sum(len(o) for o in outputs[:-1]) > 0.5 * sum(len(o) for o in outputs + [tail])
     samples, rate = decode(name, b"".join(outputs) + tail, tmp_path)
@@ -100,8 +104,64 @@ def test_codec_streams_incrementally_and_decodes_to_the_same_duration(name, tmp_
     assert -frame <= decoded - expected <= frame + slack, (decoded, expected)
     body = samples[int(0.2 * rate):int(1.8 * rate)]
     assert abs(dominant_hz(body, rate) - 440) < 5
-    if name in ("wav", "flac"):  # lossless: the very same samples
+    if name == "wav":  # lossless: the very same samples
         assert np.array_equal(samples, source)
+
+
+# -- flac: one whole file, its length in STREAMINFO ----------------------------------------------------
+
+
+def encode_like_the_route(fmt_name: str, pieces: list[bytes]) -> list[bytes]:
+    """The parts encode_stream yields for these PCM chunks, as the /v1/audio/speech route sends them."""
+
+    async def pcm():
+        for piece in pieces:
+            yield piece
+
+    async def main():
+        return [part async for part in encode_stream(AudioPipeline(FORMATS[fmt_name]), pcm())]
+
+    return asyncio.run(main())
+
+
+def test_flac_file_knows_its_length_and_opens_in_libsndfile_ffmpeg_and_flac(tmp_path):
+    # Not a whole number of blocks: FLAC's last block is just shorter, so every reader must see exactly
+    # the samples given, no padding.
+    source = tone(2.03, hz=440)
+    data = b"".join(encode_like_the_route("flac", chunks(source)))
+    path = tmp_path / "speech.flac"
+    path.write_bytes(data)
+
+    info = flac_streaminfo(data)
+    assert (info["sample_rate"], info["channels"], info["bits"]) == (SAMPLE_RATE, 1, 16)
+    assert info["total_samples"] == len(source)  # streamed, it was 0 ("unknown")
+    assert 0 < info["min_frame"] <= info["max_frame"]  # streamed, the minimum was 0 ("unknown")
+    assert info["md5"] == hashlib.md5(source.tobytes()).digest()  # of the PCM, little-endian; streamed: zeros
+
+    assert sf.info(str(path)).frames == len(source)  # libsndfile read 0 as 2**63-1 frames
+    samples, rate = sf.read(str(path), dtype="int16")
+    assert rate == SAMPLE_RATE and np.array_equal(samples, source)
+
+    samples, duration = pyav_decode(path)
+    assert duration == len(source) and np.array_equal(samples, source)
+
+    if shutil.which("flac") is None:
+        pytest.skip("checking with the flac command needs it (Debian package flac)")
+    subprocess.run(["flac", "--test", "--silent", str(path)], capture_output=True, check=True)
+    wav = tmp_path / "speech.wav"
+    subprocess.run(["flac", "--decode", "--silent", "-o", str(wav), str(path)], capture_output=True, check=True)
+    samples, rate = sf.read(str(wav), dtype="int16")
+    assert rate == SAMPLE_RATE and np.array_equal(samples, source)
+
+
+def test_flac_sends_nothing_before_finish_then_the_whole_file(tmp_path):
+    pipeline = AudioPipeline(FORMATS["flac"])
+    source = tone(1.0)
+    outputs, tail = run(pipeline, chunks(source))
+    assert not any(outputs)  # a byte sent early could not be taken back when STREAMINFO is rewritten
+    assert flac_streaminfo(tail)["total_samples"] == len(source)
+    samples, rate = decode("flac", tail, tmp_path)
+    assert rate == SAMPLE_RATE and np.array_equal(samples, source)
 
 
 def test_an_encoder_closed_midway_frees_itself_and_refuses_more():
