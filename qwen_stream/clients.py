@@ -13,16 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from .engine import AudioChunk, Engine, Event, Job, StreamEnd, StreamError
+from .engine import AudioChunk, Engine, Event, FlowControl, Job, StreamEnd, StreamError
 from .generation import SynthesisRequest
 
 log = logging.getLogger(__name__)
+
+# Every client id, wherever it comes from (JSON field, query string, header, OpenAI `user`): printable ASCII
+# without spaces, so an id can never forge a log line or a header.
+CLIENT_ID_PATTERN = r"^[\x21-\x7e]{1,128}$"
+_CLIENT_ID = re.compile(CLIENT_ID_PATTERN)
+DEFAULT_CLIENT = "default"
+
+
+def valid_client_id(value: object) -> bool:
+    return isinstance(value, str) and _CLIENT_ID.fullmatch(value) is not None
 
 
 class QueueFull(Exception):
@@ -34,7 +45,7 @@ class QueueFull(Exception):
 
 @dataclass
 class Ended:
-    """Last item of a ticket's stream. outcome: done, interrupted, disconnected, error, shutdown."""
+    """Last item of a ticket's stream. outcome: done, interrupted, disconnected, stalled, error, shutdown."""
 
     outcome: str
     error: BaseException | None = None
@@ -63,7 +74,8 @@ class TicketStats:
 class Ticket:
     """One HTTP request's utterance: one or more sentences (segments) spoken in a row."""
 
-    def __init__(self, client_id: str, segments: Sequence[SynthesisRequest] | None, text_chars: int):
+    def __init__(self, client_id: str, segments: Sequence[SynthesisRequest] | None, text_chars: int,
+                 flow: FlowControl | None = None):
         self.id = uuid.uuid4().hex
         self.client_id = client_id
         self.segments = list(segments) if segments is not None else None  # None: reserved, still preparing
@@ -73,6 +85,10 @@ class Ticket:
         self._next_segment = 0
         self._job: Job | None = None
         self._events: asyncio.Queue = asyncio.Queue()
+        self.flow = flow
+        # Set when the server gives up on the reader (stalled): a response blocked in a send to a reader
+        # that takes nothing must be abandoned, since no further item of the stream can reach it.
+        self.abandoned = asyncio.Event()
 
     @property
     def ended(self) -> bool:
@@ -82,6 +98,8 @@ class Ticket:
         """Audio chunks, then exactly one Ended."""
         while True:
             item = await self._events.get()
+            if isinstance(item, AudioChunk) and self.flow is not None:
+                self.flow.taken(item.frames)
             yield item
             if isinstance(item, Ended):
                 return
@@ -99,9 +117,15 @@ class _Client:
 
 
 class ClientQueues:
-    def __init__(self, engine: Engine, max_queue: int):
+    def __init__(self, engine: Engine, max_queue: int, max_ahead_frames: int | None = None,
+                 send_timeout: float = 20.0):
+        """max_ahead_frames: how far generation may run ahead of a stream's reader (None: no bound);
+        send_timeout: how long the engine waits for a reader that takes nothing before it gives up."""
         self._engine = engine
         self._max_queue = max_queue
+        self._max_ahead = max_ahead_frames
+        self._send_timeout = send_timeout
+        self._drained: asyncio.Event | None = None
         self._clients: dict[str, _Client] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -136,7 +160,8 @@ class ClientQueues:
             raise QueueFull(client_id, self._max_queue)
         if client is None:
             client = self._clients[client_id] = _Client()
-        ticket = Ticket(client_id, None, text_chars)
+        flow = None if self._max_ahead is None else FlowControl(self._max_ahead, self._send_timeout)
+        ticket = Ticket(client_id, None, text_chars, flow)
         client.waiting.append(ticket)
         self._loop.call_later(expire_after, self._expire, ticket)
         return ticket
@@ -231,7 +256,7 @@ class ClientQueues:
 
         client.engine_busy = True
         try:
-            ticket._job = self._engine.submit(request, emit)
+            ticket._job = self._engine.submit(request, emit, flow=ticket.flow)
         except Exception as error:  # refused by the engine (closed, invalid): this ticket fails alone
             client.engine_busy = False
             client.running = None
@@ -259,12 +284,13 @@ class ClientQueues:
         elif isinstance(event, StreamEnd):
             ticket.stats.eos = event.outcome == "done"
             more = ticket._next_segment < len(ticket.segments)
-            if not ticket.ended and event.outcome != "cancelled" and more and client is not None:
+            stopped = event.outcome in ("cancelled", "stalled")
+            if not ticket.ended and not stopped and more and client is not None:
                 self._submit_segment(client, ticket)
                 return
             if client is not None and client.running is ticket:
                 client.running = None
-            self._end(ticket, Ended("done"))
+            self._end(ticket, Ended("stalled" if event.outcome == "stalled" else "done"))
         self._advance(ticket.client_id)
 
     def _end(self, ticket: Ticket, ended: Ended) -> None:
@@ -273,8 +299,20 @@ class ClientQueues:
         ticket.outcome = ended.outcome
         ticket.stats.finished = time.perf_counter()
         ticket._events.put_nowait(ended)
+        if ticket.flow is not None:
+            ticket.flow.close()
+        if ended.outcome == "stalled":
+            ticket.abandoned.set()
 
     def _drop_if_idle(self, client_id: str) -> None:
         client = self._clients.get(client_id)
         if client is not None and client.empty:
             del self._clients[client_id]
+            if not self._clients and self._drained is not None:
+                self._drained.set()
+
+    async def drained(self) -> None:
+        """Returns once no client has anything running, waiting or still in the engine."""
+        while self._clients:
+            self._drained = asyncio.Event()
+            await self._drained.wait()

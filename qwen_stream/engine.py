@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from .decoder import StreamingDecoder
-from .generation import SynthesisError, SynthesisRequest, check_request, frame_cap, generate_streaming
+from .generation import (SynthesisError, SynthesisRequest, build_generate_inputs, check_request, frame_cap,
+                         generate_streaming)
 from .model import LoadedModel
 from .registry import ModelRegistry
 from .settings import FRAME_SECONDS, SAMPLE_RATE, EngineSettings, StreamingSettings
@@ -79,7 +80,8 @@ class JobStats:
 
 @dataclass(frozen=True)
 class StreamEnd:
-    """Last event of a job. outcome: "done" (EOS), "capped" (frame budget), "cancelled"."""
+    """Last event of a job. outcome: "done" (EOS), "capped" (frame budget), "cancelled", "stalled" (its reader
+    took nothing for the flow's timeout)."""
 
     outcome: str
     stats: JobStats
@@ -96,12 +98,51 @@ Event = AudioChunk | StreamEnd | StreamError
 EventCallback = Callable[[Event], None]
 
 
+class FlowControl:
+    """Bounds how far generation runs ahead of a reader: frames sent but not yet taken.
+
+    The engine waits for room before each frame; a reader that takes nothing for `timeout` seconds is
+    stalled, and its job is stopped so the engine moves on. Shared by the jobs of one stream (its segments)."""
+
+    def __init__(self, max_ahead_frames: int, timeout: float):
+        self.limit = max(1, max_ahead_frames)
+        self.timeout = timeout
+        self._unread = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    @property
+    def unread(self) -> int:
+        return self._unread
+
+    def sent(self, frames: int) -> None:
+        with self._cond:
+            self._unread += frames
+
+    def taken(self, frames: int) -> None:
+        with self._cond:
+            self._unread -= frames
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Nobody will wait for this reader again (it left, or its job was cancelled)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def wait_for_room(self) -> bool:
+        """True when there is room (or the flow closed); False when the reader stalled past the timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed or self._unread < self.limit, self.timeout)
+
+
 class Job:
     """One utterance in flight. Also the frame sink the tap writes to."""
 
     _ids = itertools.count(1)
 
-    def __init__(self, request: SynthesisRequest, cap: int, emit: EventCallback, keep_codes: bool = False):
+    def __init__(self, request: SynthesisRequest, cap: int, emit: EventCallback, keep_codes: bool = False,
+                 flow: FlowControl | None = None):
         self.id = next(Job._ids)
         self.request = request
         self.cap = cap
@@ -109,14 +150,19 @@ class Job:
         self.codes: list[torch.Tensor] | None = [] if keep_codes else None
         self._decoder: StreamingDecoder | None = None
         self._emit = emit
+        self._flow = flow
         self._cancelled = threading.Event()
         self._eos = False
+        self._stalled = False
+        self._error: BaseException | None = None  # this row failed; its batch mates go on
         self._ended = threading.Event()
 
     # -- control (any thread) --------------------------------------------------------------------------
     def cancel(self) -> None:
         """Stops generation for this job within one frame step (or before it starts)."""
         self._cancelled.set()
+        if self._flow is not None:
+            self._flow.close()  # an engine waiting for this job's reader stops waiting
 
     @property
     def cancelled(self) -> bool:
@@ -138,9 +184,14 @@ class Job:
     # -- FrameSink (worker thread) -------------------------------------------------------------------
     @property
     def stopped(self) -> bool:
-        return self._eos or self._cancelled.is_set() or self.stats.frames >= self.cap
+        return self._eos or self._cancelled.is_set() or self._error is not None or self.stats.frames >= self.cap
 
     def on_frame(self, codes: torch.Tensor) -> None:
+        if self._flow is not None and not self._flow.wait_for_room():
+            log.warning("job %d: reader took nothing for %.0f s; stopping it as stalled", self.id, self._flow.timeout)
+            self._stalled = True
+            self._cancelled.set()
+            return
         self.stats.frames += 1
         if self.codes is not None:
             self.codes.append(codes.detach().cpu())
@@ -153,15 +204,27 @@ class Job:
     def on_eos(self) -> None:
         self._eos = True
 
+    def on_error(self, error: BaseException) -> None:
+        """This row alone failed (its decoder, its sink): it stops; the rest of the batch goes on."""
+        log.error("job %d failed mid-generation: %s: %s", self.id, type(error).__name__, error)
+        self._error = error
+
     # -- lifecycle (worker thread) ----------------------------------------------------------------------
     def _send_chunk(self, pcm: bytes) -> None:
         if self.stats.first_chunk is None:
             self.stats.first_chunk = time.perf_counter()
         frames = len(pcm) // 3840
+        if self._flow is not None:
+            self._flow.sent(frames)
         self._emit(AudioChunk(pcm=pcm, frames=frames, index=self.stats.chunks))
         self.stats.chunks += 1
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
+        """Ends the job after generation: flushes the decoder's tail, then one StreamEnd (or StreamError
+        if the row failed on its own)."""
+        if self._error is not None:
+            self.fail(self._error)
+            return
         if not self.cancelled and self._decoder is not None:
             started = time.perf_counter()
             tail = self._decoder.flush()
@@ -169,13 +232,13 @@ class Job:
                 self.stats.decode_seconds += time.perf_counter() - started
                 self._send_chunk(tail)
         self.stats.finished = time.perf_counter()
-        outcome = "cancelled" if self.cancelled else ("done" if self._eos else "capped")
+        outcome = "stalled" if self._stalled else "cancelled" if self.cancelled else ("done" if self._eos else "capped")
         codes = None
         if self.codes is not None:
             codes = torch.stack(self.codes) if self.codes else torch.zeros((0, 16), dtype=torch.long)
         self._end(StreamEnd(outcome=outcome, stats=self.stats, codes=codes))
 
-    def _fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException) -> None:
         self.stats.finished = time.perf_counter()
         self._end(StreamError(error=error, stats=self.stats))
 
@@ -187,6 +250,7 @@ class Job:
 
 
 _STOP = object()
+BATCH_LOOKAHEAD = 64  # backlog entries searched for batch mates
 
 
 class _Task:
@@ -214,14 +278,16 @@ class Engine:
         self._thread.start()
 
     # -- submitting -----------------------------------------------------------------------------------
-    def submit(self, request: SynthesisRequest, emit: EventCallback, keep_codes: bool = False) -> Job:
-        """Validates and queues a request. Raises SynthesisError for a request this model cannot serve."""
+    def submit(self, request: SynthesisRequest, emit: EventCallback, keep_codes: bool = False,
+               flow: FlowControl | None = None) -> Job:
+        """Validates and queues a request. Raises SynthesisError for a request this model cannot serve.
+        With `flow`, generation waits for the reader (see FlowControl)."""
         if request.family is not None and not self.registry.serves(request.family):
             raise SynthesisError(f"no {request.family} model is configured on this server")
         check_request(self.registry.info(request.family), request)
         if not self._thread.is_alive():
             raise RuntimeError("engine is closed")
-        job = Job(request, frame_cap(request, self.settings.budget), emit, keep_codes=keep_codes)
+        job = Job(request, frame_cap(request, self.settings.budget), emit, keep_codes=keep_codes, flow=flow)
         with self._wake:
             self._pending.add(job)
             self._backlog.append(job)
@@ -302,6 +368,11 @@ class Engine:
         with self._lock:
             return not self._active and not self._pending
 
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Blocks until no job is queued or running (True), or the timeout passes (False)."""
+        with self._wake:
+            return self._wake.wait_for(lambda: not self._active and not self._pending, timeout)
+
     @property
     def backlog(self) -> int:
         """Jobs and tasks waiting for the engine thread."""
@@ -334,7 +405,8 @@ class Engine:
                     self._wake.wait()
                 item = self._backlog.popleft()
                 if isinstance(item, Job):
-                    batch = [item, *self._take_batch_mates(item)]
+                    # A cancelled job ends at once: draining thousands of them must cost nothing per job.
+                    batch = [item] if item.cancelled else [item, *self._take_batch_mates(item)]
                     self._active = batch
             if item is _STOP:
                 return
@@ -344,19 +416,22 @@ class Engine:
             try:
                 self._run_batch(batch)
             finally:
-                with self._lock:
+                with self._wake:
                     self._active = []
                     self._pending.difference_update(batch)
+                    self._wake.notify_all()
 
     def _take_batch_mates(self, first: Job) -> list[Job]:
         """Queued jobs that can share `first`'s generate call: same model, no fixed seed (one RNG serves
-        the whole batch, so a seeded job runs alone to stay reproducible). Called with the lock held."""
+        the whole batch, so a seeded job runs alone to stay reproducible). Called with the lock held.
+
+        Looks only a bounded way into the backlog, so taking a job costs the same with 10 or 10,000 behind it."""
         limit = self.settings.max_batch - 1
         if limit <= 0 or first.request.seed is not None:
             return []
         family = first.request.family or self.registry.default_family
         mates = []
-        for item in self._backlog:
+        for item in itertools.islice(self._backlog, BATCH_LOOKAHEAD):
             if len(mates) == limit:
                 break
             if isinstance(item, Job) and item.request.seed is None and not item.cancelled and \
@@ -375,14 +450,15 @@ class Engine:
             task.future.set_exception(error)
 
     def _run_batch(self, jobs: list[Job]) -> None:
-        """One generate call; row i streams into jobs[i]. Each row stops on its own (EOS, cap, cancel)."""
+        """One generate call; row i streams into jobs[i]. Each row stops on its own (EOS, cap, cancel, its
+        own failure); a failure of the whole call before any frame is retried without the rows that cause it."""
         started = time.perf_counter()
         for job in jobs:
             job.stats.started = started
         live = [job for job in jobs if not job.cancelled]
         for job in jobs:
             if job.cancelled:
-                job._finish()
+                job.finish()
         if not live:
             return
         try:
@@ -391,13 +467,36 @@ class Engine:
                 job.attach(model, self.settings.streaming)
             generate_streaming(model, [job.request for job in live], live, self.settings.sampling,
                                max_new_frames=max(job.cap for job in live))
-        except Exception as error:  # the failure goes to the batch's callers; the worker lives on
+        except Exception as error:
+            if len(live) > 1 and not any(job.stats.frames for job in live):
+                self._run_without_bad_rows(live, error)
+                return
             log.exception("batch of %d failed (jobs %s)", len(live), [job.id for job in live])
             for job in live:
                 self.frames_generated += job.stats.frames
-                job._fail(error)
+                job.fail(error)
             return
         for job in live:
             self.frames_generated += job.stats.frames
             self.jobs_run += 1
-            job._finish()
+            job.finish()
+
+    def _run_without_bad_rows(self, jobs: list[Job], error: Exception) -> None:
+        """The batch failed before its first frame (a prompt the tokenizer refuses, say): find the rows
+        whose own prompt fails, fail them alone, and run the others again."""
+        log.warning("batch of %d failed before its first frame (%s: %s); retrying its rows apart",
+                    len(jobs), type(error).__name__, error)
+        good = []
+        for job in jobs:
+            try:
+                build_generate_inputs(self.registry.get(job.request.family), [job.request])
+            except Exception as row_error:
+                log.error("job %d refused: %s: %s", job.id, type(row_error).__name__, row_error)
+                job.fail(row_error)
+            else:
+                good.append(job)
+        if len(good) == len(jobs):  # no row is to blame on its own: each runs alone
+            for job in good:
+                self._run_batch([job])
+        elif good:
+            self._run_batch(good)

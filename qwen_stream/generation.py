@@ -59,6 +59,9 @@ def check_request(model, request: SynthesisRequest) -> None:
     `model` is a LoadedModel or a registry.ModelInfo: both tell family, size, speakers and languages."""
     if not request.text.strip():
         raise SynthesisError("text is empty")
+    for what, value in (("text", request.text), ("instruct", request.voice.instruct)):
+        if value is not None and not _utf8(value):
+            raise SynthesisError(f"{what} is not valid Unicode (lone surrogate)")
     languages = {lang.lower() for lang in model.languages}
     if request.language.lower() not in languages:
         raise SynthesisError(f"unknown language {request.language!r}; supported: {', '.join(sorted(model.languages))}")
@@ -82,6 +85,14 @@ def check_request(model, request: SynthesisRequest) -> None:
             raise SynthesisError("a Base model cannot take a speaker or instructions; it clones reference audio")
     if request.max_frames is not None and request.max_frames < 1:
         raise SynthesisError("max_frames must be >= 1")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def frame_cap(request: SynthesisRequest, budget: FrameBudget) -> int:

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+import unicodedata
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .clients import ClientQueues, Ended, QueueFull, Ticket
+from .clients import ClientQueues, Ended, QueueFull, Ticket, valid_client_id
 from .config import ServerSettings
 from .decoder import pcm16_to_float
 from .engine import AudioChunk, Engine, StreamEnd, StreamError
@@ -20,7 +22,7 @@ from .generation import SynthesisError, SynthesisRequest, Voice, check_request
 from .metrics import Metrics
 from .model import LoadedModel, ModelLoadError
 from .registry import ModelRegistry, ModelSpec, info_from_source, parse_models
-from .settings import SAMPLE_RATE
+from .settings import FRAME_SECONDS, SAMPLE_RATE
 from .voice_library import VoiceLibrary, VoiceRecord, builtin_voices
 from .voices import (VoiceError, check_reference, clone_prompt, content_hash, decode_base64_audio, read_audio,
                      to_model_rate, wav_bytes)
@@ -117,7 +119,9 @@ class TTSService:
             self.state, self.error = "failed", f"{type(e).__name__}: {e}"
             log.exception("model failed to load")
             return
-        self.clients = ClientQueues(self.engine, self.settings.max_queue)
+        self.clients = ClientQueues(self.engine, self.settings.max_queue,
+                                    max_ahead_frames=math.ceil(self.settings.max_buffer_seconds / FRAME_SECONDS),
+                                    send_timeout=self.settings.send_timeout)
         self.state = "ready"
         log.info("ready: %s%s", self.model.describe() if self.model else self.registry.families,
                  " (demo checkpoints: random weights, audio is noise)" if self.settings.demo else "")
@@ -341,8 +345,10 @@ class TTSService:
         (the place is given back). Follow with open(), or discard() if the request will not be served."""
         received = time.perf_counter()
         self.require_ready()
-        if not text.strip():
-            raise InvalidRequest("empty_text", "text is empty")
+        check_client_id(client_id)
+        check_text(text, "text")
+        if instruct is not None:
+            check_text(instruct, "instruct", required=False)
         if len(text) > self.settings.max_text_chars:
             raise InvalidRequest("text_too_long",
                                  f"text has {len(text)} characters; the limit is {self.settings.max_text_chars}")
@@ -409,7 +415,7 @@ class TTSService:
                 if ticket.stats.first_audio is None:
                     ticket.stats.first_audio = time.perf_counter()
                 yield b"".join(held)
-            if ended is not None and ended.outcome == "error":
+            if ended is not None and ended.outcome in ("error", "stalled"):
                 # After the first byte there is no status code left to send: the connection is cut instead
                 # of ending the body, so the client cannot take a truncated stream for a whole one.
                 raise StreamFailed(ticket.id) from ended.error
@@ -420,6 +426,7 @@ class TTSService:
 
     def interrupt(self, client_id: str) -> dict:
         self.require_ready()
+        check_client_id(client_id)
         interrupted, flushed = self.clients.interrupt(client_id)
         if interrupted or flushed:
             self.metrics.interrupts.inc()
@@ -465,6 +472,23 @@ class TTSService:
 
 
 LEGACY_PROMPT_CACHE = 32
+
+
+def check_client_id(client_id: str) -> None:
+    if not valid_client_id(client_id):
+        raise InvalidRequest("invalid_request", "client_id: 1 to 128 printable ASCII characters, no spaces")
+
+
+def check_text(text: str, field: str, required: bool = True) -> None:
+    """Text the tokenizer can take: UTF-8 encodable (no lone surrogates from JSON's \\ud800), and with
+    something to say besides spaces, controls and format characters (zero-width spaces, NULs)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidRequest("invalid_text", f"{field} is not valid Unicode (a lone surrogate at "
+                                             f"character {e.start})") from None
+    if required and all(unicodedata.category(ch)[0] in "CZ" for ch in text):
+        raise InvalidRequest("empty_text", f"{field} has nothing to speak" if text else f"{field} is empty")
 
 
 def _ms(seconds: float | None) -> str:

@@ -24,6 +24,9 @@ class FrameSink(Protocol):
 
     def on_eos(self) -> None: ...
 
+    def on_error(self, error: BaseException) -> None:
+        """This row's own handling of a frame failed: it must stop; the other rows go on."""
+
 
 class FrameTap:
     def __init__(self, talker: torch.nn.Module, eos_id: int):
@@ -58,10 +61,13 @@ class FrameTap:
         for row, sink in enumerate(self._rows):
             if sink.stopped:
                 continue
-            if first[row] == self._eos_id:
-                sink.on_eos()
-            else:
-                sink.on_frame(codes[row])
+            try:
+                if first[row] == self._eos_id:
+                    sink.on_eos()
+                else:
+                    sink.on_frame(codes[row])
+            except Exception as error:  # one row's failure (its decoder, say) is that row's alone
+                sink.on_error(error)
 
 
 def stopped_rows(sinks: Sequence[FrameSink], device: torch.device) -> torch.Tensor:

@@ -309,12 +309,11 @@ def test_ten_thousand_client_ids_leave_no_residue(server, client):
         for ticket in tickets:
             async for _ in ticket.events():
                 pass
-        for _ in range(600):
-            if queues.client_count == 0 and service.engine.idle:
-                break
-            await asyncio.sleep(0.05)
+        # Wait on the conditions themselves (the bound only turns a hang into a failure).
+        await asyncio.wait_for(queues.drained(), timeout=600)
 
     asyncio.run(churn())
+    assert service.engine.wait_idle(timeout=600)
     assert queues.client_count == 0 and len(queues._clients) == 0
     assert service.engine.idle
 

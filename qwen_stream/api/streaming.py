@@ -2,9 +2,15 @@
 
 Starlette only listens for `http.disconnect` under ASGI spec < 2.4; otherwise it learns of a departed
 client when a write fails, which for a request still waiting in its client's queue may be never. GPU
-work must stop when the reader goes, so the race is not left to the server's spec version."""
+work must stop when the reader goes, so the race is not left to the server's spec version.
+
+A third racer, `abandon`, is the server giving up on a reader that takes nothing (a stalled stream): the
+body is then blocked in a send that may never return, so the response is dropped and the server closes the
+connection, as for a disconnect."""
 
 from __future__ import annotations
+
+import asyncio
 
 import anyio
 from starlette.responses import StreamingResponse
@@ -12,6 +18,10 @@ from starlette.types import Receive, Scope, Send
 
 
 class RacingStreamingResponse(StreamingResponse):
+    def __init__(self, *args, abandon: asyncio.Event | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._abandon = abandon
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with anyio.create_task_group() as group:
 
@@ -23,5 +33,11 @@ class RacingStreamingResponse(StreamingResponse):
                 await self.listen_for_disconnect(receive)
                 group.cancel_scope.cancel()
 
+            async def abandon() -> None:
+                await self._abandon.wait()
+                group.cancel_scope.cancel()
+
             group.start_soon(body)
             group.start_soon(disconnect)
+            if self._abandon is not None:
+                group.start_soon(abandon)

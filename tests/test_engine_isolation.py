@@ -1,0 +1,179 @@
+"""One request cannot hurt another inside the engine: a failing row ends alone, a slow reader paces only
+its own stream's generation, a stalled one is dropped and the engine moves on."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from qwen_stream.decoder import pcm16_to_float
+from qwen_stream.engine import AudioChunk, Engine, FlowControl, StreamEnd, StreamError
+from qwen_stream.generation import SynthesisError, SynthesisRequest, Voice
+from qwen_stream.settings import EngineSettings, ModelSettings, StreamingSettings
+
+from .test_engine import _hold_engine, offline_pcm
+
+CAPS = [10, 14, 12]
+
+
+def batch_engine(model, max_batch: int = 3) -> Engine:
+    return Engine(model, EngineSettings(model=ModelSettings(path=model.source), max_batch=max_batch))
+
+
+def events_of(inbox: queue.Queue) -> list:
+    return [inbox.get() for _ in range(inbox.qsize())]
+
+
+def run_held_batch(model, texts, break_row=None):
+    """Submits one job per text while the engine is held, so they run as one batch; `break_row`'s decoder
+    raises on its third chunk. Returns each row's events and the talker steps the batch took."""
+    eng = batch_engine(model)
+    try:
+        gate, blocker = _hold_engine(eng)
+        inboxes = [queue.Queue() for _ in texts]
+        jobs = [eng.submit(SynthesisRequest(text, "English", Voice(speaker="Ryan"), max_frames=cap), inbox.put,
+                           keep_codes=True) for text, cap, inbox in zip(texts, CAPS, inboxes)]
+        if break_row is not None:
+            _break_decoder(jobs[break_row], on_push=3)
+        steps = model.tap.steps
+        gate.set()
+        assert blocker.wait(60) and all(job.wait(120) for job in jobs)
+        return [events_of(inbox) for inbox in inboxes], model.tap.steps - steps - 1
+    finally:
+        eng.close()
+
+
+def _break_decoder(job, on_push: int) -> None:
+    attach = job.attach
+
+    def attach_then_break(model, streaming):
+        attach(model, streaming)
+        decoder, pushes = job._decoder, [0]
+        push = decoder.push
+
+        def failing_push(codes):
+            pushes[0] += 1
+            if pushes[0] == on_push:
+                raise RuntimeError("this row's decoder broke")
+            return push(codes)
+
+        decoder.push = failing_push
+
+    job.attach = attach_then_break
+
+
+TEXTS = [f"Batch row {i} says this." for i in range(3)]
+
+
+def test_a_row_that_fails_mid_generation_ends_alone_and_its_mates_are_untouched(custom_voice_model):
+    torch.manual_seed(5)
+    clean, _ = run_held_batch(custom_voice_model, TEXTS)
+    torch.manual_seed(5)
+    broken, _ = run_held_batch(custom_voice_model, TEXTS, break_row=1)
+
+    assert isinstance(broken[1][-1], StreamError) and "decoder broke" in str(broken[1][-1].error)
+    assert sum(isinstance(e, AudioChunk) for e in broken[1]) >= 1  # it had streamed before it broke
+    for row in (0, 2):
+        end = broken[row][-1]
+        assert isinstance(end, StreamEnd) and end.outcome == "capped" and end.stats.frames == CAPS[row]
+        # The mates' frames do not depend on the failure: the same as in the clean run.
+        assert torch.equal(end.codes, clean[row][-1].codes)
+        streamed = pcm16_to_float(b"".join(e.pcm for e in broken[row] if isinstance(e, AudioChunk)))
+        reference = offline_pcm(custom_voice_model, end.codes)
+        assert np.abs(streamed - reference).max() <= 1e-3 * np.abs(reference).max()
+
+
+def test_a_prompt_the_tokenizer_refuses_fails_only_its_row(custom_voice_model, monkeypatch):
+    tts = custom_voice_model.tts
+    tokenize = tts._tokenize_texts
+
+    def picky(texts):
+        if any("BOOM" in t for t in texts):
+            raise ValueError("the tokenizer refuses this text")
+        return tokenize(texts)
+
+    monkeypatch.setattr(tts, "_tokenize_texts", picky)
+    rows, steps = run_held_batch(custom_voice_model, ["Row zero is fine.", "Row one says BOOM.", "Row two is fine."])
+    assert isinstance(rows[1][-1], StreamError) and "refuses" in str(rows[1][-1].error)
+    assert not any(isinstance(e, AudioChunk) for e in rows[1])
+    for row in (0, 2):
+        end = rows[row][-1]
+        assert isinstance(end, StreamEnd) and end.stats.frames == CAPS[row]
+    assert steps == max(CAPS[0], CAPS[2])  # the good rows still ran together, as one batch
+
+
+def test_text_the_tokenizer_cannot_encode_is_refused_before_any_work(custom_voice_model):
+    eng = batch_engine(custom_voice_model)
+    try:
+        for request in (SynthesisRequest("a\ud800b", "English", Voice(speaker="Ryan")),
+                        SynthesisRequest("fine", "English", Voice(speaker="Ryan", instruct="x\udfffy"))):
+            with pytest.raises(SynthesisError, match="not valid Unicode"):
+                eng.submit(request, lambda event: None)
+    finally:
+        eng.close()
+
+
+def _flowing_job(eng: Engine, flow: FlowControl, cap: int):
+    inbox: queue.Queue = queue.Queue()
+    request = SynthesisRequest("A reader paces this stream.", "English", Voice(speaker="Eric"), max_frames=cap)
+    return eng.submit(request, inbox.put, flow=flow), inbox
+
+
+def test_generation_pauses_for_a_slow_reader_and_never_runs_far_ahead(custom_voice_model):
+    eng = Engine(custom_voice_model, EngineSettings(model=ModelSettings(path=custom_voice_model.source),
+                                                    streaming=StreamingSettings(chunk_size=4)))
+    flow = FlowControl(max_ahead_frames=3, timeout=60)
+    most_unread = []
+    try:
+        job, inbox = _flowing_job(eng, flow, cap=30)
+        while flow.unread < flow.limit:  # the reader takes nothing until the bound is reached
+            assert not job.ended
+            time.sleep(0.01)
+        paused_at = job.stats.frames
+        time.sleep(0.3)
+        assert job.stats.frames == paused_at and not job.ended  # generation waits for the reader
+        frames = 0
+        while True:
+            event = inbox.get(timeout=60)
+            most_unread.append(flow.unread)
+            if not isinstance(event, AudioChunk):
+                break
+            frames += event.frames
+            flow.taken(event.frames)
+        assert isinstance(event, StreamEnd) and event.outcome == "capped" and frames == 30
+        assert max(most_unread) <= flow.limit - 1 + 4  # the bound, plus at most one chunk in the making
+    finally:
+        eng.close()
+
+
+def test_a_stalled_reader_is_dropped_and_the_engine_moves_on(custom_voice_model):
+    eng = Engine(custom_voice_model, EngineSettings(model=ModelSettings(path=custom_voice_model.source)))
+    try:
+        stalled, inbox = _flowing_job(eng, FlowControl(max_ahead_frames=2, timeout=0.5), cap=200)
+        after = eng.submit(SynthesisRequest("Next, please.", "English", Voice(speaker="Ryan"), max_frames=6),
+                           lambda event: None)
+        assert stalled.wait(60) and after.wait(60)
+        end = events_of(inbox)[-1]
+        assert isinstance(end, StreamEnd) and end.outcome == "stalled" and end.stats.frames < 200
+        assert eng.wait_idle(60)
+    finally:
+        eng.close()
+
+
+def test_cancelling_a_stream_wakes_an_engine_waiting_for_its_reader(custom_voice_model):
+    eng = Engine(custom_voice_model, EngineSettings(model=ModelSettings(path=custom_voice_model.source)))
+    try:
+        flow = FlowControl(max_ahead_frames=2, timeout=3600)
+        job, inbox = _flowing_job(eng, flow, cap=200)
+        while flow.unread < flow.limit:
+            time.sleep(0.01)
+        threading.Timer(0.1, job.cancel).start()
+        assert job.wait(60)  # long before the hour-long timeout
+        assert events_of(inbox)[-1].outcome == "cancelled"
+    finally:
+        eng.close()
