@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..clients import CLIENT_ID_PATTERN, DEFAULT_CLIENT
 
 
 class _Strict(BaseModel):
@@ -10,30 +14,46 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-ClientId = Field("default", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
-                 description="the caller's queue: its requests play in order")
+ClientId = Field(DEFAULT_CLIENT, min_length=1, max_length=128, pattern=CLIENT_ID_PATTERN,
+                 description="the caller's queue: its requests play in order; null means default")
 
 
-class StreamRequest(_Strict):
+class _NamesClient(_Strict):
+    # Clients written for the other public server with this API may send `"client_id": null` (its model
+    # types the field Optional): that is the default queue, never a queue named "None".
+    @field_validator("client_id", mode="after", check_fields=False)
+    @classmethod
+    def _null_is_default(cls, value: str | None) -> str:
+        return DEFAULT_CLIENT if value is None else value
+
+
+class StreamRequest(_NamesClient):
     text: str = Field(description="what to say; normalized and split into sentences unless normalize is false")
     language: str = Field("Auto", max_length=32)
-    client_id: str = ClientId
+    client_id: str | None = ClientId
     voice: str | None = Field(None, max_length=128, description="built-in speaker name, or 'default'")
     instruct: str | None = Field(None, max_length=2000,
                                  description="voice description (VoiceDesign) or style instruction (CustomVoice 1.7B)")
     normalize: bool = True
     ref_audio: str | None = Field(None, description="legacy: base64 reference audio, cloned in x-vector mode; "
                                                     "paths and URLs are refused")
+    max_new_tokens: int | None = Field(None, ge=1,
+                                       description="cap on codec frames (80 ms each) per sentence; the server's "
+                                                   "own budget still applies, so it can only shorten")
 
 
-class InterruptRequest(_Strict):
-    client_id: str = ClientId
+class InterruptRequest(_NamesClient):
+    client_id: str | None = ClientId
 
 
 class InterruptResponse(BaseModel):
     client_id: str
-    interrupted: bool
-    flushed: int
+    interrupted: bool = Field(description="a running utterance was stopped")
+    flushed: int = Field(description="queued utterances dropped")
+    # The same facts in the other server's words, so its clients read the reply they expect.
+    status: Literal["interrupted", "idle"] = Field(description="interrupted when a running utterance was "
+                                                               "stopped, else idle")
+    queue: Literal["flushed"] = Field("flushed", description="always flushed: the queue is emptied either way")
 
 
 class NormalizeRequest(_Strict):

@@ -1,10 +1,17 @@
-"""/tts/stream and /tts/interrupt: the raw-PCM streaming API for voice-chat frontends."""
+"""/tts/stream and /tts/interrupt: the raw-PCM streaming API for voice-chat frontends.
+
+Clients written for the other public Qwen3-TTS server with this API (see docs/clients.md) work unchanged:
+`client_id: null` and a bare `POST /tts/interrupt` mean the default queue, `max_new_tokens` caps frames,
+and the interrupt reply also carries that server's `status` and `queue` fields."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Body, Query, Request
 
-from ..settings import SAMPLE_RATE
+from ..clients import CLIENT_ID_PATTERN, DEFAULT_CLIENT
+from ..settings import SAMPLE_RATE, FrameBudget
 from .protocol import InterruptRequest, InterruptResponse, StreamRequest
 from .streaming import RacingStreamingResponse
 
@@ -26,17 +33,36 @@ async def tts_stream(body: StreamRequest, request: Request):
     service = request.app.state.service
     prepared = await service.prepare(body.client_id, body.text, body.language, body.voice, body.instruct,
                                      body.normalize, ref_audio=body.ref_audio)
+    if body.max_new_tokens is not None:
+        try:
+            prepared = cap_frames(prepared, body.max_new_tokens, service.engine.settings.budget)
+        except BaseException:
+            service.discard(prepared)  # the queue place taken at arrival must not stay held
+            raise
     ticket = service.open(prepared)
     headers = dict(PCM_HEADERS, **{"X-Request-Id": ticket.id})
-    return RacingStreamingResponse(service.pcm(ticket), media_type="audio/pcm", headers=headers)
+    return RacingStreamingResponse(service.pcm(ticket), media_type="audio/pcm", headers=headers,
+                                   abandon=ticket.abandoned)
+
+
+def cap_frames(prepared, limit: int, budget: FrameBudget):
+    """The prepared request with each sentence capped at `limit` frames. Only ever shortens: each sentence
+    keeps the lower of the client's cap and the server's own budget for its text, so a client cannot buy
+    a longer runaway generation than the server allows."""
+    segments = [dataclasses.replace(s, max_frames=min(limit, budget.for_text(s.text))) for s in prepared.segments]
+    return dataclasses.replace(prepared, segments=segments)
 
 
 @router.post("/tts/interrupt", response_model=InterruptResponse)
-async def tts_interrupt(request: Request, client_id: str | None = Query(None, min_length=1, max_length=128),
+async def tts_interrupt(request: Request, client_id: str | None = Query(None, min_length=1, max_length=128,
+                                                                  pattern=CLIENT_ID_PATTERN),
                         body: InterruptRequest | None = Body(None)):
-    from .errors import error_response
+    # The query wins, then the JSON body; with neither (a bare POST, as the other server's clients send it)
+    # the default queue is meant, the same one a /tts/stream request without client_id joins.
+    target = client_id or (body.client_id if body is not None else None) or DEFAULT_CLIENT
+    return with_peer_fields(request.app.state.service.interrupt(target))
 
-    target = client_id or (body.client_id if body is not None else None)
-    if target is None:
-        return error_response(400, "invalid_request", "client_id is required (query parameter or JSON body)")
-    return request.app.state.service.interrupt(target)
+
+def with_peer_fields(reply: dict) -> dict:
+    """Adds the other server's words for the same facts: `status` interrupted or idle, `queue` flushed."""
+    return dict(reply, status="interrupted" if reply["interrupted"] else "idle", queue="flushed")
