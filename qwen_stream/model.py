@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,9 +108,9 @@ def load_model(settings: ModelSettings) -> "LoadedModel":
     """Load a checkpoint through qwen-tts' own `from_pretrained` (the same path for real and tiny weights)."""
     source = check_model_source(settings.path)
     placement = resolve_placement(settings)
-    # qwen_tts imports the `sox` package, which logs a 10-line warning when the SoX binary is absent; we
-    # never use SoX. (A level would not do: sox resets its logger's level on import; filters stay.)
-    logging.getLogger("sox").addFilter(lambda record: record.levelno >= logging.ERROR)
+    # What qwen-tts would print about SoX and flash-attn is silenced at import (qwen_stream/__init__.py);
+    # these are the facts, once, in our words.
+    _note_optional_dependencies(placement)
     from qwen_tts import Qwen3TTSModel  # heavy import: only once a model is really to be loaded
 
     local = Path(source)
@@ -130,6 +131,21 @@ def load_model(settings: ModelSettings) -> "LoadedModel":
     except (ValueError, TypeError, KeyError, RuntimeError, ImportError) as e:
         raise ModelLoadError(f"could not load checkpoint {source}: {_first_line(e)}") from e
     return LoadedModel(tts=tts, source=source, placement=placement, fast_code_predictor=settings.fast_code_predictor)
+
+
+_noted_optional_dependencies = False
+
+
+def _note_optional_dependencies(placement: Placement) -> None:
+    global _noted_optional_dependencies
+    if _noted_optional_dependencies:
+        return
+    _noted_optional_dependencies = True
+    if importlib.util.find_spec("flash_attn") is None:
+        log.info("flash-attn not installed: using %s attention%s", placement.attention,
+                 ' (pip install -e ".[gpu]" adds it)' if placement.device.startswith("cuda") else "")
+    if shutil.which("sox") is None:
+        log.info("SoX not installed: fine, qwen-stream never uses it (qwen-tts only looks for it at import)")
 
 
 def _first_line(error: BaseException) -> str:
@@ -158,6 +174,13 @@ class LoadedModel:
         self.size: str = str(config.tts_model_size)
         self.eos_id: int = int(config.talker_config.codec_eos_token_id)
         self.num_code_groups: int = int(config.talker_config.num_code_groups)
+        # With no pad id in the talker's generation config, transformers' generate logs "Setting
+        # `pad_token_id` to `eos_token_id`:N for open-end generation." on every call and then does just
+        # that (qwen-tts passes eos_token_id=codec_eos_token_id). Setting the same value here: same padding
+        # of finished batch rows, no line per request.
+        generation_config = self.inner.talker.generation_config
+        if generation_config.pad_token_id is None:
+            generation_config.pad_token_id = self.eos_id
         self.tap = FrameTap(self.inner.talker, eos_id=self.eos_id)
         if fast_code_predictor:
             install_fast_code_predictor(self.inner.talker.code_predictor)
