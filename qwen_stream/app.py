@@ -15,7 +15,6 @@ from .service import TTSService
 
 def create_app(settings: ServerSettings, service: TTSService | None = None) -> FastAPI:
     from .api import health, openai, text, tts, voices, webui
-    from .api.auth import BearerAuth
     from .api.errors import install_error_handlers
 
     service = service or TTSService(settings)
@@ -36,8 +35,31 @@ def create_app(settings: ServerSettings, service: TTSService | None = None) -> F
     app = FastAPI(title="qwen-stream", version="0.1.0", lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app)
+    _install_guards(app, settings)
+    for module in (tts, voices, health, text, webui):
+        app.include_router(module.router)
+    openai.install(app, settings)
+    return app
+
+
+def _install_guards(app: FastAPI, settings: ServerSettings) -> None:
+    """The middlewares, added innermost first (the last added runs first). A request meets them in this order:
+
+    CORS (when configured): answers preflights before anything else (they carry no key and no body), and
+      puts its headers on every answer below it, refusals included, so a browser page can read why;
+    Host: nothing is served for a name this server does not answer to;
+    Origin: a page of another origin may not change anything, with or without a key (its form POST needs
+      no preflight); it is compared with the Host, so it runs after the Host check;
+    auth (with --api-key): no body of an unauthorised request is read at all;
+    body size: the routes see at most the limit."""
+    from .api.auth import BearerAuth
+    from .api.guards import BodyLimit, BodyLimits, HostGuard, OriginGuard, trusted_hosts
+
+    app.add_middleware(BodyLimit, limits=BodyLimits.from_settings(settings))
     if settings.api_key:
-        app.add_middleware(BearerAuth, api_key=settings.api_key)  # inside CORS: refusals carry CORS headers
+        app.add_middleware(BearerAuth, api_key=settings.api_key, open_listings=settings.open_listings)
+    app.add_middleware(OriginGuard, cors_origins=settings.cors_origins)
+    app.add_middleware(HostGuard, hosts=trusted_hosts(settings))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -46,7 +68,3 @@ def create_app(settings: ServerSettings, service: TTSService | None = None) -> F
             allow_headers=["*"],
             expose_headers=["X-Request-Id", "X-Sample-Rate", "X-Sample-Width", "X-Channels", "X-Sample-Format"],
         )
-    for module in (tts, voices, health, text, webui):
-        app.include_router(module.router)
-    openai.install(app, settings)
-    return app

@@ -7,30 +7,48 @@ a response and the client's disconnect, which is how generation learns to stop."
 from __future__ import annotations
 
 import hmac
-import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .guards import refuse
 
 # Open without a key: the WebUI page itself (not the API calls it makes), liveness for orchestrators,
 # Prometheus scraping (counters only: no request content, no secrets), and the API docs.
 OPEN_PATHS = frozenset({"/", "/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 
+# With --open-listings (the default): the listings OpenAI clients read before they send a key. Open WebUI
+# asks for /audio/voices and /audio/models without its Authorization header and, refused, silently offers
+# its own voice list instead. They hold names only. GET /v1/voices stays behind the key: it carries the
+# transcripts and descriptions users gave their voices.
+LISTING_PATHS = frozenset({"/v1/models", "/v1/audio/models", "/v1/audio/voices"})
+READ_METHODS = frozenset({"GET", "HEAD"})
+
 
 class BearerAuth:
-    def __init__(self, app: ASGIApp, api_key: str):
+    def __init__(self, app: ASGIApp, api_key: str, open_listings: bool = False):
         self.app = app
         self._key = api_key.encode("utf-8")
+        self._listings = LISTING_PATHS if open_listings else frozenset()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or self._open(scope) or self._authorized(scope):
             await self.app(scope, receive, send)
             return
-        await _refuse(scope, send)
+        await refuse(scope, send, 401, "unauthorized", "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                     headers=[(b"www-authenticate", b'Bearer realm="qwen-stream"')])
 
-    @staticmethod
-    def _open(scope: Scope) -> bool:
+    def _open(self, scope: Scope) -> bool:
+        if scope["path"] in OPEN_PATHS:
+            return True
+        if scope["type"] != "http":
+            return False
         # CORS preflights carry no credentials by design; the CORS middleware (outside this one) answers them.
-        return scope["path"] in OPEN_PATHS or (scope["type"] == "http" and scope["method"] == "OPTIONS")
+        if scope["method"] == "OPTIONS":
+            return True
+        # Only for requests that send no key: a key that is sent must be right, here too, so a client that
+        # tests its key by listing models (as the SDKs' "check connection" buttons do) learns it is wrong.
+        return (scope["method"] in READ_METHODS and scope["path"] in self._listings
+                and not any(name == b"authorization" for name, _ in scope.get("headers", ())))
 
     def _authorized(self, scope: Scope) -> bool:
         for name, value in scope.get("headers", ()):
@@ -39,15 +57,3 @@ class BearerAuth:
                 # Compared in constant time: the time taken says nothing about how much of the key matched.
                 return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._key)
         return False
-
-
-async def _refuse(scope: Scope, send: Send) -> None:
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1008})
-        return
-    body = json.dumps({"error": {"code": "unauthorized",
-                                 "message": "missing or wrong API key: send 'Authorization: Bearer <key>'"}}).encode()
-    await send({"type": "http.response.start", "status": 401,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"www-authenticate", b'Bearer realm="qwen-stream"')]})
-    await send({"type": "http.response.body", "body": body})

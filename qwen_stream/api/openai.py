@@ -40,6 +40,7 @@ router = APIRouter(tags=["openai"])
 
 _CLIENT_ID = re.compile(r"[\x21-\x7e]{1,128}")  # as /tts/stream's client_id
 _STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+_PICKED_BY_VOICE = "choosing it changes nothing: the voice decides which served model speaks"
 
 
 def install(app: FastAPI, settings: ServerSettings) -> None:
@@ -57,11 +58,12 @@ def served_voices(service) -> list[str]:
     return speakers or ["default"]
 
 
-def model_sources(service) -> list[str]:
-    """The checkpoints this server serves (all of them once ready; before that, what --model-path says)."""
+def model_sources(service) -> list[tuple[str, str | None]]:
+    """The checkpoints this server serves, as (source, family): all of them once ready; before that, what
+    --model-path says (its family is known once it loads)."""
     if service.state == "ready":
-        return [spec.source for spec in service.registry.specs.values()]
-    return [service.settings.model_path] if service.settings.model_path else []
+        return [(spec.source, spec.family) for spec in service.registry.specs.values()]
+    return [(service.settings.model_path, None)] if service.settings.model_path else []
 
 
 class OpenAISpeech:
@@ -91,14 +93,20 @@ class OpenAISpeech:
 
     # -- models ---------------------------------------------------------------------------------------
     @staticmethod
-    def model_ids(service) -> list[str]:
-        ids = list(MODEL_ALIASES)
-        for source in model_sources(service):
+    def models(service) -> list[dict]:
+        """What /v1/models and /v1/audio/models list. `model` in a request picks nothing (the voice decides
+        which served model speaks), so every entry says so: the checkpoints this server runs come first, with
+        their family; OpenAI's names follow as aliases, since OpenAI clients offer them and send one."""
+        cards: dict[str, dict] = {}
+        for source, family in model_sources(service):
             # A local checkpoint is named by its directory, not its path on this machine.
-            real = Path(source).name if Path(source).expanduser().is_dir() else source
-            if real not in ids:
-                ids.append(real)
-        return ids
+            name = Path(source).name if Path(source).expanduser().is_dir() else source
+            cards.setdefault(name, {"id": name, "kind": "checkpoint", "family": family, "description":
+                                    f"a {family or 'Qwen3-TTS'} checkpoint served here; {_PICKED_BY_VOICE}"})
+        for alias in MODEL_ALIASES:
+            cards.setdefault(alias, {"id": alias, "kind": "alias", "family": None, "description":
+                                     f"OpenAI's name, accepted for client compatibility; {_PICKED_BY_VOICE}"})
+        return list(cards.values())
 
     # -- speech ---------------------------------------------------------------------------------------
     async def speech(self, service, body: SpeechRequest, header_client_id: str | None) -> RacingStreamingResponse:
@@ -205,14 +213,20 @@ async def create_speech(body: SpeechRequest, request: Request,
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request):
     openai: OpenAISpeech = request.app.state.openai
-    ids = openai.model_ids(request.app.state.service)
+    cards = openai.models(request.app.state.service)
     return {"object": "list",
-            "data": [{"id": i, "object": "model", "created": openai.created, "owned_by": "qwen-stream"} for i in ids]}
+            "data": [dict(card, object="model", created=openai.created, owned_by="qwen-stream") for card in cards]}
 
 
 @router.get("/v1/audio/models", response_model=AudioModelList)
 async def list_audio_models(request: Request):
-    return {"models": [{"id": i} for i in request.app.state.openai.model_ids(request.app.state.service)]}
+    cards = request.app.state.openai.models(request.app.state.service)
+    return {"models": [{"id": c["id"], "name": f"{c['id']} ({_kind_label(c)}; the voice picks the model)"}
+                       for c in cards]}
+
+
+def _kind_label(card: dict) -> str:
+    return "alias" if card["kind"] == "alias" else f"{card['family'] or 'Qwen3-TTS'} checkpoint"
 
 
 @router.get("/v1/audio/voices", response_model=AudioVoiceList)

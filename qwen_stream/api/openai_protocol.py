@@ -32,7 +32,8 @@ OPENAI_VOICES: Mapping[str, str] = {
     "verse": "Ryan",
 }
 
-# Model ids OpenAI clients send or offer; any string is accepted in requests.
+# Model ids OpenAI clients send or offer; any string is accepted in requests, and none picks a model (the
+# voice does). Listed as aliases so that clients which offer or check them keep working.
 MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 
 
@@ -65,11 +66,19 @@ class SpeechRequest(BaseModel):
         return self.voice.id if isinstance(self.voice, VoiceRef) else self.voice
 
 
+ModelKind = Literal["checkpoint", "alias"]
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    # Extensions (the openai SDK keeps fields it does not know): `model` in a request selects nothing, so
+    # each card says what it is, a checkpoint this server runs or an OpenAI name kept as an alias.
+    kind: ModelKind
+    family: str | None = Field(None, description="custom_voice, base or voice_design; null for an alias")
+    description: str
 
 
 class ModelList(BaseModel):
@@ -79,6 +88,7 @@ class ModelList(BaseModel):
 
 class AudioModel(BaseModel):
     id: str
+    name: str  # shown by pickers such as Open WebUI's: the id and what it is
 
 
 class AudioModelList(BaseModel):
