@@ -358,7 +358,8 @@ def test_tts_interrupt_ends_an_openai_stream_and_drops_the_queued_one(server, cl
     queued = Reader(server.url, input=LONG, extra_body={"user": "agent"})
     assert queued.started.wait(60)
     reply = http.post("/tts/interrupt", params={"client_id": "agent"})
-    assert reply.json() == {"client_id": "agent", "interrupted": True, "flushed": 1}
+    assert reply.json() == {"client_id": "agent", "interrupted": True, "flushed": 1, "status": "interrupted",
+                            "queue": "flushed"}
     running.join(), queued.join()
     assert queued.data == b""
     full = FrameBudget(max_frames=MAX_FRAMES).for_text(LONG)  # what an uninterrupted stream would make

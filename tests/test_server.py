@@ -159,7 +159,8 @@ def test_interrupt_stops_running_and_drops_queued(server, client):
 
     reply = client.post("/tts/interrupt", params={"client_id": "talker"})
     assert reply.status_code == 200
-    assert reply.json() == {"client_id": "talker", "interrupted": True, "flushed": 2}
+    assert reply.json() == {"client_id": "talker", "interrupted": True, "flushed": 2,
+                            "status": "interrupted", "queue": "flushed"}
     running.join()
     for s in queued:
         s.join()
@@ -179,9 +180,10 @@ def test_interrupt_stops_running_and_drops_queued(server, client):
 
 def test_interrupt_accepts_json_body_and_unknown_clients(client):
     reply = client.post("/tts/interrupt", json={"client_id": "nobody-here"})
-    assert reply.status_code == 200 and reply.json() == {"client_id": "nobody-here", "interrupted": False, "flushed": 0}
-    missing = client.post("/tts/interrupt")
-    assert missing.status_code == 400 and missing.json()["error"]["code"] == "invalid_request"
+    assert reply.status_code == 200 and reply.json() == {"client_id": "nobody-here", "interrupted": False, "flushed": 0,
+                                                         "status": "idle", "queue": "flushed"}
+    bare = client.post("/tts/interrupt")  # no id at all: the default client, as other servers of this API do
+    assert bare.status_code == 200 and bare.json()["client_id"] == "default"
 
 
 def test_disconnect_stops_generation_and_next_request_works(server, client):

@@ -258,7 +258,8 @@ def test_stop_ends_the_server_stream_and_silences_the_page(page, server):
     click(page, "stop")
     s = wait_until(page, "const s = window.qwenStream.stats; return s.state === 'stopped' && s.interrupt && s")
     assert s["activeSources"] == 0
-    assert s["interrupt"] == {"client_id": "webui-stop", "interrupted": True, "flushed": 2}
+    assert s["interrupt"] == {"client_id": "webui-stop", "interrupted": True, "flushed": 2, "status": "interrupted",
+                              "queue": "flushed"}
 
     # The server: the running stream ended early, the queued ones never ran, and the engine stopped.
     assert server.wait_idle(30)

@@ -3,7 +3,7 @@
 server as their OpenAI base URL.
 
 Same streaming contract as /tts/stream: the request joins its client's queue (X-Client-Id header, else the
-`user` field, else "default"), /tts/interrupt ends it, and a reader that leaves stops generation. Everything
+`user` field, else a queue of its own), /tts/interrupt ends it, and a reader that leaves stops generation. Everything
 is checked before the first byte (format, speed, voice, text) so errors are clean 4xx JSON.
 """
 
@@ -13,14 +13,15 @@ import base64
 import json
 import logging
 import math
-import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Header, Request
 
 from ..audio import FORMATS, MAX_SPEED, MIN_SPEED, AudioPipeline, encode_stream
+from ..clients import valid_client_id
 from ..config import ServerSettings
 from ..service import InvalidRequest, StreamFailed
 from ..settings import BYTES_PER_FRAME
@@ -38,7 +39,6 @@ from .tts import PCM_HEADERS
 log = logging.getLogger("qwen_stream.api")
 router = APIRouter(tags=["openai"])
 
-_CLIENT_ID = re.compile(r"[\x21-\x7e]{1,128}")  # as /tts/stream's client_id
 _STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 _PICKED_BY_VOICE = "choosing it changes nothing: the voice decides which served model speaks"
 
@@ -139,22 +139,21 @@ class OpenAISpeech:
         if body.stream_format == "sse":
             usage = _Usage(service, prepared, pipeline)
             return RacingStreamingResponse(_sse(audio, usage, ticket.id), media_type="text/event-stream",
-                                           headers=headers)
+                                           headers=headers, abandon=ticket.abandoned)
         if fmt.name == "pcm":
             headers.update(PCM_HEADERS)
-        return RacingStreamingResponse(audio, media_type=fmt.media_type, headers=headers)
+        return RacingStreamingResponse(audio, media_type=fmt.media_type, headers=headers, abandon=ticket.abandoned)
 
 
 def _client_id(header: str | None, user: str | None) -> str:
-    if header is not None:
-        if not _CLIENT_ID.fullmatch(header):
-            raise InvalidRequest("invalid_request", "X-Client-Id: 1 to 128 printable ASCII characters, no spaces")
-        return header
-    if user is not None:
-        if not _CLIENT_ID.fullmatch(user):
-            raise InvalidRequest("invalid_request", "user: 1 to 128 printable ASCII characters, no spaces")
-        return user
-    return "default"
+    """The named queue, or one of its own: OpenAI's requests are independent by contract, and Pipecat or
+    LiveKit send no id, so two of their sessions must not wait behind each other's sentences."""
+    for where, value in (("X-Client-Id", header), ("user", user)):
+        if value is not None:
+            if not valid_client_id(value):
+                raise InvalidRequest("invalid_request", f"{where}: 1 to 128 printable ASCII characters, no spaces")
+            return value
+    return f"anonymous-{uuid.uuid4().hex}"
 
 
 class _Usage:

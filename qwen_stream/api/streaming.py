@@ -23,6 +23,16 @@ class RacingStreamingResponse(StreamingResponse):
         self._abandon = abandon
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._race(receive, send)
+        finally:
+            # A body cut off in a send is suspended at its yield: close it now, so its cleanup (cancel the
+            # work, log the outcome) runs at once rather than whenever the generator is collected.
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def _race(self, receive: Receive, send: Send) -> None:
         async with anyio.create_task_group() as group:
 
             async def body() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from ..service import InvalidRequest
 from .protocol import NormalizeRequest, NormalizeResponse
@@ -13,9 +13,10 @@ router = APIRouter(tags=["text"])
 
 
 @router.post("/v1/normalize", response_model=NormalizeResponse)
-async def normalize_text(body: NormalizeRequest):
+async def normalize_text(body: NormalizeRequest, request: Request):
     import normalization
 
+    request.app.state.service.check_input_text(body.text)  # the same limits as speech: this is its front end
     try:
         language = normalization.canonical_language(body.language)
     except normalization.UnsupportedLanguage as e:
