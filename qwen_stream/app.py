@@ -16,6 +16,7 @@ from .service import TTSService
 def create_app(settings: ServerSettings, service: TTSService | None = None) -> FastAPI:
     from .api import health, openai, text, tts, voices, webui
     from .api.errors import install_error_handlers
+    from .api.openapi import install_openapi
 
     service = service or TTSService(settings)
 
@@ -39,6 +40,7 @@ def create_app(settings: ServerSettings, service: TTSService | None = None) -> F
     for module in (tts, voices, health, text, webui):
         app.include_router(module.router)
     openai.install(app, settings)
+    install_openapi(app, settings)
     return app
 
 

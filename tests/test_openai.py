@@ -253,7 +253,7 @@ def test_listings_have_the_shapes_openai_clients_read(server, client, http):
     assert {"tts-1", "tts-1-hd", "gpt-4o-mini-tts"} <= set(ids) and "custom_voice-tiny" in ids
     raw = http.get("/v1/models").json()
     assert raw["object"] == "list"
-    assert all(set(m) == {"id", "object", "created", "owned_by"} and m["object"] == "model" for m in raw["data"])
+    assert all({"id", "object", "created", "owned_by", "kind", "description"} <= set(m) and m["object"] == "model" for m in raw["data"])
     audio_models = http.get("/v1/audio/models").json()
     assert [m["id"] for m in audio_models["models"]] == ids
     voices = http.get("/v1/audio/voices").json()["voices"]
@@ -385,8 +385,8 @@ def test_auth_is_off_by_default(http):
     assert http.get("/v1/models").status_code == 200
 
 
-@pytest.mark.parametrize("method, path", [("POST", "/v1/audio/speech"), ("GET", "/v1/models"),
-                                          ("GET", "/v1/audio/voices"), ("POST", "/tts/stream"),
+@pytest.mark.parametrize("method, path", [("POST", "/v1/audio/speech"), ("GET", "/v1/voices"),
+                                          ("DELETE", "/v1/voices/x"), ("POST", "/tts/stream"),
                                           ("POST", "/tts/interrupt?client_id=x"), ("POST", "/v1/normalize")])
 def test_api_key_guards_v1_and_tts(locked, method, path):
     body = {"model": "tts-1", "input": "Hi.", "voice": "alloy"} if "speech" in path else {"text": "Hi."}

@@ -187,3 +187,45 @@ def test_a_stalled_reader_is_cut_and_frees_the_engine(server, client):
 
     data = read_all(stalled)  # what the kernel held, then the server's close: no clean end of the body
     assert data.startswith(b"HTTP/1.1 200") and not data.endswith(b"0\r\n\r\n")
+
+
+# -- the schema tells the truth ----------------------------------------------------------------------------
+
+
+def test_openapi_documents_the_error_shape_and_no_422(server, client):
+    schema = client.get("/openapi.json").json()
+    assert "Error" in schema["components"]["schemas"] and "HTTPValidationError" not in schema["components"]["schemas"]
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert "422" not in operation["responses"], (method, path)
+            for status, response in operation["responses"].items():
+                if int(status) >= 400 and path != "/health":
+                    ref = response["content"]["application/json"]["schema"]["$ref"]
+                    assert ref == "#/components/schemas/Error", (method, path, status)
+
+
+def _concrete(path: str) -> str:
+    return path.replace("{voice_id}", "voice_000000000000")
+
+
+def test_every_error_the_server_answers_is_in_the_schema(server, client):
+    """Bad bodies, a foreign Origin, an untrusted Host, unknown ids: each answer's status is documented for
+    its operation, and its body has the documented shape."""
+    schema = client.get("/openapi.json").json()
+    seen = set()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            url = _concrete(path)
+            attempts = [dict(), dict(headers={"Host": "evil.example"})]
+            if method == "post":
+                attempts += [dict(content=b"{not json", headers={"Content-Type": "application/json"}),
+                             dict(json={"unknown_field": 1}),
+                             dict(json={}, headers={"Origin": "http://evil.example"})]
+            for kwargs in attempts:
+                r = client.request(method.upper(), url, **kwargs)
+                if r.status_code >= 400:
+                    assert str(r.status_code) in operation["responses"], (method, path, kwargs, r.text)
+                    if path != "/health":
+                        assert set(r.json()["error"]) == {"code", "message"}
+                    seen.add(r.status_code)
+    assert {400, 403, 404, 421} <= seen

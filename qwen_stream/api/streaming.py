@@ -11,6 +11,7 @@ connection, as for a disconnect."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 import anyio
 from starlette.responses import StreamingResponse
@@ -18,8 +19,10 @@ from starlette.types import Receive, Scope, Send
 
 
 class RacingStreamingResponse(StreamingResponse):
-    def __init__(self, *args, abandon: asyncio.Event | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+    # The signature is spelled out: FastAPI reads the default status_code off it for the OpenAPI schema.
+    def __init__(self, content, status_code: int = 200, headers: Mapping[str, str] | None = None,
+                 media_type: str | None = None, background=None, *, abandon: asyncio.Event | None = None):
+        super().__init__(content, status_code, headers, media_type, background)
         self._abandon = abandon
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
