@@ -8,15 +8,24 @@ import binascii
 import hashlib
 import io
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 
-from .model import LoadedModel
 from .settings import SAMPLE_RATE
+
+if TYPE_CHECKING:  # only an annotation: importing the model module would pull in torch
+    from .model import LoadedModel
 
 MIN_REFERENCE_SECONDS = 1.0
 MAX_REFERENCE_SECONDS = 30.0
+# Bounds on what a header may claim. At most MAX_REFERENCE_SECONDS of every channel is decoded (float32),
+# so these cap it at 176 MiB (a few MiB for the usual mono or stereo at 16-48 kHz); real references fit.
+MAX_CHANNELS = 8
+MIN_RATE, MAX_RATE = 8_000, 192_000
+# libsndfile's frame count when the header gives none (a streamed FLAC, a pipe).
+_UNKNOWN_FRAMES = 2**63 - 1
 
 
 class VoiceError(ValueError):
@@ -24,12 +33,59 @@ class VoiceError(ValueError):
 
 
 def read_audio(data: bytes) -> tuple[np.ndarray, int]:
-    """Audio file bytes (wav, flac, ogg, mp3 where libsndfile supports it) -> mono float32, rate."""
+    """Audio file bytes (wav, flac, ogg, mp3, whatever libsndfile reads) -> mono float32, rate.
+
+    A few hundred KiB of compressed silence can decode to many GiB, so the header is checked before
+    anything is decoded, and decoding stops just past MAX_REFERENCE_SECONDS: memory stays within
+    about that much audio at the file's rate, whatever the header claims."""
     try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            _check_header(f.channels, f.samplerate, f.frames)
+            return _decode_bounded(f), int(f.samplerate)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise VoiceError(f"not a readable audio file ({e})") from e
-    return samples.mean(axis=1).astype(np.float32), int(rate)
+
+
+def _too_long(seconds: float | None = None) -> VoiceError:
+    what = f"{seconds:.1f} s" if seconds is not None else f"longer than {MAX_REFERENCE_SECONDS:g} s"
+    return VoiceError(f"reference audio is {what}; at most {MAX_REFERENCE_SECONDS:g} s is allowed")
+
+
+def _check_header(channels: int, rate: int, frames: int) -> None:
+    """Refuses what the header alone shows to be unusable, before a sample is decoded."""
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise VoiceError(f"reference audio has {channels} channels; at most {MAX_CHANNELS} are accepted")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise VoiceError(f"reference audio is sampled at {rate} Hz; {MIN_RATE}-{MAX_RATE} Hz is accepted")
+    # An unknown length is left to the bounded decode; a known one over the limit needs no decoding.
+    if frames != _UNKNOWN_FRAMES and frames > MAX_REFERENCE_SECONDS * rate:
+        raise _too_long(frames / rate)
+
+
+def _decode_bounded(f: sf.SoundFile) -> np.ndarray:
+    """One read of at most one frame past the limit: libsndfile decodes packet by packet and stops
+    there, whether the header's length was right, absent or a lie. (One read, not a loop of short
+    ones: soundfile seeks to the current position after each read, and an MP3 seek re-syncs the
+    decoder, which would garble the audio at every block boundary.)"""
+    _skip_position_sync(f)
+    limit = int(MAX_REFERENCE_SECONDS * f.samplerate)
+    # A known length sizes the buffer (libsndfile zero-fills all of it), the limit caps it.
+    wanted = limit if f.frames == _UNKNOWN_FRAMES else min(f.frames, limit)
+    samples = f.read(wanted + 1, dtype="float32", always_2d=True)
+    if len(samples) > limit:
+        raise _too_long()
+    return samples.mean(axis=1, dtype=np.float32)
+
+
+def _skip_position_sync(f: sf.SoundFile) -> None:
+    """soundfile seeks to where a read ended, to keep its position in step; in a FLAC stream of unknown
+    length that seek fails at the end, and the audio read is lost with it. Only this one read follows,
+    so the file is marked unseekable, the flag soundfile consults before seeking. If a soundfile
+    without that flag comes, streamed FLAC is refused as unreadable, and nothing else changes."""
+    try:
+        f._info.seekable = 0
+    except (AttributeError, TypeError):
+        pass
 
 
 def to_model_rate(samples: np.ndarray, rate: int) -> np.ndarray:
