@@ -197,14 +197,22 @@ class TTSService:
                 voice = Voice(speaker=voice.speaker, instruct=instruct, clone=voice.clone)
             self._check_instruct(family, voice)
             return family, voice
+        from .voice_library import BrokenVoice
+
         record = self.library.get(name)
         if record is None:
+            if (damage := self.library.broken_reason(name)) is not None:
+                raise InvalidRequest("broken_voice", str(BrokenVoice(name, damage)))
             known = ", ".join(v.id for v in self.library.list()[:20])
             raise InvalidRequest("unknown_voice", f"unknown voice {name!r}; voices: {known or 'none yet'}")
         if record.kind == "builtin":
             voice = Voice(speaker=record.name, instruct=instruct)
         else:
-            voice = Voice(clone=await asyncio.to_thread(self.library.prompt, record.id), instruct=instruct)
+            try:
+                clone = await asyncio.to_thread(self.library.prompt, record.id)
+            except BrokenVoice as e:  # its file is damaged: this request fails, the voice leaves the library
+                raise InvalidRequest("broken_voice", str(e)) from e
+            voice = Voice(clone=clone, instruct=instruct)
         if not registry.serves(record.family):
             raise InvalidRequest("unknown_voice", f"voice {name!r} needs a {record.family} model, not served here")
         self._check_instruct(record.family, voice)
@@ -266,7 +274,8 @@ class TTSService:
         self.require_ready()
         record = self.library.get(voice_id)
         if record is None:
-            raise NotFound(f"no voice {voice_id!r}")
+            damage = self.library.broken_reason(voice_id)
+            raise NotFound(f"no voice {voice_id!r}" + (f" (it is damaged: {damage})" if damage else ""))
         return record
 
     async def add_voice(self, data: bytes, name: str, transcript: str | None, mode: str | None,
@@ -323,11 +332,13 @@ class TTSService:
             reference_wav=wav_bytes(samples), language=language if language != "Auto" else None,
             ref_text=spoken, description=description)
 
-    def delete_voice(self, voice_id: str) -> None:
-        record = self.voice(voice_id)
-        if record.kind == "builtin":
+    async def delete_voice(self, voice_id: str) -> None:
+        """Damaged voices can be deleted too: that is how an operator clears them."""
+        self.require_ready()
+        record = self.library.get(voice_id)
+        if record is not None and record.kind == "builtin":
             raise InvalidRequest("invalid_request", f"{voice_id!r} is a built-in voice and cannot be deleted")
-        if not self.library.delete(voice_id):
+        if not await asyncio.to_thread(self.library.delete, voice_id):  # renames and removes files
             raise NotFound(f"no voice {voice_id!r}")
 
     @staticmethod
@@ -465,6 +476,7 @@ class TTSService:
             "active_streams": self.clients.active,
             "queue_depth": self.clients.waiting,
             "clients": self.clients.client_count,
+            "broken": self.library.broken(),  # stored voices left out of the library, and why
         }
         if self.settings.demo:
             body["note"] = "demo checkpoint with random weights: the audio is noise"

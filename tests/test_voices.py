@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import errno
 import io
+import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from qwen_stream import voice_library
 from qwen_stream.config import ServerSettings
 from qwen_stream.settings import BYTES_PER_FRAME
 
@@ -158,6 +162,124 @@ def test_builtin_voices_cannot_be_deleted(client):
     response = client.delete("/v1/voices/Vivian")
     assert response.status_code == 400
     assert client.delete("/v1/voices/voice_000000000000").status_code == 404
+
+
+def _damaged_copy(good: Path, library: Path, voice_id: str, damage) -> str:
+    folder = library / voice_id
+    shutil.copytree(good, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "id": voice_id}))
+    damage(folder)
+    return voice_id
+
+
+def _edit_meta(folder: Path, **changes) -> None:
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, **changes}))
+
+
+def test_damaged_voices_are_left_out_and_reported(client, dirs, voices_dir, tmp_path, reference_audio):
+    import torch
+
+    samples, rate = reference_audio
+    good = upload(client, audio_file(samples, rate), name="Good").json()["id"]
+    library = tmp_path / "voices"
+    library.mkdir()
+    shutil.copytree(voices_dir / good, library / good)
+    client.delete(f"/v1/voices/{good}")
+
+    def copy(voice_id, damage):
+        return _damaged_copy(library / good, library, voice_id, damage)
+
+    dated = copy("voice_0000000000d1", lambda f: _edit_meta(f, created="yesterday"))
+    truncated = copy("voice_0000000000d2", lambda f: (f / "meta.json").write_bytes(b'{"id": "voice_0'))
+    impostor = copy("voice_0000000000d3", lambda f: _edit_meta(f, id=good, name="Impostor"))
+    no_prompt = copy("voice_0000000000d4", lambda f: (f / "prompt.pt").unlink())
+    # A torch file, so it passes the checks at start; it holds no clone prompt, which shows when used.
+    bad_prompt = copy("voice_0000000000d5", lambda f: torch.save({"weights": torch.zeros(2)}, f / "prompt.pt"))
+
+    live = LiveServer(three_family_settings(dirs, library)).start()
+    try:
+        with httpx.Client(base_url=live.url, timeout=300) as c:
+            def stored_listed():
+                response = c.get("/v1/voices")
+                assert response.status_code == 200, response.text
+                return sorted(v["id"] for v in response.json()["voices"] if v["kind"] != "builtin")
+
+            def broken():
+                return {b["id"]: b["reason"] for b in c.get("/health").json()["broken"]}
+
+            assert stored_listed() == sorted([good, bad_prompt])
+            assert set(broken()) == {dated, truncated, impostor, no_prompt}
+            assert "created" in broken()[dated] and "prompt.pt is missing" in broken()[no_prompt]
+            assert c.get(f"/v1/voices/{good}").json()["name"] == "Good"  # not the impostor
+
+            for attempt in range(2):  # the first use finds the damage; later ones are told the same
+                refused = speak(c, bad_prompt)
+                assert refused.status_code == 400, refused.text
+                assert refused.json()["error"]["code"] == "broken_voice"
+                assert "prompt.pt" in refused.json()["error"]["message"]
+            assert bad_prompt in broken() and stored_listed() == [good]
+            assert speak(c, dated).json()["error"]["code"] == "broken_voice"
+            assert speak(c, good).status_code == 200
+
+            assert c.get(f"/v1/voices/{dated}").status_code == 404
+            assert c.delete(f"/v1/voices/{dated}").status_code == 200  # how an operator clears one
+            assert dated not in broken() and not (library / dated).exists()
+    finally:
+        live.stop()
+
+
+def test_health_reports_no_damage_on_a_sound_library(client):
+    assert client.get("/health").json()["broken"] == []
+
+
+def test_a_full_disk_gives_507_and_stores_nothing(client, voices_dir, monkeypatch):
+    # A full disk injected into the server's write (tests/test_voice_store.py fills a real tmpfs).
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(voice_library, "_write_synced", disk_full)
+    before = stored(voices_dir)
+    uploaded = upload(client, audio_file(_tone(3), 16000), name="Too much")
+    designed = client.post("/v1/voices/design", json={"name": "Too much", "description": "Calm.",
+                                                      "sample_text": "Hello there.", "language": "English"})
+    for response in (uploaded, designed):
+        assert response.status_code == 507, response.text
+        assert response.json()["error"]["code"] == "insufficient_storage"
+    assert stored(voices_dir) == before
+
+
+@pytest.mark.parametrize("name", ["   ", "\t\n ", "\u200b\u3000", "a\x00b", "two\nlines",
+                                  b"\xff\xfe", b"ok\xed\xa0\x80"])
+def test_blank_or_invalid_upload_names_are_refused(client, voices_dir, name):
+    before = stored(voices_dir)
+    response = upload(client, audio_file(_tone(3), 16000), name=name)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_name"
+    assert stored(voices_dir) == before
+
+
+def test_a_name_must_arrive_as_utf8(client, voices_dir):
+    # Starlette reads a field that is not UTF-8 as Latin-1: the same "Zoë" would pass, were it not checked.
+    before = stored(voices_dir)
+    latin1 = upload(client, audio_file(_tone(3), 16000), name="Zo\u00eb".encode("latin-1"))
+    assert latin1.status_code == 400 and latin1.json()["error"]["code"] == "invalid_name", latin1.text
+    assert stored(voices_dir) == before
+    created = upload(client, audio_file(_tone(3), 16000), name="Zo\u00eb \u58f0".encode())
+    assert created.status_code == 201, created.text
+    assert created.json()["name"] == "Zo\u00eb \u58f0"
+    assert client.delete(f"/v1/voices/{created.json()['id']}").status_code == 200
+
+
+def test_blank_or_invalid_design_names_are_refused(client, voices_dir):
+    before = stored(voices_dir)
+    # Blank, blank in another script, a control character, a lone surrogate escaped, one encoded in UTF-8.
+    for name in [b'"   "', b'"\\u3000"', b'"bell\\u0007"', b'"\\ud800"', b'"\xed\xa0\x80"']:
+        body = b'{"name": ' + name + b', "description": "Calm.", "sample_text": "Hello.", "language": "English"}'
+        response = client.post("/v1/voices/design", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, (name, response.text)
+    assert stored(voices_dir) == before
 
 
 def test_legacy_ref_audio_is_base64_only(server, client, tmp_path, reference_audio):

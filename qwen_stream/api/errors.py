@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..clients import QueueFull
 from ..service import InvalidRequest, NotFound, NotReady
+from ..voice_library import InsufficientStorage
 
 log = logging.getLogger("qwen_stream.api")
 
@@ -46,6 +47,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound):
         return error_response(404, "not_found", str(exc))
+
+    @app.exception_handler(InsufficientStorage)
+    async def insufficient_storage(request: Request, exc: InsufficientStorage):
+        return error_response(507, "insufficient_storage", str(exc))
 
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull):
