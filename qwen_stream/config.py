@@ -110,8 +110,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_frames", int, FrameBudget.max_frames, "hard cap on frames per sentence (2048 = 164 s)"),
     Option("cors_origins", _csv, (), "comma-separated origins allowed to call the API from a browser; * for any "
            "(pages opened from disk send the origin null)"),
-    Option("trusted_hosts", _csv, None, "comma-separated Host names served (* for any); default: loopback names when "
-           "bound to a loopback address, else any"),
+    Option("trusted_hosts", _csv, None, "comma-separated Host names served (* for any); default: loopback names and the "
+           "bound address when bound to a loopback address, else any"),
     Option("open_listings", _bool, True, "serve the voice and model listings without the API key (Open WebUI reads "
            "them without one); speech always needs it"),
     Option("max_buffer_seconds", float, 5.0, "audio a stream may run ahead of what its reader has taken; "
@@ -119,8 +119,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("send_timeout", float, 20.0, "seconds a stream waits for a stalled reader before it is cancelled "
            "as a disconnect"),
     Option("shutdown_timeout", float, 10.0, "seconds active streams may finish after SIGTERM before they are cut"),
-    Option("api_key", str, None, "Bearer key required on every route except /, /health and /metrics; off "
-           "without it (prefer the variable: flags show in ps)", env="API_KEY"),
+    Option("api_key", str, None, "Bearer key required on every route except /, /health, /metrics and, with "
+           "--open-listings, the model and voice listings; off without it (prefer the variable: flags show in ps)",
+           env="API_KEY"),
     Option("openai_voices", voice_map, None, "OpenAI voice names mapped to this server's voices, over the "
            "defaults (docs/openai.md): a JSON object or the path of a JSON file"),
     Option("cache_dir", str, None, "where --demo checkpoints live (default: the user cache dir)"),
