@@ -35,9 +35,20 @@ __all__ = ["InvalidRequest", "NotFound", "NotReady", "QueueFull", "TTSService", 
 class InvalidRequest(ValueError):
     """Bad input; `code` names the problem for clients (empty_text, text_too_long, unknown_voice...)."""
 
+    status = 400
+
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code = code
+
+
+class TooLarge(InvalidRequest):
+    """An upload over its limit (the body guard refuses most before they are read; this is the rest)."""
+
+    status = 413
+
+    def __init__(self, message: str):
+        super().__init__("too_large", message)
 
 
 class NotFound(LookupError):
@@ -289,7 +300,7 @@ class TTSService:
         if mode == "icl" and not transcript:
             raise InvalidRequest("invalid_request", "mode icl needs the transcript of the reference audio")
         if len(data) > self.max_upload_bytes:
-            raise InvalidRequest("too_large", f"upload exceeds {self.settings.max_upload_mb:g} MiB")
+            raise TooLarge(f"upload exceeds {self.settings.max_upload_mb:g} MiB")
         language = self._language(language)
         samples = await self._decode_reference(data)
         prompt = await self._build_prompt(samples, transcript if mode == "icl" else None)
@@ -350,6 +361,13 @@ class TTSService:
         except normalization.UnsupportedLanguage as e:
             raise InvalidRequest("unknown_language", str(e)) from e
 
+    def check_input_text(self, text: str) -> None:
+        """What any text route accepts: speakable, valid Unicode, within --max-text-chars."""
+        check_text(text, "text")
+        if len(text) > self.settings.max_text_chars:
+            raise InvalidRequest("text_too_long",
+                                 f"text has {len(text)} characters; the limit is {self.settings.max_text_chars}")
+
     async def prepare(self, client_id: str, text: str, language: str, voice: str | None, instruct: str | None,
                       normalize: bool, ref_audio: str | None = None) -> PreparedRequest:
         """Takes the client's place in line at arrival, then validates and normalizes. Raises InvalidRequest
@@ -357,12 +375,9 @@ class TTSService:
         received = time.perf_counter()
         self.require_ready()
         check_client_id(client_id)
-        check_text(text, "text")
+        self.check_input_text(text)
         if instruct is not None:
             check_text(instruct, "instruct", required=False)
-        if len(text) > self.settings.max_text_chars:
-            raise InvalidRequest("text_too_long",
-                                 f"text has {len(text)} characters; the limit is {self.settings.max_text_chars}")
         ticket = self.clients.reserve(client_id, len(text))
         try:
             requests = await self._segments(text, language, voice, instruct, normalize, ref_audio)

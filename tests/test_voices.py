@@ -137,7 +137,7 @@ def _tone(seconds: float, rate: int = 16000, amplitude: float = 0.3) -> np.ndarr
     (audio_file(_tone(31), 16000), {}, 400, "invalid_audio"),  # too long
     (audio_file(_tone(0.4), 16000), {}, 400, "invalid_audio"),  # too short
     (audio_file(np.zeros(16000 * 3, np.float32), 16000), {}, 400, "invalid_audio"),  # silence
-    (b"\0" * (3 * 2**20), {}, 400, "too_large"),
+    pytest.param(b"\0" * (3 * 2**20), {}, 413, "too_large", id="over-the-upload-limit"),
     (audio_file(_tone(3), 16000), {"mode": "sing"}, 400, "invalid_request"),
     (audio_file(_tone(3), 16000), {"mode": "icl"}, 400, "invalid_request"),  # icl without transcript
     (b"", {}, 400, "invalid_audio"),

@@ -24,6 +24,10 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str]:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return "invalid_json", "the request body is not valid JSON"
+    unicode = [e for e in errors if e.get("type") == "string_unicode"]
+    if unicode:  # a lone surrogate (JSON's "\ud800"): no tokenizer can take it
+        where = ".".join(str(p) for p in unicode[0].get("loc", ()) if p != "body")
+        return "invalid_text", f"{where} is not valid Unicode (a lone surrogate)"
     parts = []
     for e in errors[:5]:
         where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
@@ -42,7 +46,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidRequest)
     async def invalid(request: Request, exc: InvalidRequest):
-        return error_response(400, exc.code, str(exc))
+        return error_response(exc.status, exc.code, str(exc))
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound):
