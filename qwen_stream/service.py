@@ -369,7 +369,8 @@ class TTSService:
                                  f"text has {len(text)} characters; the limit is {self.settings.max_text_chars}")
 
     async def prepare(self, client_id: str, text: str, language: str, voice: str | None, instruct: str | None,
-                      normalize: bool, ref_audio: str | None = None) -> PreparedRequest:
+                      normalize: bool, ref_audio: str | None = None,
+                      max_frames: int | None = None) -> PreparedRequest:
         """Takes the client's place in line at arrival, then validates and normalizes. Raises InvalidRequest
         (the place is given back). Follow with open(), or discard() if the request will not be served."""
         received = time.perf_counter()
@@ -380,7 +381,7 @@ class TTSService:
             check_text(instruct, "instruct", required=False)
         ticket = self.clients.reserve(client_id, len(text))
         try:
-            requests = await self._segments(text, language, voice, instruct, normalize, ref_audio)
+            requests = await self._segments(text, language, voice, instruct, normalize, ref_audio, max_frames)
         except BaseException:
             self.clients.cancel(ticket, "rejected")
             raise
@@ -388,7 +389,8 @@ class TTSService:
         return PreparedRequest(client_id, requests, len(text), received, ticket)
 
     async def _segments(self, text: str, language: str, voice: str | None, instruct: str | None, normalize: bool,
-                        ref_audio: str | None) -> list[SynthesisRequest]:
+                        ref_audio: str | None, max_frames: int | None = None) -> list[SynthesisRequest]:
+        """max_frames: the client's cap per sentence; it only shortens (the server's budget still bounds it)."""
         import normalization
 
         language = self._language(language)
@@ -398,7 +400,9 @@ class TTSService:
         )
         if not segments:
             raise InvalidRequest("empty_text", "text has nothing to speak")
-        requests = [SynthesisRequest(text=s.text, language=s.language, voice=chosen, family=family)
+        budget = self.engine.settings.budget
+        requests = [SynthesisRequest(text=s.text, language=s.language, voice=chosen, family=family,
+                                     max_frames=None if max_frames is None else min(max_frames, budget.for_text(s.text)))
                     for s in segments]
         for request in requests:
             try:

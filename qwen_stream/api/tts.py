@@ -6,12 +6,10 @@ and the interrupt reply also carries that server's `status` and `queue` fields."
 
 from __future__ import annotations
 
-import dataclasses
-
 from fastapi import APIRouter, Body, Query, Request
 
 from ..clients import CLIENT_ID_PATTERN, DEFAULT_CLIENT
-from ..settings import SAMPLE_RATE, FrameBudget
+from ..settings import SAMPLE_RATE
 from .protocol import InterruptRequest, InterruptResponse, StreamRequest
 from .streaming import RacingStreamingResponse
 
@@ -32,25 +30,11 @@ PCM_HEADERS = {
 async def tts_stream(body: StreamRequest, request: Request):
     service = request.app.state.service
     prepared = await service.prepare(body.client_id, body.text, body.language, body.voice, body.instruct,
-                                     body.normalize, ref_audio=body.ref_audio)
-    if body.max_new_tokens is not None:
-        try:
-            prepared = cap_frames(prepared, body.max_new_tokens, service.engine.settings.budget)
-        except BaseException:
-            service.discard(prepared)  # the queue place taken at arrival must not stay held
-            raise
+                                     body.normalize, ref_audio=body.ref_audio, max_frames=body.max_new_tokens)
     ticket = service.open(prepared)
     headers = dict(PCM_HEADERS, **{"X-Request-Id": ticket.id})
     return RacingStreamingResponse(service.pcm(ticket), media_type="audio/pcm", headers=headers,
                                    abandon=ticket.abandoned)
-
-
-def cap_frames(prepared, limit: int, budget: FrameBudget):
-    """The prepared request with each sentence capped at `limit` frames. Only ever shortens: each sentence
-    keeps the lower of the client's cap and the server's own budget for its text, so a client cannot buy
-    a longer runaway generation than the server allows."""
-    segments = [dataclasses.replace(s, max_frames=min(limit, budget.for_text(s.text))) for s in prepared.segments]
-    return dataclasses.replace(prepared, segments=segments)
 
 
 @router.post("/tts/interrupt", response_model=InterruptResponse)
