@@ -25,7 +25,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from .numbers import en_cardinal, en_digits, en_number, en_ordinal, en_plural_year, en_year
+from .numbers import (
+    en_cardinal,
+    en_cardinal_digits,
+    en_digits,
+    en_number,
+    en_ordinal,
+    en_plural_year,
+    en_year,
+    magnitude,
+)
 from .phones import read_phone_numbers
 from .web import read_web_addresses
 
@@ -51,7 +60,7 @@ def _month_day_year(month: str, day: int, year: str | None) -> str:
     return f"{text}, {en_year(int(year))}" if year else text
 
 
-def _valid(month: int, day: int) -> bool:
+def _valid(month: int | float, day: int | float) -> bool:
     return 1 <= month <= 12 and 1 <= day <= 31
 
 
@@ -126,14 +135,14 @@ def _money_words(symbol: str, whole: str, frac: str | None, scale: str | None) -
     one, many, cent, cents = _CURRENCIES[symbol]
     if scale:
         return f"{en_number(whole + ('.' + frac if frac else ''))} {scale} {many}"
-    units = int(whole.replace(",", ""))
+    units = magnitude(whole.replace(",", ""))
     if frac is not None and (len(frac) > 2 or not cent):
         frac = frac.rstrip("0")
         return f"{en_number(whole + '.' + frac if frac else whole)} {many}"
     minor = int((frac or "0").ljust(2, "0"))
     parts = []
     if units or not minor:
-        parts.append(f"{en_cardinal(units)} {one if units == 1 else many}")
+        parts.append(f"{en_cardinal_digits(whole.replace(',', ''))} {one if units == 1 else many}")
     if minor:
         parts.append(f"{en_cardinal(minor)} {cent if minor == 1 else cents}")
     return " ".join(parts)
@@ -150,14 +159,14 @@ def _money_after(m: re.Match[str]) -> str:
 
 def _read_version(parts: list[str]) -> str:
     # A part with a leading zero ("1.02") is said digit by digit.
-    return " point ".join(en_digits(p) if p[:1] == "0" and len(p) > 1 else en_cardinal(int(p)) for p in parts)
+    return " point ".join(en_digits(p) if p[:1] == "0" and len(p) > 1 else en_cardinal_digits(p) for p in parts)
 
 
 def _dotted_number(m: re.Match[str]) -> str:
     parts = m.group(0).split(".")
-    if len(parts) == 4 and all(int(p) <= 255 for p in parts):  # an IPv4 address
+    if len(parts) == 4 and all(magnitude(p) <= 255 for p in parts):  # an IPv4 address
         return " dot ".join(en_digits(p) for p in parts)
-    if len(parts) == 3 and len(parts[2]) == 4 and _valid(int(parts[1]), int(parts[0])):  # 14.03.2025
+    if len(parts) == 3 and len(parts[2]) == 4 and _valid(magnitude(parts[1]), magnitude(parts[0])):  # 14.03.2025
         return f"the {en_ordinal(int(parts[0]))} of {MONTHS[int(parts[1]) - 1]}, {en_year(int(parts[2]))}"
     return _read_version(parts)
 
@@ -218,7 +227,7 @@ def _unit(m: re.Match[str]) -> str:
 
 
 def _out_of(m: re.Match[str]) -> str:
-    top, bottom = int(m.group(1)), int(m.group(2))
+    top, bottom = magnitude(m.group(1)), magnitude(m.group(2))
     if bottom in (10, 100) or top >= bottom > 1:
         return f"{m.group(1)} out of {m.group(2)}"
     return m.group(0)  # a fraction: the grammar reads "1/3" as "one third"
@@ -239,12 +248,13 @@ def _integer(m: re.Match[str], text: str) -> str:
     digits = m.group(1)
     if "," not in digits and len(digits) > 1 and digits.startswith("0"):
         return en_digits(digits)  # "007", "0100"
-    value = int(digits.replace(",", ""))
+    plain = digits.replace(",", "")
+    value = magnitude(plain)  # a year is an int; math.inf only stands for a huge number
     if len(digits) == 4 and _AFTER_CAPS.search(text, max(0, m.start() - 12), m.start()):
-        return en_year(value)  # model numbers are said in pairs: "RTX 4090" -> "forty ninety"
+        return en_year(int(value))  # model numbers are said in pairs: "RTX 4090" -> "forty ninety"
     if "," not in digits and 1000 <= value <= 2099 and _is_year(text, m.start(), m.end()):
-        return en_year(value)
-    return en_cardinal(value)
+        return en_year(int(value))
+    return en_cardinal_digits(plain)
 
 
 # Rules that need no digit.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from .numbers import zh_cardinal, zh_digits, zh_number
+from .numbers import magnitude, zh_cardinal_digits, zh_digits, zh_number
 from .phones import read_phone_numbers
 from .web import read_web_addresses
 
@@ -47,7 +47,7 @@ def _yuan(m: re.Match[str]) -> str:
     whole = m.group(1) or m.group(3)
     frac = (m.group(2) if m.group(1) else m.group(4)) or ""
     jiao, fen = (int(d) for d in frac.ljust(2, "0"))
-    out = f"{whole}元" if int(whole) or not (jiao or fen) else ""
+    out = f"{whole}元" if magnitude(whole) or not (jiao or fen) else ""
     if jiao:
         out += f"{jiao}角"
     if fen:
@@ -61,7 +61,7 @@ def _foreign(m: re.Match[str]) -> str:
 
 
 def _version(parts: list[str]) -> str:
-    return "点".join(zh_digits(p) if p[:1] == "0" and len(p) > 1 else zh_cardinal(int(p)) for p in parts)
+    return "点".join(zh_digits(p) if p[:1] == "0" and len(p) > 1 else zh_cardinal_digits(p) for p in parts)
 
 
 def _v_version(m: re.Match[str]) -> str:
@@ -72,7 +72,7 @@ def _dotted_number(m: re.Match[str]) -> str:
     parts = m.group(0).split(".")
     if len(parts) == 3 and len(parts[0]) == 4:
         return m.group(0)  # 2025.03.14: the grammar reads dates well
-    if len(parts) == 4 and all(int(p) <= 255 for p in parts):  # an IPv4 address
+    if len(parts) == 4 and all(magnitude(p) <= 255 for p in parts):  # an IPv4 address
         return "点".join(zh_digits(p) for p in parts)
     return _version(parts)
 
@@ -96,9 +96,11 @@ _RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (_FOREIGN, _foreign),
     (re.compile(r"(?<![\w.])[vV](\d+(?:\.\d+)*)(?![\d.]*\d)", re.ASCII), _v_version),
     (re.compile(r"(?<![\d.])\d+(?:\.\d+){2,}(?![\d.]*\d)"), _dotted_number),
-    # Percentage ranges: "20%-30%" -> 百分之二十到百分之三十, "10-20%" -> 百分之十到二十.
+    # Percentage ranges: "20%-30%" -> 百分之二十到百分之三十, "10-20%" -> 百分之十到二十. The first
+    # one only starts at the start of a digit run: from inside a long run it would retry the whole run
+    # from each digit (quadratic), and a match from inside a run always has one from its start.
     (
-        re.compile(rf"({_NUMBER})%\s?[-~～–—至到]\s?({_NUMBER})%"),
+        re.compile(rf"(?<!\d)({_NUMBER})%\s?[-~～–—至到]\s?({_NUMBER})%"),
         lambda m: f"百分之{zh_number(m.group(1))}到百分之{zh_number(m.group(2))}",
     ),
     (
@@ -115,8 +117,8 @@ _RULES: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"(?<=\d)\s?[xX](?![A-Za-z0-9])"), "倍"),  # 3x更快
     (re.compile(r"(?<=[\d元])/(?=[月年天日周晚人次个])"), "每"),  # ¥99/月 -> 九十九元每月
     (re.compile(r"(?<![\w.])(\d+)(?:st|nd|rd|th)(?![A-Za-z])", re.ASCII), lambda m: "第" + m.group(1)),
-    (re.compile(r"第(\d+)(?![\d.])"), lambda m: "第" + zh_cardinal(int(m.group(1)))),
-    (re.compile(r"\b[Nn]o\.\s?(\d+)(?![\d.])", re.ASCII), lambda m: zh_cardinal(int(m.group(1))) + "号"),  # 一号
+    (re.compile(r"第(\d+)(?![\d.])"), lambda m: "第" + zh_cardinal_digits(m.group(1))),
+    (re.compile(r"\b[Nn]o\.\s?(\d+)(?![\d.])", re.ASCII), lambda m: zh_cardinal_digits(m.group(1)) + "号"),  # 一号
     (re.compile(r"(?<![\d.])2(?=点)"), "两"),  # 2点 (two o'clock, two points) is 两点
     # Model numbers after capitals are said digit by digit: "RTX 4090" -> RTX 四零九零.
     (re.compile(r"(?<=[A-Z])(\s?)(\d{4})(?![\d.])"), lambda m: m.group(1) + zh_digits(m.group(2))),

@@ -6,6 +6,9 @@ wrongly (years, money, phone numbers, versions, ...), so these helpers must be e
 
 from __future__ import annotations
 
+import math
+import unicodedata
+
 _EN_ONES = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
     "sixteen seventeen eighteen nineteen"
@@ -92,10 +95,36 @@ def en_digits(digits: str) -> str:
     return " ".join(EN_DIGITS[d] for d in digits if d in EN_DIGITS)
 
 
+# The rewrites' regexes hand over digit runs of any length when normalize_piece gets a long text, but
+# int() of a string costs time quadratic in its length and Python refuses one of more than 4300 digits
+# (str() of such an int as well). No reading needs the exact value of a number this long.
+MAX_VALUE_DIGITS = 1000
+
+
+def _ascii_digits(digits: str) -> str:
+    # A regex's \d also takes other scripts' digits ("٣"), which int() reads as well.
+    return digits if digits.isascii() else "".join(str(unicodedata.decimal(ch)) for ch in digits)
+
+
+def magnitude(digits: str) -> int | float:
+    """int(digits) for a run of decimal digits; math.inf past MAX_VALUE_DIGITS significant digits.
+
+    Comparisons with any number a rule checks against (a month, 255, 2099) stay exact.
+    """
+    significant = _ascii_digits(digits).lstrip("0")
+    return int(significant or "0") if len(significant) <= MAX_VALUE_DIGITS else math.inf
+
+
+def en_cardinal_digits(digits: str) -> str:
+    """en_cardinal(int(digits)) for a digit run of any length (a very long one is read digit by digit)."""
+    value = magnitude(digits)
+    return en_cardinal(value) if isinstance(value, int) else en_digits(_ascii_digits(digits).lstrip("0"))
+
+
 def en_number(text: str) -> str:
     """An unsigned integer or decimal string: '3.05' -> 'three point zero five'."""
     whole, _, frac = text.replace(",", "").partition(".")
-    words = en_cardinal(int(whole)) if whole else "zero"
+    words = en_cardinal_digits(whole) if whole else "zero"
     return f"{words} point {en_digits(frac)}" if frac else words
 
 
@@ -151,8 +180,14 @@ def zh_digits(digits: str, *, yao: bool = False) -> str:
     return "".join(table[int(d)] for d in digits if d.isdigit())
 
 
+def zh_cardinal_digits(digits: str) -> str:
+    """zh_cardinal(int(digits)) for a digit run of any length (a very long one is read digit by digit)."""
+    value = magnitude(digits)
+    return zh_cardinal(value) if isinstance(value, int) else zh_digits(_ascii_digits(digits).lstrip("0"))
+
+
 def zh_number(text: str) -> str:
     """An unsigned integer or decimal string: '12.5' -> 十二点五."""
     whole, _, frac = text.replace(",", "").partition(".")
-    words = zh_cardinal(int(whole)) if whole else "零"
+    words = zh_cardinal_digits(whole) if whole else "零"
     return f"{words}点{zh_digits(frac)}" if frac else words

@@ -20,17 +20,35 @@ class Segment:
     language: str
 
 
+def _nearest_decided(picked: list[str]) -> list[int | None]:
+    """For each index, the nearest index whose language is decided (the earlier one on a tie).
+
+    One pass each way: searching all decided sentences for each undecided one is quadratic in a
+    text that alternates them ("a! 1! a! 1! ...").
+    """
+    before: list[int | None] = []
+    last = None
+    for i, lang in enumerate(picked):
+        if lang != "Auto":
+            last = i
+        before.append(last)
+    nearest: list[int | None] = [None] * len(picked)
+    after = None
+    for i in range(len(picked) - 1, -1, -1):
+        if picked[i] != "Auto":
+            after = i
+        b = before[i]
+        nearest[i] = b if after is None or (b is not None and i - b <= after - i) else after
+    return nearest
+
+
 def _languages(sentences: list[str], language: str) -> list[str]:
     if language != "Auto":
         return [language] * len(sentences)
     picked = [detect_language(s) for s in sentences]
     # A sentence without letters ("2025.", "14:30!") speaks the language of its nearest neighbour.
-    decided = [i for i, lang in enumerate(picked) if lang != "Auto"]
-    if decided:
-        for i, lang in enumerate(picked):
-            if lang == "Auto":
-                picked[i] = picked[min(decided, key=lambda j: (abs(j - i), j))]
-    return picked
+    nearest = _nearest_decided(picked)
+    return [picked[j] if j is not None else lang for lang, j in zip(picked, nearest, strict=True)]
 
 
 def _english_grammar(span: str) -> str:

@@ -27,11 +27,15 @@ _CLOSERS = "\"'”’」』）)】》〉]}"
 _CLOSE = "[" + re.escape(_CLOSERS) + "]*"
 _CJK_CHAR = "\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af"
 # Ends a sentence wherever it stands (a run counts once, with the closing quotes/brackets after it).
-# ASCII ! and ? only before a space, the end or CJK text: "example.com/a?b=1" stays whole.
-_HARD_END = re.compile(r"[。！？；．｡‼⁇⁈⁉]+" + _CLOSE + r"|[!?]+" + _CLOSE + rf"(?=\s|$|[{_CJK_CHAR}])|\n+")
+# ASCII ! and ? only before a space, the end or CJK text: "example.com/a?b=1" stays whole. That branch
+# may only start at the beginning of a run: otherwise a run followed by a letter ("!!!!x") is retried
+# from each of its positions, each try walking to the end of the run (quadratic; 28 s for 20k "!").
+# A match inside a run succeeds exactly when one at its start does, so the lookbehind changes no split.
+_HARD_END = re.compile(
+    r"[。！？；．｡‼⁇⁈⁉]+" + _CLOSE + r"|(?<![!?])[!?]+" + _CLOSE + rf"(?=\s|$|[{_CJK_CHAR}])|\n+"
+)
 # An ASCII period followed by space, the end of text or CJK text; the word before it decides.
 _PERIOD = re.compile(r"\." + _CLOSE + rf"(?=\s|$|[{_CJK_CHAR}])")
-_NEXT_CHAR = re.compile(r"\s*(\S)")
 
 # Never ends a sentence: titles and "e.g."-like abbreviations (compared without the final dot).
 _NEVER_END = frozenset(
@@ -47,21 +51,39 @@ _NEVER_END_CASED = frozenset(
 _END_IF_CAPITAL = frozenset("etc inc ltd co corp al a.m p.m".split())
 _DOTTED_CAPS = re.compile(r"(?:[A-Z]\.)+[A-Z]")  # "U.S", "U.S.A": an acronym, never an end
 _LIST_CONTEXT = frozenset("\n.!?:;。！？：；")
+_NEXT_CHAR = re.compile(r"\s*(\S)")
+
+
+def _next_is_upper(text: str, after: int) -> bool:
+    m = _NEXT_CHAR.match(text, after)
+    return bool(m and m.group(1).isupper())
+
+
+# Every rule below is about a short word (an abbreviation, an initial, a list number, "U.S.A", "...").
+# A longer one is an ordinary word; not walking further back keeps text without spaces ("中.中.中.")
+# linear instead of walking back to its start for every period.
+MAX_RULE_WORD_CHARS = 64
 
 
 def _word_start(text: str, end: int) -> int:
+    """Start of the word ending at ``end``, or -1 if it is longer than MAX_RULE_WORD_CHARS."""
+    limit = max(0, end - MAX_RULE_WORD_CHARS)
     start = end
-    while start > 0 and not text[start - 1].isspace():
+    while start > limit and not text[start - 1].isspace():
         start -= 1
+    if start > 0 and not text[start - 1].isspace():
+        return -1
     return start
 
 
 def _period_ends_sentence(text: str, dot: int, after: int) -> bool:
     start = _word_start(text, dot)
+    if start < 0:
+        # An ordinary long word, unless it ends an ellipsis ("word..."): that rule needs no word.
+        return text[dot - 1] != "." or _next_is_upper(text, after)
     word = text[start:dot].lstrip("(\"'“‘[")
     key = word.lower()
-    m = _NEXT_CHAR.match(text, after)
-    next_upper = bool(m and m.group(1).isupper())
+    next_upper = _next_is_upper(text, after)
     if key in _NEVER_END or word in _NEVER_END_CASED or _DOTTED_CAPS.fullmatch(word):
         return False
     if key in _END_IF_CAPITAL or word.endswith("."):  # "etc.", "a.m.", an ellipsis "..."
@@ -69,7 +91,8 @@ def _period_ends_sentence(text: str, dot: int, after: int) -> bool:
     if len(word) == 1 and word.isupper():
         return not next_upper  # an initial: "John F. Kennedy"
     if word.isdigit():
-        # "1. First step" after a line start or another sentence is a list marker, not an end.
+        # "1. First step" after a line start or another sentence is a list marker, not an end. (Each
+        # run of blanks is walked only for the word right after it: linear over the text.)
         before = start - 1
         while before >= 0 and text[before] in " \t":
             before -= 1
@@ -84,8 +107,8 @@ def _sentence_ends(text: str) -> list[int]:
     return sorted(ends)
 
 
-def _has_content(text: str, start: int, end: int) -> bool:
-    return any(ch.isalnum() for ch in text[start:end])
+def _has_content(piece: str) -> bool:
+    return any(ch.isalnum() for ch in piece)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -94,13 +117,20 @@ def split_sentences(text: str) -> list[str]:
     A piece with no letters or digits ("!!!", "——") joins its neighbour, so no character is lost.
     """
     spans: list[list[int]] = []
+    # Whether the last span has content, kept rather than rescanned: a span that keeps absorbing
+    # pieces would otherwise be read again for each of them.
+    last_has_content = False
     start = 0
     for end in _sentence_ends(text):
-        if text[start:end].strip():
-            if spans and not (_has_content(text, start, end) and _has_content(text, *spans[-1])):
+        piece = text[start:end]
+        if piece.strip():
+            has_content = _has_content(piece)
+            if spans and not (has_content and last_has_content):
                 spans[-1][1] = end
+                last_has_content = last_has_content or has_content
             else:
                 spans.append([start, end])
+                last_has_content = has_content
         start = end
     return [text[a:b].strip() for a, b in spans]
 
@@ -112,47 +142,57 @@ _RUN_END = re.compile(r"[\s，、,;；]")
 _WORDLIKE = re.compile(r"[A-Za-z0-9\u00C0-\u024F\u0400-\u04FF'’._@/:%+#&=?-]")
 
 
-def _last_break(pattern: re.Pattern[str], piece: str, cap: int, floor: int, *, before: bool) -> int:
-    """End of the head for the last break within the cap: before the match (spaces) or after (commas)."""
+def _last_break(pattern: re.Pattern[str], text: str, start: int, cap: int, floor: int, *, before: bool) -> int:
+    """Head length for the last break within the cap: before the match (spaces) or after (commas)."""
     best = -1
-    for m in pattern.finditer(piece, 0, cap + 1):
-        pos = m.start() if before else m.end()
+    for m in pattern.finditer(text, start, start + cap + 1):
+        pos = (m.start() if before else m.end()) - start
         if floor <= pos <= cap:
             best = pos
     return best
 
 
-def _between_words(piece: str, cap: int) -> int:
-    """Last position <= cap that splits no Latin word or number (CJK text has no spaces)."""
-    for pos in range(min(cap, len(piece) - 1), 0, -1):
-        if not (_WORDLIKE.match(piece[pos - 1]) and _WORDLIKE.match(piece[pos])):
-            return pos
+def _between_words(text: str, start: int, end: int, cap: int) -> int:
+    """Last head length <= cap that splits no Latin word or number (CJK text has no spaces)."""
+    for pos in range(start + min(cap, end - start - 1), start, -1):
+        if not (_WORDLIKE.match(text[pos - 1]) and _WORDLIKE.match(text[pos])):
+            return pos - start
     return -1
 
 
-def _cut(piece: str, cap: int) -> int:
+def _cut(text: str, start: int, end: int, cap: int) -> int:
+    """Length of the next head of ``text[start:end]`` (longer than ``cap``); every search stays near start."""
     # A comma in the first quarter would leave a stub; a later space is the better cut.
-    pos = _last_break(_COMMA_BREAK, piece, cap, max(1, cap // 4), before=False)
+    pos = _last_break(_COMMA_BREAK, text, start, cap, max(1, cap // 4), before=False)
     if pos < 0:
-        pos = _last_break(_SPACE_BREAK, piece, cap, 1, before=True)
+        pos = _last_break(_SPACE_BREAK, text, start, cap, 1, before=True)
     if pos < 0:
-        pos = _between_words(piece, cap)
+        pos = _between_words(text, start, end, cap)
     if pos < 0:
         # One run longer than the cap: keep it whole if it is word-sized, else it is not a word.
-        m = _RUN_END.search(piece, cap, MAX_WORD_CHARS + 1)
-        pos = m.end() if m else cap
+        m = _RUN_END.search(text, start + cap, min(end, start + MAX_WORD_CHARS + 1))
+        pos = m.end() - start if m else cap
     return pos
+
+
+_SPACES = re.compile(r"\s*")
 
 
 def cap_length(sentence: str, cap: int) -> list[str]:
     """Cut a sentence into pieces of at most ``cap`` characters where possible, never inside a word."""
+    if cap < 1:
+        raise ValueError(f"cap must be at least 1, not {cap!r}")  # a zero cap would never advance
     pieces = []
-    rest = sentence.strip()
-    while len(rest) > cap:
-        pos = _cut(rest, cap)
-        head, rest = rest[:pos].strip(), rest[pos:].strip()
+    # Offsets into the sentence rather than a shrinking copy of the rest, which made each cut cost the
+    # length of the whole remaining text.
+    start = _SPACES.match(sentence).end()
+    end = len(sentence.rstrip())
+    while end - start > cap:
+        pos = start + _cut(sentence, start, end, cap)
+        head = sentence[start:pos].strip()
         if head:
             pieces.append(head)
-    if rest:
-        pieces.append(rest)
+        start = _SPACES.match(sentence, pos).end()
+    if start < end:
+        pieces.append(sentence[start:end])
     return pieces

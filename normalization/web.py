@@ -87,11 +87,17 @@ def _read(address: str, language: str) -> str:
 
 
 def _join_zh(words: list[str]) -> str:
-    out = words[0] if words else ""
-    for word in words[1:]:
+    # One join at the end: growing a string word by word copies it each time unless CPython happens to
+    # extend it in place.
+    out: list[str] = []
+    last = ""
+    for word in words:
         # Chinese needs no spaces, but two Latin words side by side do.
-        out += (" " if out[-1:].isascii() and word[:1].isascii() else "") + word
-    return out
+        if out and last[-1:].isascii() and word[:1].isascii():
+            out.append(" ")
+        out.append(word)
+        last = word if word else last
+    return "".join(out)
 
 
 def _sub(pattern: re.Pattern[str], text: str, language: str) -> str:
