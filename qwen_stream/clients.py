@@ -118,7 +118,7 @@ class _Client:
 
 class ClientQueues:
     def __init__(self, engine: Engine, max_queue: int, max_ahead_frames: int | None = None,
-                 send_timeout: float = 20.0):
+                 send_timeout: float = 10.0):
         """max_ahead_frames: how far generation may run ahead of a stream's reader (None: no bound);
         send_timeout: how long the engine waits for a reader that takes nothing before it gives up."""
         self._engine = engine

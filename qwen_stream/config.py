@@ -116,7 +116,7 @@ OPTIONS: tuple[Option, ...] = (
            "them without one); speech always needs it"),
     Option("max_buffer_seconds", float, 5.0, "audio a stream may run ahead of what its reader has taken; "
            "generation waits beyond it"),
-    Option("send_timeout", float, 20.0, "seconds a stream waits for a stalled reader before it is cancelled "
+    Option("send_timeout", float, 10.0, "seconds a stream waits for a stalled reader before it is cancelled "
            "as a disconnect"),
     Option("shutdown_timeout", float, 10.0, "seconds active streams may finish after SIGTERM before they are cut"),
     Option("api_key", str, None, "Bearer key required on every route except /, /health, /metrics and, with "
@@ -161,7 +161,7 @@ class ServerSettings:
     trusted_hosts: tuple[str, ...] | None = None
     open_listings: bool = True
     max_buffer_seconds: float = 5.0
-    send_timeout: float = 20.0
+    send_timeout: float = 10.0
     shutdown_timeout: float = 10.0
     api_key: str | None = field(default=None, repr=False)
     openai_voices: Mapping[str, str] | None = None

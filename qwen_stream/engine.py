@@ -101,13 +101,18 @@ EventCallback = Callable[[Event], None]
 class FlowControl:
     """Bounds how far generation runs ahead of a reader: frames sent but not yet taken.
 
-    The engine waits for room before each frame; a reader that takes nothing for `timeout` seconds is
-    stalled, and its job is stopped so the engine moves on. Shared by the jobs of one stream (its segments)."""
+    Before each frame the engine waits while the reader is `limit` frames behind, unless others need the
+    engine (then this stream buffers instead of holding them back). A reader that takes nothing for
+    `timeout` seconds while audio waits for it is stalled: its job is stopped. Shared by the jobs of one
+    stream (its segments)."""
+
+    POLL = 0.05  # seconds between looks at whether someone else now needs the engine
 
     def __init__(self, max_ahead_frames: int, timeout: float):
         self.limit = max(1, max_ahead_frames)
         self.timeout = timeout
         self._unread = 0
+        self._last_progress = time.monotonic()
         self._closed = False
         self._cond = threading.Condition()
 
@@ -117,11 +122,14 @@ class FlowControl:
 
     def sent(self, frames: int) -> None:
         with self._cond:
+            if self._unread <= 0:
+                self._last_progress = time.monotonic()  # the reader owes nothing until now
             self._unread += frames
 
     def taken(self, frames: int) -> None:
         with self._cond:
             self._unread -= frames
+            self._last_progress = time.monotonic()
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -130,10 +138,17 @@ class FlowControl:
             self._closed = True
             self._cond.notify_all()
 
-    def wait_for_room(self) -> bool:
-        """True when there is room (or the flow closed); False when the reader stalled past the timeout."""
+    def wait_for_room(self, contended: Callable[[], bool] = lambda: False) -> bool:
+        """Blocks while the reader is `limit` frames behind and nobody else needs the engine (`contended`).
+        True: go on; False: the reader stalled (took nothing for `timeout` seconds)."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._closed or self._unread < self.limit, self.timeout)
+            while not self._closed and self._unread >= self.limit:
+                if time.monotonic() - self._last_progress > self.timeout:
+                    return False
+                if contended():
+                    return True
+                self._cond.wait(self.POLL)
+            return True
 
 
 class Job:
@@ -155,6 +170,10 @@ class Job:
         self._eos = False
         self._stalled = False
         self._error: BaseException | None = None  # this row failed; its batch mates go on
+        # Set by the engine per batch: the other rows of this job's generate call, and whether anyone else
+        # needs the engine now (a slow reader is not waited for then).
+        self.mates: list[Job] = []
+        self.contended: Callable[[], bool] = lambda: False
         self._ended = threading.Event()
 
     # -- control (any thread) --------------------------------------------------------------------------
@@ -187,7 +206,7 @@ class Job:
         return self._eos or self._cancelled.is_set() or self._error is not None or self.stats.frames >= self.cap
 
     def on_frame(self, codes: torch.Tensor) -> None:
-        if self._flow is not None and not self._flow.wait_for_room():
+        if self._flow is not None and not self._flow.wait_for_room(self.contended):
             log.warning("job %d: reader took nothing for %.0f s; stopping it as stalled", self.id, self._flow.timeout)
             self._stalled = True
             self._cancelled.set()
@@ -219,9 +238,22 @@ class Job:
         self._emit(AudioChunk(pcm=pcm, frames=frames, index=self.stats.chunks))
         self.stats.chunks += 1
 
+    @property
+    def mates_running(self) -> bool:
+        return any(not mate.stopped for mate in self.mates)
+
+    def on_stopped(self) -> None:
+        # A row that stopped (cap, EOS, cancel, its own error) while its batch goes on ends at once: its tail
+        # and its end reach the client now, and the client's next utterance may queue. The batch's last row
+        # ends when the generate call returns, as a lone job does.
+        if self.mates_running:
+            self.finish()
+
     def finish(self) -> None:
-        """Ends the job after generation: flushes the decoder's tail, then one StreamEnd (or StreamError
-        if the row failed on its own)."""
+        """Ends the job: flushes the decoder's tail, then one StreamEnd (or StreamError if the row failed on
+        its own). Idempotent: the first call ends it."""
+        if self._ended.is_set():
+            return
         if self._error is not None:
             self.fail(self._error)
             return
@@ -239,6 +271,8 @@ class Job:
         self._end(StreamEnd(outcome=outcome, stats=self.stats, codes=codes))
 
     def fail(self, error: BaseException) -> None:
+        if self._ended.is_set():
+            return
         self.stats.finished = time.perf_counter()
         self._end(StreamError(error=error, stats=self.stats))
 
@@ -465,6 +499,8 @@ class Engine:
             model = self.registry.get(live[0].request.family)
             for job in live:
                 job.attach(model, self.settings.streaming)
+                job.mates = [mate for mate in live if mate is not job]
+                job.contended = self._contention(job)
             generate_streaming(model, [job.request for job in live], live, self.settings.sampling,
                                max_new_frames=max(job.cap for job in live))
         except Exception as error:
@@ -480,6 +516,10 @@ class Engine:
             self.frames_generated += job.stats.frames
             self.jobs_run += 1
             job.finish()
+
+    def _contention(self, job: Job) -> Callable[[], bool]:
+        """Whether anyone but `job` needs the engine: a live batch mate, or work waiting in the backlog."""
+        return lambda: bool(self._backlog) or job.mates_running
 
     def _run_without_bad_rows(self, jobs: list[Job], error: Exception) -> None:
         """The batch failed before its first frame (a prompt the tokenizer refuses, say): find the rows

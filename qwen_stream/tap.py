@@ -27,6 +27,10 @@ class FrameSink(Protocol):
     def on_error(self, error: BaseException) -> None:
         """This row's own handling of a frame failed: it must stop; the other rows go on."""
 
+    def on_stopped(self) -> None:
+        """Called at each step while the row is stopped (first at the step it stopped): it may end now,
+        without waiting for the rest of its batch. Must be idempotent."""
+
 
 class FrameTap:
     def __init__(self, talker: torch.nn.Module, eos_id: int):
@@ -59,15 +63,16 @@ class FrameTap:
         # One device->host copy of codebook 0 per step, for the EOS test of every row.
         first = codes[:, 0].tolist()
         for row, sink in enumerate(self._rows):
+            if not sink.stopped:
+                try:
+                    if first[row] == self._eos_id:
+                        sink.on_eos()
+                    else:
+                        sink.on_frame(codes[row])
+                except Exception as error:  # one row's failure (its decoder, say) is that row's alone
+                    sink.on_error(error)
             if sink.stopped:
-                continue
-            try:
-                if first[row] == self._eos_id:
-                    sink.on_eos()
-                else:
-                    sink.on_frame(codes[row])
-            except Exception as error:  # one row's failure (its decoder, say) is that row's alone
-                sink.on_error(error)
+                sink.on_stopped()
 
 
 def stopped_rows(sinks: Sequence[FrameSink], device: torch.device) -> torch.Tensor:

@@ -141,6 +141,9 @@ def test_fast_code_predictor_matches_hf_under_greedy(custom_voice_model):
         def on_eos(self):
             pass
 
+        def on_stopped(self):
+            pass
+
     fast = Sink()
     generate_streaming(model, [request], [fast], greedy, max_new_frames=12)
     slow = Sink()
@@ -164,6 +167,9 @@ class RecordingSink:
 
     def on_eos(self):
         self.cancelled = True
+
+    def on_stopped(self):
+        pass
 
 
 def test_batch_rows_reach_their_own_sinks(custom_voice_model):

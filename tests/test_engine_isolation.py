@@ -151,16 +151,43 @@ def test_generation_pauses_for_a_slow_reader_and_never_runs_far_ahead(custom_voi
         eng.close()
 
 
-def test_a_stalled_reader_is_dropped_and_the_engine_moves_on(custom_voice_model):
+@pytest.mark.parametrize("others_waiting", [False, True])
+def test_a_stalled_reader_is_dropped_and_the_engine_moves_on(custom_voice_model, others_waiting):
+    """Alone, the engine waits for the reader, then gives up; with others waiting, the stream goes on buffering
+    (nobody waits for it), and is cut all the same once its reader has taken nothing for the timeout."""
     eng = Engine(custom_voice_model, EngineSettings(model=ModelSettings(path=custom_voice_model.source)))
+    next_one = SynthesisRequest("Next, please.", "English", Voice(speaker="Ryan"), max_frames=6)
     try:
-        stalled, inbox = _flowing_job(eng, FlowControl(max_ahead_frames=2, timeout=0.5), cap=200)
-        after = eng.submit(SynthesisRequest("Next, please.", "English", Voice(speaker="Ryan"), max_frames=6),
-                           lambda event: None)
-        assert stalled.wait(60) and after.wait(60)
+        stalled, inbox = _flowing_job(eng, FlowControl(max_ahead_frames=2, timeout=0.5), cap=2000)
+        if others_waiting:
+            after = eng.submit(next_one, lambda event: None)
+        assert stalled.wait(120)
         end = events_of(inbox)[-1]
-        assert isinstance(end, StreamEnd) and end.outcome == "stalled" and end.stats.frames < 200
-        assert eng.wait_idle(60)
+        assert isinstance(end, StreamEnd) and end.outcome == "stalled" and end.stats.frames < 2000
+        if not others_waiting:
+            assert end.stats.frames <= 2 + 4  # it waited: the bound plus one chunk in the making
+            after = eng.submit(next_one, lambda event: None)
+        assert after.wait(60) and eng.wait_idle(60)
+    finally:
+        eng.close()
+
+
+def test_a_slow_reader_does_not_hold_back_its_batch_mates(custom_voice_model):
+    eng = batch_engine(custom_voice_model, max_batch=2)
+    try:
+        gate, blocker = _hold_engine(eng)
+        flow = FlowControl(max_ahead_frames=2, timeout=3600)  # slow, never stalled
+        slow, inbox = _flowing_job(eng, flow, cap=40)
+        mate = eng.submit(SynthesisRequest("I read quickly.", "English", Voice(speaker="Ryan"), max_frames=30),
+                          lambda event: None)
+        gate.set()
+        assert blocker.wait(60) and mate.wait(120)  # while the slow reader has taken nothing at all
+        assert not slow.ended and flow.unread > flow.limit  # it buffered rather than hold its mate back
+        frames = 0
+        while not isinstance(event := inbox.get(timeout=60), StreamEnd):
+            frames += event.frames
+            flow.taken(event.frames)
+        assert event.outcome == "capped" and frames == 40
     finally:
         eng.close()
 
@@ -175,5 +202,37 @@ def test_cancelling_a_stream_wakes_an_engine_waiting_for_its_reader(custom_voice
         threading.Timer(0.1, job.cancel).start()
         assert job.wait(60)  # long before the hour-long timeout
         assert events_of(inbox)[-1].outcome == "cancelled"
+    finally:
+        eng.close()
+
+
+@pytest.mark.parametrize("how", ["capped", "cancelled"])
+def test_a_row_that_stops_early_ends_without_waiting_for_its_batch(custom_voice_model, how):
+    """Its tail and its end come at the step it stopped, so its client's next sentence can queue at once."""
+    eng = batch_engine(custom_voice_model, max_batch=2)
+    tap = custom_voice_model.tap
+    ended_at = {}
+    try:
+        gate, blocker = _hold_engine(eng)
+        long = eng.submit(SynthesisRequest("The long row goes on and on.", "English", Voice(speaker="Ryan"),
+                                           max_frames=80), lambda event: None)
+        short_box: list = []
+
+        def short_emit(event):
+            short_box.append(event)
+            if isinstance(event, AudioChunk) and how == "cancelled" and event.index == 1:
+                short.cancel()
+            if isinstance(event, StreamEnd):
+                ended_at["step"] = tap.steps
+
+        short = eng.submit(SynthesisRequest("Short.", "English", Voice(speaker="Eric"), max_frames=8), short_emit)
+        start = tap.steps
+        gate.set()
+        assert blocker.wait(60) and long.wait(120) and short.wait(120)
+        end = short_box[-1]
+        assert isinstance(end, StreamEnd) and end.outcome == how
+        assert ended_at["step"] - start <= 8 + 2  # at its own stop (plus the blocker's last step), not at 80
+        if how == "capped":
+            assert sum(e.frames for e in short_box if isinstance(e, AudioChunk)) == 8  # the tail was flushed
     finally:
         eng.close()
