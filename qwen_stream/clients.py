@@ -37,8 +37,22 @@ def valid_client_id(value: object) -> bool:
 
 
 class QueueFull(Exception):
+    code = "queue_full"
+
     def __init__(self, client_id: str, limit: int):
         super().__init__(f"client {client_id!r} already has {limit} requests waiting")
+        self.client_id = client_id
+        self.limit = limit
+
+
+class ServerBusy(QueueFull):
+    """Too many clients have work in flight: a bound on everything the queues hold, whoever sends it (requests
+    without a client id each get a queue of their own)."""
+
+    code = "server_busy"
+
+    def __init__(self, client_id: str, limit: int):
+        Exception.__init__(self, f"{limit} clients already have requests in flight; retry shortly")
         self.client_id = client_id
         self.limit = limit
 
@@ -82,6 +96,7 @@ class Ticket:
         self.text_chars = text_chars
         self.stats = TicketStats()
         self.outcome: str | None = None
+        self.recorded = False  # the request's log line and metrics were written
         self._next_segment = 0
         self._job: Job | None = None
         self._events: asyncio.Queue = asyncio.Queue()
@@ -118,14 +133,16 @@ class _Client:
 
 class ClientQueues:
     def __init__(self, engine: Engine, max_queue: int, max_ahead_frames: int | None = None,
-                 send_timeout: float = 10.0):
+                 send_timeout: float = 10.0, max_clients: int = 1024):
         """max_ahead_frames: how far generation may run ahead of a stream's reader (None: no bound);
         send_timeout: how long the engine waits for a reader that takes nothing before it gives up."""
         self._engine = engine
         self._max_queue = max_queue
+        self._max_clients = max_clients
         self._max_ahead = max_ahead_frames
         self._send_timeout = send_timeout
-        self._drained: asyncio.Event | None = None
+        self._idle = asyncio.Event()  # set while no client has anything in flight
+        self._idle.set()
         self._clients: dict[str, _Client] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -158,8 +175,11 @@ class ClientQueues:
         client = self._clients.get(client_id)
         if client is not None and len(client.waiting) >= self._max_queue:
             raise QueueFull(client_id, self._max_queue)
+        if client is None and len(self._clients) >= self._max_clients:
+            raise ServerBusy(client_id, self._max_clients)
         if client is None:
             client = self._clients[client_id] = _Client()
+            self._idle.clear()
         flow = None if self._max_ahead is None else FlowControl(self._max_ahead, self._send_timeout)
         ticket = Ticket(client_id, None, text_chars, flow)
         client.waiting.append(ticket)
@@ -217,6 +237,14 @@ class ClientQueues:
                 pass
         self._end(ticket, Ended(outcome))
         self._advance(ticket.client_id)
+
+    def stalled(self, ticket: Ticket) -> None:
+        """Its reader took nothing for the send timeout: stop its work if any is left, and let its outcome say
+        so even when generation had already ended (the audio never reached the reader)."""
+        if ticket.ended:
+            ticket.outcome = "stalled"
+            return
+        self.cancel(ticket, "stalled")
 
     def shutdown(self) -> None:
         for client_id in list(self._clients):
@@ -290,7 +318,9 @@ class ClientQueues:
                 return
             if client is not None and client.running is ticket:
                 client.running = None
-            self._end(ticket, Ended("stalled" if event.outcome == "stalled" else "done"))
+            # A job the engine itself cancelled (it is closing) while the ticket still wanted audio: not done.
+            ended = {"stalled": "stalled", "cancelled": "shutdown"}.get(event.outcome, "done")
+            self._end(ticket, Ended(ended))
         self._advance(ticket.client_id)
 
     def _end(self, ticket: Ticket, ended: Ended) -> None:
@@ -308,11 +338,9 @@ class ClientQueues:
         client = self._clients.get(client_id)
         if client is not None and client.empty:
             del self._clients[client_id]
-            if not self._clients and self._drained is not None:
-                self._drained.set()
+            if not self._clients:
+                self._idle.set()
 
     async def drained(self) -> None:
         """Returns once no client has anything running, waiting or still in the engine."""
-        while self._clients:
-            self._drained = asyncio.Event()
-            await self._drained.wait()
+        await self._idle.wait()

@@ -107,6 +107,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("repetition_penalty", float, None, "talker repetition penalty (default: the checkpoint's)"),
     Option("max_text_chars", int, 5000, "longest accepted text per request, in characters"),
     Option("max_queue", int, 32, "requests one client may have waiting; more get 429"),
+    Option("max_clients", int, 1024, "clients with requests in flight at once (each request without a client id "
+           "is a client of its own); more get 429 server_busy"),
     Option("max_frames", int, FrameBudget.max_frames, "hard cap on frames per sentence (2048 = 164 s)"),
     Option("cors_origins", _csv, (), "comma-separated origins allowed to call the API from a browser; * for any "
            "(pages opened from disk send the origin null)"),
@@ -116,8 +118,8 @@ OPTIONS: tuple[Option, ...] = (
            "them without one); speech always needs it"),
     Option("max_buffer_seconds", float, 5.0, "audio a stream may run ahead of what its reader has taken; "
            "generation waits beyond it"),
-    Option("send_timeout", float, 10.0, "seconds a stream waits for a stalled reader before it is cancelled "
-           "as a disconnect"),
+    Option("send_timeout", float, 10.0, "a reader that takes nothing for this many seconds while audio waits is "
+           "gone: its stream is cut (outcome stalled)"),
     Option("shutdown_timeout", float, 10.0, "seconds active streams may finish after SIGTERM before they are cut"),
     Option("api_key", str, None, "Bearer key required on every route except /, /health, /metrics and, with "
            "--open-listings, the model and voice listings; off without it (prefer the variable: flags show in ps)",
@@ -156,6 +158,7 @@ class ServerSettings:
     repetition_penalty: float | None = None
     max_text_chars: int = 5000
     max_queue: int = 32
+    max_clients: int = 1024
     max_frames: int = FrameBudget.max_frames
     cors_origins: tuple[str, ...] = ()
     trusted_hosts: tuple[str, ...] | None = None
@@ -180,8 +183,8 @@ class ServerSettings:
             problems.append("pre_buffer must be >= 0")
         if self.max_buffer_seconds <= 0 or self.send_timeout <= 0:
             problems.append("max_buffer_seconds and send_timeout must be > 0")
-        if self.max_text_chars < 1 or self.max_queue < 1 or self.max_frames < 1:
-            problems.append("max_text_chars, max_queue and max_frames must be >= 1")
+        if min(self.max_text_chars, self.max_queue, self.max_frames, self.max_clients) < 1:
+            problems.append("max_text_chars, max_queue, max_clients and max_frames must be >= 1")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             problems.append(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
         if self.api_key is not None and not self.api_key.strip():

@@ -98,6 +98,10 @@ Event = AudioChunk | StreamEnd | StreamError
 EventCallback = Callable[[Event], None]
 
 
+def _never() -> bool:
+    return False
+
+
 class FlowControl:
     """Bounds how far generation runs ahead of a reader: frames sent but not yet taken.
 
@@ -138,9 +142,16 @@ class FlowControl:
             self._closed = True
             self._cond.notify_all()
 
-    def wait_for_room(self, contended: Callable[[], bool] = lambda: False) -> bool:
+    def nudge(self) -> None:
+        """Someone else now needs the engine: a wait for room looks again at once."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for_room(self, contended: Callable[[], bool] = _never) -> bool:
         """Blocks while the reader is `limit` frames behind and nobody else needs the engine (`contended`).
         True: go on; False: the reader stalled (took nothing for `timeout` seconds)."""
+        if self._closed or self._unread < self.limit:  # the common case, every frame: no lock
+            return True
         with self._cond:
             while not self._closed and self._unread >= self.limit:
                 if time.monotonic() - self._last_progress > self.timeout:
@@ -173,7 +184,7 @@ class Job:
         # Set by the engine per batch: the other rows of this job's generate call, and whether anyone else
         # needs the engine now (a slow reader is not waited for then).
         self.mates: list[Job] = []
-        self.contended: Callable[[], bool] = lambda: False
+        self.contended: Callable[[], bool] = _never
         self._ended = threading.Event()
 
     # -- control (any thread) --------------------------------------------------------------------------
@@ -238,6 +249,10 @@ class Job:
         self._emit(AudioChunk(pcm=pcm, frames=frames, index=self.stats.chunks))
         self.stats.chunks += 1
 
+    def nudge(self) -> None:
+        if self._flow is not None:
+            self._flow.nudge()
+
     @property
     def mates_running(self) -> bool:
         return any(not mate.stopped for mate in self.mates)
@@ -246,7 +261,7 @@ class Job:
         # A row that stopped (cap, EOS, cancel, its own error) while its batch goes on ends at once: its tail
         # and its end reach the client now, and the client's next utterance may queue. The batch's last row
         # ends when the generate call returns, as a lone job does.
-        if self.mates_running:
+        if not self._ended.is_set() and self.mates_running:
             self.finish()
 
     def finish(self) -> None:
@@ -259,7 +274,11 @@ class Job:
             return
         if not self.cancelled and self._decoder is not None:
             started = time.perf_counter()
-            tail = self._decoder.flush()
+            try:
+                tail = self._decoder.flush()
+            except Exception as error:  # this row's decoder, this row's failure
+                self.fail(error)
+                return
             if tail is not None:
                 self.stats.decode_seconds += time.perf_counter() - started
                 self._send_chunk(tail)
@@ -281,6 +300,8 @@ class Job:
             self._emit(event)
         finally:
             self._ended.set()
+            # Batch mates and the decoder's window are not needed any more: let them go with the batch.
+            self.mates, self.contended, self._decoder = [], _never, None
 
 
 _STOP = object()
@@ -326,6 +347,7 @@ class Engine:
             self._pending.add(job)
             self._backlog.append(job)
             self._wake.notify()
+            self._nudge_active()
         return job
 
     def stream(self, request: SynthesisRequest, keep_codes: bool = False) -> Iterator[AudioChunk | StreamEnd]:
@@ -384,6 +406,7 @@ class Engine:
         with self._wake:
             self._backlog.append(task)
             self._wake.notify()
+            self._nudge_active()
         return task.future
 
     # -- state ----------------------------------------------------------------------------------------
@@ -449,6 +472,10 @@ class Engine:
                 continue
             try:
                 self._run_batch(batch)
+            except Exception as error:  # never lose the worker: whoever has not ended yet fails alone
+                log.exception("engine error around jobs %s", [job.id for job in batch])
+                for job in batch:
+                    job.fail(error)
             finally:
                 with self._wake:
                     self._active = []
@@ -489,7 +516,7 @@ class Engine:
         started = time.perf_counter()
         for job in jobs:
             job.stats.started = started
-        live = [job for job in jobs if not job.cancelled]
+        live = [job for job in jobs if not job.cancelled and not job.ended]
         for job in jobs:
             if job.cancelled:
                 job.finish()
@@ -518,8 +545,18 @@ class Engine:
             job.finish()
 
     def _contention(self, job: Job) -> Callable[[], bool]:
-        """Whether anyone but `job` needs the engine: a live batch mate, or work waiting in the backlog."""
-        return lambda: bool(self._backlog) or job.mates_running
+        """Whether anyone but `job` needs the engine: a live batch mate, or live work waiting in the backlog
+        (cancelled jobs there wait only to be drained)."""
+        return lambda: job.mates_running or self._live_work_waiting()
+
+    def _live_work_waiting(self) -> bool:
+        return any(isinstance(item, _Task) or (isinstance(item, Job) and not item.cancelled)
+                   for item in itertools.islice(self._backlog, BATCH_LOOKAHEAD))
+
+    def _nudge_active(self) -> None:
+        """New work arrived: a job waiting for its reader reconsiders now, not at its next poll."""
+        for job in self._active:
+            job.nudge()
 
     def _run_without_bad_rows(self, jobs: list[Job], error: Exception) -> None:
         """The batch failed before its first frame (a prompt the tokenizer refuses, say): find the rows

@@ -60,7 +60,7 @@ def check_request(model, request: SynthesisRequest) -> None:
     if not request.text.strip():
         raise SynthesisError("text is empty")
     for what, value in (("text", request.text), ("instruct", request.voice.instruct)):
-        if value is not None and not _utf8(value):
+        if value is not None and not valid_unicode(value):
             raise SynthesisError(f"{what} is not valid Unicode (lone surrogate)")
     languages = {lang.lower() for lang in model.languages}
     if request.language.lower() not in languages:
@@ -87,7 +87,9 @@ def check_request(model, request: SynthesisRequest) -> None:
         raise SynthesisError("max_frames must be >= 1")
 
 
-def _utf8(text: str) -> bool:
+def valid_unicode(text: str) -> bool:
+    """Encodable as UTF-8: no lone surrogate (JSON's "\\ud800" decodes to one; no tokenizer or JSON
+    response can take it)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -18,7 +18,7 @@ from .clients import ClientQueues, Ended, QueueFull, Ticket, valid_client_id
 from .config import ServerSettings
 from .decoder import pcm16_to_float
 from .engine import AudioChunk, Engine, StreamEnd, StreamError
-from .generation import SynthesisError, SynthesisRequest, Voice, check_request
+from .generation import SynthesisError, SynthesisRequest, Voice, check_request, valid_unicode
 from .metrics import Metrics
 from .model import LoadedModel, ModelLoadError
 from .registry import ModelRegistry, ModelSpec, info_from_source, parse_models
@@ -106,6 +106,7 @@ class TTSService:
         self.default_family: str | None = None
         self.default_voice: Voice | None = None
         self._legacy_prompts: OrderedDict[str, object] = OrderedDict()
+        self._decoding = asyncio.Semaphore(REFERENCE_DECODES)
         self.metrics = Metrics(active_streams=lambda: self.clients.active if self.clients else 0,
                                queue_depth=lambda: self.clients.waiting if self.clients else 0)
 
@@ -132,7 +133,8 @@ class TTSService:
             return
         self.clients = ClientQueues(self.engine, self.settings.max_queue,
                                     max_ahead_frames=math.ceil(self.settings.max_buffer_seconds / FRAME_SECONDS),
-                                    send_timeout=self.settings.send_timeout)
+                                    send_timeout=self.settings.send_timeout,
+                                    max_clients=self.settings.max_clients)
         self.state = "ready"
         log.info("ready: %s%s", self.model.describe() if self.model else self.registry.families,
                  " (demo checkpoints: random weights, audio is noise)" if self.settings.demo else "")
@@ -260,7 +262,8 @@ class TTSService:
     async def _decode_reference(self, data: bytes):
         """Uploaded audio bytes -> checked mono samples at 24 kHz. Raises InvalidRequest."""
         try:
-            raw, rate = await asyncio.to_thread(read_audio, data)
+            async with self._decoding:  # each decode may hold up to 30 s of audio at the file's rate
+                raw, rate = await asyncio.to_thread(read_audio, data)
             check_reference(raw, rate)
         except VoiceError as e:
             raise InvalidRequest("invalid_audio", str(e)) from e
@@ -317,6 +320,8 @@ class TTSService:
             if not self.registry.serves(family):
                 raise InvalidRequest("unsupported", "designing a voice needs a VoiceDesign and a Base model "
                                                     "(--models voice_design:1.7b,base:1.7b)")
+        check_text(description, "description")
+        check_text(sample_text, "sample_text")
         language = self._language(language)
         segments = await asyncio.wrap_future(normalization.normalize_in_worker(sample_text, language))
         if not segments:
@@ -452,7 +457,19 @@ class TTSService:
         finally:
             if not ticket.ended:
                 self.clients.cancel(ticket, "disconnected")
+
+    def finished(self, ticket: Ticket) -> None:
+        """The response has ended (its last byte sent, or cut): one log line and the metrics, once. Not at the
+        end of generation: an encoder may still hold the audio (FLAC), and a reader may still stall."""
+        if not ticket.recorded:
+            ticket.recorded = True
             self._record(ticket)
+
+    def stalled(self, ticket: Ticket) -> None:
+        """Its reader took nothing for --send-timeout seconds: stop its work as for a disconnect."""
+        log.warning("request id=%s client=%s: the reader took nothing for %g s; dropping it", ticket.id,
+                    ticket.client_id, self.settings.send_timeout)
+        self.clients.stalled(ticket)
 
     def interrupt(self, client_id: str) -> dict:
         self.require_ready()
@@ -503,6 +520,7 @@ class TTSService:
 
 
 LEGACY_PROMPT_CACHE = 32
+REFERENCE_DECODES = 2  # uploads decoded at once: bounds their memory together
 
 
 def check_client_id(client_id: str) -> None:
@@ -513,11 +531,8 @@ def check_client_id(client_id: str) -> None:
 def check_text(text: str, field: str, required: bool = True) -> None:
     """Text the tokenizer can take: UTF-8 encodable (no lone surrogates from JSON's \\ud800), and with
     something to say besides spaces, controls and format characters (zero-width spaces, NULs)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise InvalidRequest("invalid_text", f"{field} is not valid Unicode (a lone surrogate at "
-                                             f"character {e.start})") from None
+    if not valid_unicode(text):
+        raise InvalidRequest("invalid_text", f"{field} is not valid Unicode (a lone surrogate)")
     if required and all(unicodedata.category(ch)[0] in "CZ" for ch in text):
         raise InvalidRequest("empty_text", f"{field} has nothing to speak" if text else f"{field} is empty")
 

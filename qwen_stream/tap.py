@@ -72,7 +72,10 @@ class FrameTap:
                 except Exception as error:  # one row's failure (its decoder, say) is that row's alone
                     sink.on_error(error)
             if sink.stopped:
-                sink.on_stopped()
+                try:
+                    sink.on_stopped()
+                except Exception as error:
+                    sink.on_error(error)
 
 
 def stopped_rows(sinks: Sequence[FrameSink], device: torch.device) -> torch.Tensor:

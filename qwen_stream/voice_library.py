@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from .generation import valid_unicode
+
 log = logging.getLogger(__name__)
 
 _ID = re.compile(r"^voice_[0-9a-f]{12}$")
@@ -294,13 +296,7 @@ def _meta_record(data, directory: str) -> VoiceRecord:
 
 def _is_text(value) -> bool:
     """A string that can be sent back as UTF-8 JSON (a lone surrogate cannot: the listing would fail)."""
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return isinstance(value, str) and valid_unicode(value)
 
 
 def _type(value) -> str:

@@ -22,8 +22,9 @@ MIN_REFERENCE_SECONDS = 1.0
 MAX_REFERENCE_SECONDS = 30.0
 # Bounds on what a header may claim. At most MAX_REFERENCE_SECONDS of every channel is decoded (float32),
 # so these cap it at 176 MiB (a few MiB for the usual mono or stereo at 16-48 kHz); real references fit.
-MAX_CHANNELS = 8
-MIN_RATE, MAX_RATE = 8_000, 192_000
+# Bounds on what one reference may cost to decode: 30 s of stereo at 96 kHz is 22 MiB of float32.
+MAX_CHANNELS = 2
+MIN_RATE, MAX_RATE = 8_000, 96_000
 # libsndfile's frame count when the header gives none (a streamed FLAC, a pipe).
 _UNKNOWN_FRAMES = 2**63 - 1
 

@@ -190,10 +190,10 @@ BOMBS = {
     "caf_alac": lambda: encode(np.zeros(MINUTES * 8000, np.float32), 8000, "CAF", "ALAC_16"),
 }
 ABSURD_HEADERS = {
-    "wav_1000_channels": (lambda: wav(bytes(1000 * 2 * 400), channels=1000), "at most 8 are accepted"),
+    "wav_1000_channels": (lambda: wav(bytes(1000 * 2 * 400), channels=1000), "at most 2 are accepted"),
     "au_a_million_channels": (lambda: au(bytes(2 * 16_000), channels=10**6), "not a readable audio file"),
-    "au_2_ghz": (lambda: au(bytes(2 * 16_000), rate=2 * 10**9), "8000-192000 Hz is accepted"),
-    "au_1_hz": (lambda: au(bytes(2 * 16_000), rate=1), "8000-192000 Hz is accepted"),
+    "au_2_ghz": (lambda: au(bytes(2 * 16_000), rate=2 * 10**9), "8000-96000 Hz is accepted"),
+    "au_1_hz": (lambda: au(bytes(2 * 16_000), rate=1), "8000-96000 Hz is accepted"),
 }
 
 # Reads each file in a fresh process: forked, one per file, from a small server process that has

@@ -48,7 +48,8 @@ def run_held_batch(model, texts, break_row=None):
         eng.close()
 
 
-def _break_decoder(job, on_push: int) -> None:
+def _break_decoder(job, on_push: int | None = None, on_flush: bool = False) -> None:
+    """The job's decoder raises at its `on_push`-th push, or at the final flush of its tail."""
     attach = job.attach
 
     def attach_then_break(model, streaming):
@@ -62,7 +63,12 @@ def _break_decoder(job, on_push: int) -> None:
                 raise RuntimeError("this row's decoder broke")
             return push(codes)
 
+        def failing_flush():
+            raise RuntimeError("this row's decoder broke at its tail")
+
         decoder.push = failing_push
+        if on_flush:
+            decoder.flush = failing_flush
 
     job.attach = attach_then_break
 
@@ -155,7 +161,7 @@ def test_generation_pauses_for_a_slow_reader_and_never_runs_far_ahead(custom_voi
 def test_a_stalled_reader_is_dropped_and_the_engine_moves_on(custom_voice_model, others_waiting):
     """Alone, the engine waits for the reader, then gives up; with others waiting, the stream goes on buffering
     (nobody waits for it), and is cut all the same once its reader has taken nothing for the timeout."""
-    eng = Engine(custom_voice_model, EngineSettings(model=ModelSettings(path=custom_voice_model.source)))
+    eng = batch_engine(custom_voice_model, max_batch=1)  # the next job waits in the backlog, not as a mate
     next_one = SynthesisRequest("Next, please.", "English", Voice(speaker="Ryan"), max_frames=6)
     try:
         stalled, inbox = _flowing_job(eng, FlowControl(max_ahead_frames=2, timeout=0.5), cap=2000)
@@ -164,7 +170,9 @@ def test_a_stalled_reader_is_dropped_and_the_engine_moves_on(custom_voice_model,
         assert stalled.wait(120)
         end = events_of(inbox)[-1]
         assert isinstance(end, StreamEnd) and end.outcome == "stalled" and end.stats.frames < 2000
-        if not others_waiting:
+        if others_waiting:
+            assert end.stats.frames > 2 + 4  # it went on past the bound: the next job was waiting
+        else:
             assert end.stats.frames <= 2 + 4  # it waited: the bound plus one chunk in the making
             after = eng.submit(next_one, lambda event: None)
         assert after.wait(60) and eng.wait_idle(60)
@@ -234,5 +242,33 @@ def test_a_row_that_stops_early_ends_without_waiting_for_its_batch(custom_voice_
         assert ended_at["step"] - start <= 8 + 2  # at its own stop (plus the blocker's last step), not at 80
         if how == "capped":
             assert sum(e.frames for e in short_box if isinstance(e, AudioChunk)) == 8  # the tail was flushed
+    finally:
+        eng.close()
+
+
+@pytest.mark.parametrize("alone", [True, False])
+def test_a_decoder_that_fails_at_its_tail_ends_only_its_row_and_the_worker_lives(custom_voice_model, alone):
+    """The tail flush runs in the frame hook (a row that stops inside a batch) or after the generate call
+    (the batch's last row): a failure there is that row's alone, and the engine keeps serving."""
+    eng = batch_engine(custom_voice_model, max_batch=2)
+    try:
+        gate, blocker = _hold_engine(eng)
+        inbox, mate_inbox = queue.Queue(), queue.Queue()
+        broken = eng.submit(SynthesisRequest("My tail breaks.", "English", Voice(speaker="Eric"), max_frames=7),
+                            inbox.put)
+        _break_decoder(broken, on_flush=True)
+        if not alone:
+            eng.submit(SynthesisRequest("I go on longer.", "English", Voice(speaker="Ryan"), max_frames=20),
+                       mate_inbox.put)
+        gate.set()
+        assert blocker.wait(60) and broken.wait(60)
+        assert isinstance(events_of(inbox)[-1], StreamError)
+        if not alone:
+            assert eng.wait_idle(60)
+            mate_end = events_of(mate_inbox)[-1]
+            assert isinstance(mate_end, StreamEnd) and mate_end.stats.frames == 20
+        after = eng.submit(SynthesisRequest("Still here.", "English", Voice(speaker="Ryan"), max_frames=4),
+                           lambda event: None)
+        assert after.wait(60) and eng.wait_idle(60)
     finally:
         eng.close()

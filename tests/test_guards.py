@@ -109,7 +109,7 @@ class Recorder:
         await send({"type": "http.response.body", "body": str(self.seen).encode()})
 
 
-def drive(app, chunks, headers=(), method="POST"):
+def drive(app, chunks, headers=(), method="POST", path="/"):
     """Runs one request through an ASGI app with the body in `chunks` (no Content-Length unless given);
     returns the status, the parsed body (JSON when it is) and how many chunks the app pulled."""
     pulled = 0
@@ -125,7 +125,7 @@ def drive(app, chunks, headers=(), method="POST"):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": "/", "headers": [(k.encode(), v.encode()) for k, v in headers]}
+    scope = {"type": "http", "method": method, "path": path, "headers": [(k.encode(), v.encode()) for k, v in headers]}
     asyncio.run(app(scope, receive, send))
     status = next(m["status"] for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
@@ -136,7 +136,7 @@ def drive(app, chunks, headers=(), method="POST"):
     return status, body, pulled
 
 
-LIMITS = BodyLimits(multipart=4000, json=2000, other=100)
+LIMITS = BodyLimits(multipart=4000, json_audio=3000, json=2000, other=100)
 
 
 def test_an_over_size_content_length_is_refused_before_the_app_runs():
@@ -158,22 +158,25 @@ def test_a_chunked_body_is_cut_at_the_limit_and_the_app_never_sees_more():
     assert (status, body) == (200, 1800)
 
 
-@pytest.mark.parametrize("content_type, method, limit", [
-    ("multipart/form-data; boundary=b", "POST", 4000), ("application/json", "POST", 2000),
-    ("application/merge-patch+json", "PATCH", 2000), (None, "POST", 2000), ("text/plain", "POST", 100),
-    ("application/x-www-form-urlencoded", "POST", 100), ("application/json", "GET", 100),
-    ("multipart/form-data; boundary=b", "DELETE", 100),
+@pytest.mark.parametrize("content_type, method, limit, path", [
+    ("multipart/form-data; boundary=b", "POST", 4000, "/"), ("application/json", "POST", 2000, "/"),
+    ("application/merge-patch+json", "PATCH", 2000, "/"), (None, "POST", 2000, "/"), ("text/plain", "POST", 100, "/"),
+    ("application/x-www-form-urlencoded", "POST", 100, "/"), ("application/json", "GET", 100, "/"),
+    ("multipart/form-data; boundary=b", "DELETE", 100, "/"),
+    ("application/json", "POST", 3000, "/tts/stream"), ("application/json", "POST", 2000, "/v1/audio/speech"),
 ])
-def test_the_limit_follows_the_kind_of_body(content_type, method, limit):
+def test_the_limit_follows_the_kind_of_body(content_type, method, limit, path):
+    """Only /tts/stream's JSON may carry audio (base64 ref_audio); other JSON is text and a few fields."""
     headers = [("content-type", content_type)] if content_type else []
-    assert drive(BodyLimit(Recorder(), LIMITS), [b"x" * limit], headers, method)[0] == 200
-    assert drive(BodyLimit(Recorder(), LIMITS), [b"x" * (limit + 1)], headers, method)[0] == 413
+    assert drive(BodyLimit(Recorder(), LIMITS), [b"x" * limit], headers, method, path)[0] == 200
+    assert drive(BodyLimit(Recorder(), LIMITS), [b"x" * (limit + 1)], headers, method, path)[0] == 413
 
 
 def test_limits_fit_an_upload_and_its_base64_with_the_longest_text():
     limits = BodyLimits.from_settings(ServerSettings(max_upload_mb=3, max_text_chars=1000))
     assert limits.multipart == 3 * 2**20 + FIELD_ALLOWANCE
-    assert limits.json == 4 * 2**20 + 12 * 1000 + FIELD_ALLOWANCE  # base64 of 3 MiB is 4 MiB
+    assert limits.json_audio == 4 * 2**20 + 12 * 1000 + FIELD_ALLOWANCE  # base64 of 3 MiB is 4 MiB
+    assert limits.json == 12 * 1000 + FIELD_ALLOWANCE
     assert limits.other == FIELD_ALLOWANCE
 
 
@@ -188,7 +191,7 @@ def test_an_over_size_upload_is_refused_before_the_route_reads_it():
         assert c.app.state.service.uploads == [1000]
 
 
-def test_a_json_body_may_carry_a_whole_base64_upload_but_not_more():
+def test_a_json_body_is_read_up_to_its_limit_and_not_more():
     with app_client(max_upload_mb=0.01, max_text_chars=100) as c:
         limit = BodyLimits.from_settings(ServerSettings(max_upload_mb=0.01, max_text_chars=100)).json
         big = json.dumps({"client_id": "x", "pad": "a" * (limit - 100)})
@@ -209,7 +212,8 @@ def test_a_loopback_server_serves_loopback_names_only():
     with app_client() as c:
         for host in ("localhost", "localhost:9000", "127.0.0.1:1234", "[::1]:9000", "[::1]", "LocalHost"):
             assert c.get("/v1/models", headers={"host": host}).status_code == 200, host
-        for host in ("evil.example", "evil.example:9000", "127.0.0.1.evil.example", "localhost.evil"):
+        for host in ("evil.example", "evil.example:9000", "127.0.0.1.evil.example", "localhost.evil",
+                     "[::1]evil.example", "[::1]:evil"):
             for method, path in (("GET", "/v1/models"), ("GET", "/health"), ("POST", "/tts/interrupt?client_id=x")):
                 r = c.request(method, path, headers={"host": host})
                 assert is_error(r, 421, "untrusted_host"), (host, method, path, r.status_code)

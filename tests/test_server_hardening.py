@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -29,6 +30,16 @@ def expected_frames(text: str) -> int:
 
 @pytest.fixture(scope="module")
 def server(custom_voice_dir):
+    settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=MAX_FRAMES,
+                              max_text_chars=500)
+    live = LiveServer(settings).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def impatient(custom_voice_dir):
+    """A server that gives up on readers quickly, for the stalled-reader tests only."""
     settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=MAX_FRAMES,
                               max_text_chars=500, max_buffer_seconds=0.5, send_timeout=1.5)
     live = LiveServer(settings)
@@ -166,21 +177,34 @@ def test_openai_requests_without_a_client_id_do_not_share_a_queue(server, client
 # -- a reader that stops reading -----------------------------------------------------------------------
 
 
-def test_a_stalled_reader_is_cut_and_frees_the_engine(server, client):
-    steps = server.service.model.tap.steps
-    # A small receive window, and nothing read: the server must stop generating ahead of the reader.
-    text = " ".join([LONG] * 5)  # about 800 frames (3 MB of PCM): far more than socket buffers hold
-    stalled = raw_post(server.port, "/tts/stream", json.dumps({"text": text, "client_id": "stalled"}).encode(),
-                       rcvbuf=4096)
+def wait_until_dropped(server) -> None:
     deadline = time.monotonic() + 120
     while not server.service.clients.client_count and time.monotonic() < deadline:
         time.sleep(0.01)  # until the request has taken its place
     while server.service.clients.client_count and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.service.clients.client_count == 0, "the stalled stream was never dropped"
+
+
+def stalled_outcomes(client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("qwen_stream_requests_total") and 'outcome="stalled"' in line:
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_stalled_reader_is_cut_and_frees_the_engine(impatient):
+    server, client = impatient, httpx.Client(base_url=impatient.url, timeout=120)
+    steps = server.service.model.tap.steps
+    # A small receive window, and nothing read: the server must stop generating ahead of the reader.
+    text = " ".join([LONG] * 5)  # about 800 frames (3 MB of PCM): far more than socket buffers hold
+    before = stalled_outcomes(client)
+    stalled = raw_post(server.port, "/tts/stream", json.dumps({"text": text, "client_id": "stalled"}).encode(),
+                       rcvbuf=4096)
+    wait_until_dropped(server)
     made = server.service.model.tap.steps - steps
     assert made < expected_frames(text) // 2  # generation stopped long before the utterance's end
-    assert 'outcome="stalled"' in client.get("/metrics").text.replace("'", '"')
+    assert stalled_outcomes(client) == before + 1
 
     other = client.post("/tts/stream", json={"text": "Next in line.", "client_id": "other"})
     assert other.status_code == 200 and other.content
@@ -229,3 +253,31 @@ def test_every_error_the_server_answers_is_in_the_schema(server, client):
                         assert set(r.json()["error"]) == {"code", "message"}
                     seen.add(r.status_code)
     assert {400, 403, 404, 421} <= seen
+
+
+def test_a_reader_that_stalls_after_generation_ended_is_cut_too(impatient):
+    """FLAC is sent whole at the end: nothing is left for the engine to hold back, and the send itself
+    blocks. The send timeout ends it all the same."""
+    server, client = impatient, httpx.Client(base_url=impatient.url, timeout=120)
+    before = stalled_outcomes(client)
+    body = {"model": "tts-1", "input": LONG, "voice": "alloy", "response_format": "flac", "user": "flac-stall"}
+    stalled = raw_post(server.port, "/v1/audio/speech", json.dumps(body).encode(), rcvbuf=4096)
+    deadline = time.monotonic() + 120
+    while stalled_outcomes(client) == before and time.monotonic() < deadline:
+        time.sleep(0.1)  # generation ends first; the cut comes a send timeout later
+    assert stalled_outcomes(client) == before + 1
+    assert client.post("/tts/stream", json={"text": "Next.", "client_id": "after-flac"}).status_code == 200
+    stalled.close()
+
+
+def test_clients_in_flight_are_bounded(custom_voice_dir):
+    """Requests without a client id each get a queue of their own: --max-clients bounds them all."""
+    from qwen_stream.clients import ClientQueues, ServerBusy
+
+    async def fill():
+        queues = ClientQueues(engine=None, max_queue=2, max_clients=2)
+        queues.reserve("a"), queues.reserve("b"), queues.reserve("a")  # a known client may still queue
+        with pytest.raises(ServerBusy):
+            queues.reserve("c")
+
+    asyncio.run(fill())

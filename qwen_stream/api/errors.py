@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..clients import QueueFull
+from ..generation import SynthesisError
 from ..service import InvalidRequest, NotFound, NotReady
 from ..voice_library import InsufficientStorage
 
@@ -48,6 +49,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, exc: InvalidRequest):
         return error_response(exc.status, exc.code, str(exc))
 
+    @app.exception_handler(SynthesisError)
+    async def unservable(request: Request, exc: SynthesisError):  # what the engine refuses to generate
+        return error_response(400, "invalid_request", str(exc))
+
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound):
         return error_response(404, "not_found", str(exc))
@@ -58,7 +63,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull):
-        return error_response(429, "queue_full", str(exc), headers={"Retry-After": "1"})
+        return error_response(429, exc.code, str(exc), headers={"Retry-After": "1"})
 
     @app.exception_handler(NotReady)
     async def not_ready(request: Request, exc: NotReady):

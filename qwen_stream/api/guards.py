@@ -32,6 +32,7 @@ JSON_BYTES_PER_CHAR = 12
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+JSON_AUDIO_PATHS = frozenset({"/tts/stream"})  # the one JSON route that takes audio (legacy base64 ref_audio)
 
 
 # -- shared --------------------------------------------------------------------------------------------
@@ -63,7 +64,8 @@ async def refuse(scope: Scope, send: Send, status: int, code: str, message: str,
 @dataclass(frozen=True)
 class BodyLimits:
     multipart: int  # a voice upload (POST /v1/voices): the audio file plus its form fields
-    json: int  # JSON: a base64 `ref_audio` (/tts/stream) of --max-upload-mb plus the longest text
+    json_audio: int  # /tts/stream's JSON: a base64 `ref_audio` of --max-upload-mb plus the longest text
+    json: int  # every other JSON body: the longest text and a few fields (parsed on the event loop)
     other: int = FIELD_ALLOWANCE  # anything else: no route reads more than a few fields of it
 
     @classmethod
@@ -71,9 +73,10 @@ class BodyLimits:
         upload = int(settings.max_upload_mb * 2**20)
         base64 = -(-upload // 3) * 4  # 4 characters per 3 bytes, rounded up
         text = JSON_BYTES_PER_CHAR * settings.max_text_chars
-        return cls(multipart=upload + FIELD_ALLOWANCE, json=base64 + text + FIELD_ALLOWANCE)
+        return cls(multipart=upload + FIELD_ALLOWANCE, json_audio=base64 + text + FIELD_ALLOWANCE,
+                   json=text + FIELD_ALLOWANCE)
 
-    def for_request(self, method: str, content_type: str | None) -> int:
+    def for_request(self, method: str, content_type: str | None, path: str = "") -> int:
         if method not in BODY_METHODS:
             return self.other
         media = (content_type or "").split(";", 1)[0].strip().lower()
@@ -81,7 +84,7 @@ class BodyLimits:
             return self.multipart
         # FastAPI parses a body without a content type as JSON too.
         if media in ("", "application/json") or (media.startswith("application/") and media.endswith("+json")):
-            return self.json
+            return self.json_audio if path in JSON_AUDIO_PATHS else self.json
         return self.other
 
 
@@ -134,7 +137,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limits.for_request(scope["method"], header(scope, b"content-type"))
+        limit = self.limits.for_request(scope["method"], header(scope, b"content-type"), scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             await refuse(scope, send, 413, "too_large", _too_large_message(limit))
@@ -201,7 +204,9 @@ def trusted_hosts(settings: ServerSettings) -> frozenset[str] | None:
 def _host_name(host: str) -> str:
     """A Host header without its port: "localhost:9000" -> "localhost", "[::1]:9000" -> "[::1]"."""
     if host.startswith("["):
-        return host[: host.find("]") + 1] if "]" in host else host
+        name, bracket, rest = host.partition("]")
+        # Only a port may follow the address: "[::1]evil.example" names no host we serve.
+        return name + bracket if bracket and (not rest or (rest[0] == ":" and rest[1:].isdigit())) else host
     return host.rpartition(":")[0] if ":" in host else host
 
 

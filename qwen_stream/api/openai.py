@@ -33,7 +33,7 @@ from .openai_protocol import (
     ModelList,
     SpeechRequest,
 )
-from .streaming import RacingStreamingResponse
+from .streaming import RacingStreamingResponse, ticket_response
 from .tts import PCM_HEADERS
 
 log = logging.getLogger("qwen_stream.api")
@@ -138,11 +138,10 @@ class OpenAISpeech:
         headers = dict(_STREAM_HEADERS, **{"X-Request-Id": ticket.id})
         if body.stream_format == "sse":
             usage = _Usage(service, prepared, pipeline)
-            return RacingStreamingResponse(_sse(audio, usage, ticket.id), media_type="text/event-stream",
-                                           headers=headers, abandon=ticket.abandoned)
+            return ticket_response(service, ticket, _sse(audio, usage, ticket.id), "text/event-stream", headers)
         if fmt.name == "pcm":
             headers.update(PCM_HEADERS)
-        return RacingStreamingResponse(audio, media_type=fmt.media_type, headers=headers, abandon=ticket.abandoned)
+        return ticket_response(service, ticket, audio, fmt.media_type, headers)
 
 
 def _client_id(header: str | None, user: str | None) -> str:

@@ -27,7 +27,8 @@ DESCRIPTIONS = {
     404: "not_found",
     413: "too_large: the body is over the limit",
     421: "untrusted_host: the Host header names a host this server does not serve",
-    429: "queue_full: the client already has --max-queue requests waiting (Retry-After)",
+    429: "queue_full: the client already has --max-queue requests waiting, or server_busy: --max-clients clients "
+         "have work in flight (Retry-After)",
     503: "not_ready: the model is still loading, or model_failed (Retry-After)",
     507: "insufficient_storage: the disk is full; nothing was stored",
 }
@@ -50,8 +51,9 @@ def statuses(method: str, path: str, settings: ServerSettings, takes_input: bool
     found = {421} | _EXTRA.get((method, path), set())
     if takes_input:
         found.add(400)
+    found.add(413)  # a body over its limit, on any method (GET and DELETE bodies are bounded too)
     if method in ("post", "put", "patch", "delete"):
-        found |= {403, 413} if method != "delete" else {403}
+        found.add(403)
     if "{" in path:
         found |= {404, 503}
     open_without_key = path in OPEN_PATHS or (settings.open_listings and path in LISTING_PATHS)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Query, Request
 from ..clients import CLIENT_ID_PATTERN, DEFAULT_CLIENT
 from ..settings import SAMPLE_RATE
 from .protocol import InterruptRequest, InterruptResponse, StreamRequest
-from .streaming import RacingStreamingResponse
+from .streaming import RacingStreamingResponse, ticket_response
 
 router = APIRouter(tags=["tts"])
 
@@ -33,8 +33,7 @@ async def tts_stream(body: StreamRequest, request: Request):
                                      body.normalize, ref_audio=body.ref_audio, max_frames=body.max_new_tokens)
     ticket = service.open(prepared)
     headers = dict(PCM_HEADERS, **{"X-Request-Id": ticket.id})
-    return RacingStreamingResponse(service.pcm(ticket), media_type="audio/pcm", headers=headers,
-                                   abandon=ticket.abandoned)
+    return ticket_response(service, ticket, service.pcm(ticket), "audio/pcm", headers)
 
 
 @router.post("/tts/interrupt", response_model=InterruptResponse)
