@@ -293,7 +293,7 @@ def test_ten_thousand_client_ids_leave_no_residue(server, client):
     # disconnect, half by interrupt) and every 500th one that really speaks a frame.
     from qwen_stream.clients import ClientQueues
 
-    queues = ClientQueues(service.engine, max_queue=2)
+    queues = ClientQueues(service.engine, max_queue=2, max_clients=10_000)  # all 10,000 in flight at once
     voice = service.default_voice
 
     async def churn():
