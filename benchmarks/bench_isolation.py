@@ -36,15 +36,15 @@ LONG = " ".join(["This sentence is long enough to keep the engine busy for quite
 
 def first_byte(client: httpx.Client, body: dict) -> float:
     t0 = time.perf_counter()
+    first = None
     with client.stream("POST", "/tts/stream", json=body) as r:
         r.raise_for_status()
         for chunk in r.iter_raw():
-            if chunk:
+            if chunk and first is None:
                 first = time.perf_counter() - t0
-                for _ in r.iter_raw():
-                    pass
-                return first
-    raise RuntimeError("no audio")
+    if first is None:
+        raise RuntimeError("no audio")
+    return first
 
 
 def stalled_reader(port: int) -> socket.socket:
