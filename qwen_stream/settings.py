@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SAMPLE_RATE = 24_000
-SAMPLES_PER_FRAME = 1920  # 12.5 frames per second at 24 kHz
-BYTES_PER_FRAME = SAMPLES_PER_FRAME * 2  # PCM16 mono
-FRAME_SECONDS = SAMPLES_PER_FRAME / SAMPLE_RATE
+from .catalog import BYTES_PER_FRAME, FRAME_SECONDS, SAMPLE_RATE, SAMPLES_PER_FRAME  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
