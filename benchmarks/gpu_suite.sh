@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU benchmark suite, for the device machine (one call of the `device` tool's run):
+#   run: bash benchmarks/gpu_suite.sh        carry: [".whl"]   (prepare .whl here first: benchmarks/gpu_wheels.sh)
+# Builds real-size random checkpoints there (they cost what the real ones cost to run; gigabytes, so never
+# carried), then runs the engine and decoder benchmarks on the GPU. Every output lands in $OUT (or ./gpu-out
+# when $OUT is unset) as one file per benchmark, plus the machine's description. Sized for a few minutes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-gpu-out}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "wheel install failed"; exit 1; }
+  export PYTHONPATH="/tmp/site:$PWD"
+else
+  export PYTHONPATH="$PWD"
+fi
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch, transformers, sys;
+print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__)"; } \
+  > "$out/machine.txt" 2>&1
+cat "$out/machine.txt"
+
+step() {  # step NAME COMMAND...: one benchmark, its output in $out/NAME.txt, its time on the console
+  local name=$1; shift
+  local t0=$SECONDS
+  "$@" > "$out/$name.txt" 2>&1
+  echo "$name: exit $? in $((SECONDS - t0)) s"; tail -n 25 "$out/$name.txt"
+}
+
+for size in 0.6b 1.7b; do
+  step "build-$size" python3 -m qwen_stream.tiny "/tmp/cv-$size" --kind custom_voice --size "$size" --force
+  step "engine-$size" python3 benchmarks/bench_engine.py --model-path "/tmp/cv-$size" --device cuda \
+    --frames 200 --runs 5
+done
+step decoder-1.7b python3 benchmarks/bench_decoder.py --model-path /tmp/cv-1.7b --device cuda
