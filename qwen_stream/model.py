@@ -13,13 +13,12 @@ from pathlib import Path
 
 import torch
 
-from .settings import SAMPLE_RATE, SAMPLES_PER_FRAME, ModelSettings
+from .catalog import FAMILIES, SAMPLE_RATE, SAMPLES_PER_FRAME, speaker_display_name
+from .catalog import SPEAKERS as BUILTIN_SPEAKERS  # noqa: F401 (an older name, still imported by voice_library)
+from .settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("base", "custom_voice", "voice_design")
-# Display names of the CustomVoice speakers; checkpoints key them in lower case.
-BUILTIN_SPEAKERS = ("Vivian", "Serena", "Uncle_Fu", "Dylan", "Eric", "Ryan", "Aiden", "Ono_Anna", "Sohee")
 # Frames of left context the decoder's causal conv stack needs for exact output. Measured on random
 # weights (kernels and dilations are architectural, the same in every checkpoint): cropping with 4 frames
 # leaves 4e-5 error, with 5 frames 2e-7 (float noise); 6 keeps a margin.
@@ -203,9 +202,7 @@ class LoadedModel:
     @property
     def speakers(self) -> list[str]:
         """Speaker names as users write them (display case when known)."""
-        keys = [str(k) for k in self.inner.get_supported_speakers()]
-        display = {name.lower(): name for name in BUILTIN_SPEAKERS}
-        return [display.get(k.lower(), k) for k in keys]
+        return [speaker_display_name(str(k)) for k in self.inner.get_supported_speakers()]
 
     @property
     def languages(self) -> list[str]:

@@ -12,20 +12,23 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from .model import BUILTIN_SPEAKERS, FAMILIES, LoadedModel, ModelLoadError, check_model_source, load_model
+from .catalog import (FAMILIES, HUB_FAMILY_NAMES, HUB_SIZES, LANGUAGES, PUBLISHED_SIZES, SPEAKERS,
+                      family_of_hub_name, hub_id, speaker_display_name)
+from .model import LoadedModel, ModelLoadError, check_model_source, load_model
 from .settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
-LANGUAGES = ("auto", "chinese", "english", "japanese", "korean", "german", "french", "russian", "portuguese",
-             "spanish", "italian")
-_HUB_NAMES = {"base": "Base", "custom_voice": "CustomVoice", "voice_design": "VoiceDesign"}
-_SIZES = {"0.6b": "0.6B", "1.7b": "1.7B"}
+# A hub id's languages, spelled as checkpoints key them (config.json's codec_language_id: lower case).
+_HUB_LANGUAGES = tuple(name.lower() for name in LANGUAGES)
+# The tail of a released hub id, "1.7B-CustomVoice": its size and family.
+_HUB_ID = re.compile("({})-({})$".format("|".join(map(re.escape, HUB_SIZES.values())),
+                                         "|".join(HUB_FAMILY_NAMES.values())))
 
 
 @dataclass(frozen=True)
@@ -61,17 +64,16 @@ def info_from_source(source: str, family_hint: str | None = None) -> ModelInfo:
         if family not in FAMILIES:
             raise ModelLoadError(f"{source}: unknown Qwen3-TTS model type {family!r}")
         talker = config.get("talker_config", {})
-        display = {name.lower(): name for name in BUILTIN_SPEAKERS}
-        speakers = tuple(display.get(k.lower(), k) for k in talker.get("spk_id", {}))
+        speakers = tuple(speaker_display_name(k) for k in talker.get("spk_id", {}))
         languages = ("auto",) + tuple(k for k in talker.get("codec_language_id", {}) if "dialect" not in k)
         return ModelInfo(family, str(config.get("tts_model_size")), speakers, languages)
-    match = re.search(r"(0\.6B|1\.7B)-(Base|CustomVoice|VoiceDesign)$", source)
+    match = _HUB_ID.search(source)
     if not match and family_hint is None:
         raise ModelLoadError(f"cannot tell the model family of {source!r}; use a Qwen3-TTS-12Hz hub id or a local dir")
-    family = family_hint or {v: k for k, v in _HUB_NAMES.items()}[match.group(2)]
+    family = family_hint or family_of_hub_name(match.group(2))
     size = "0b6" if match and match.group(1) == "0.6B" else "1b7"
-    speakers = BUILTIN_SPEAKERS if family == "custom_voice" else ()
-    return ModelInfo(family, size, speakers, LANGUAGES)
+    speakers = SPEAKERS if family == "custom_voice" else ()
+    return ModelInfo(family, size, speakers, _HUB_LANGUAGES)
 
 
 def parse_models(text: str) -> dict[str, str]:
@@ -82,11 +84,13 @@ def parse_models(text: str) -> dict[str, str]:
             family, source = (x.strip() for x in item.split("=", 1))
         elif ":" in item:
             family, size = (x.strip().lower() for x in item.split(":", 1))
-            if size not in _SIZES:
-                raise ValueError(f"--models: size {size!r} in {item!r}; use 0.6b or 1.7b")
-            if family == "voice_design" and size == "0.6b":
-                raise ValueError("--models: VoiceDesign is published at 1.7B only")
-            source = f"Qwen/Qwen3-TTS-12Hz-{_SIZES[size]}-{_HUB_NAMES.get(family, family)}"
+            if size not in HUB_SIZES:
+                raise ValueError(f"--models: size {size!r} in {item!r}; use {' or '.join(HUB_SIZES)}")
+            if family in FAMILIES and size not in PUBLISHED_SIZES[family]:
+                published = ", ".join(HUB_SIZES[s] for s in PUBLISHED_SIZES[family])
+                raise ValueError(f"--models: {HUB_FAMILY_NAMES[family]} is published at {published} only")
+            # An unknown family is refused just below, with the same message as for family=PATH.
+            source = hub_id(family, size) if family in FAMILIES else item
         else:
             raise ValueError(f"--models: {item!r} is neither family:size nor family=PATH")
         if family not in FAMILIES:
@@ -155,10 +159,7 @@ class ModelRegistry:
             with self._lock:
                 evicted_family, evicted = self._loaded.popitem(last=False)
             self._unload(evicted_family, evicted)
-        settings = ModelSettings(path=spec.source, device=self._settings.device, dtype=self._settings.dtype,
-                                 attention=self._settings.attention,
-                                 fast_code_predictor=self._settings.fast_code_predictor)
-        model = load_model(settings)
+        model = load_model(replace(self._settings, path=spec.source))
         self.loads += 1
         with self._lock:
             self._loaded[family] = model

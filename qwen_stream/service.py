@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .catalog import FAMILIES_BY_DEFAULT
 from .clients import ClientQueues, Ended, QueueFull, Ticket, valid_client_id
 from .config import ServerSettings
 from .decoder import pcm16_to_float
@@ -81,9 +82,6 @@ def model_specs(settings: ServerSettings) -> list[ModelSpec]:
         source = f"Qwen/Qwen3-TTS-12Hz-{'1.7B' if big else '0.6B'}-{'Base' if settings.ref_audio else 'CustomVoice'}"
     info = info_from_source(source)
     return [ModelSpec(info.family, source, info)]
-
-
-FAMILIES_BY_DEFAULT = ("custom_voice", "base", "voice_design")
 
 
 @dataclass(frozen=True)

@@ -40,15 +40,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .catalog import FAMILIES, HUB_SIZES, SAMPLE_RATE, SAMPLES_PER_FRAME, SPOKEN_LANGUAGES
+from .catalog import SPEAKERS  # noqa: F401 (tiny.SPEAKERS: the speakers its CustomVoice checkpoint has)
+
 BUILDER_VERSION = 1
 MARKER_FILE = "qwen_stream_tiny.json"
 
-KINDS = ("base", "custom_voice", "voice_design")
-SIZES = ("tiny", "0.6b", "1.7b")
+KINDS = FAMILIES  # a checkpoint of each model family
+SIZES = ("tiny", *HUB_SIZES)  # tiny, or the published dimensions
 
-# CustomVoice speakers and their codec ids, as in the released configs (keys are lower case there;
-# the library lower-cases the requested name before looking it up).
-SPEAKERS = ("Vivian", "Serena", "Uncle_Fu", "Dylan", "Eric", "Ryan", "Aiden", "Ono_Anna", "Sohee")
+# CustomVoice speakers (catalog.SPEAKERS) and their codec ids, as in the released configs (keys are lower
+# case there; the library lower-cases the requested name before looking it up).
 SPK_ID = {
     "vivian": 3065,
     "serena": 3066,
@@ -64,10 +66,7 @@ SPK_ID = {
 SPK_IS_DIALECT = {name: False for name in SPK_ID}
 SPK_IS_DIALECT.update({"dylan": "beijing_dialect", "eric": "sichuan_dialect"})
 
-LANGUAGES = (
-    "Chinese", "English", "Japanese", "Korean", "German",
-    "French", "Russian", "Portuguese", "Spanish", "Italian",
-)
+LANGUAGES = SPOKEN_LANGUAGES  # the codec's languages; "Auto" has no id (the library adds it)
 CODEC_LANGUAGE_ID = {
     "chinese": 2055,
     "english": 2050,
@@ -99,8 +98,6 @@ CODEC_IDS = dict(
     codec_think_eos_id=2157,
 )
 NUM_CODE_GROUPS = 16
-SAMPLE_RATE = 24_000
-SAMPLES_PER_FRAME = 1920
 
 # Text tokenizer: special tokens in the order of the Qwen2 vocabulary (ids follow the byte alphabet
 # and the merges, so they are small and all below the talker's text vocabulary).

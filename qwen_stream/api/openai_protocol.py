@@ -11,10 +11,9 @@ from ..audio import MAX_SPEED, MIN_SPEED
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
-# OpenAI's voice names -> this server's voices, by rough gender and character. CustomVoice speakers:
-# Vivian (bright young woman), Serena (warm, gentle woman), Uncle_Fu (low, mellow older man), Dylan (youthful
-# man), Eric (lively man), Ryan (dynamic man), Aiden (sunny young man), Ono_Anna (playful woman), Sohee (warm
-# woman). A model without a named speaker (Base, VoiceDesign, or other speakers) maps it to 'default'.
+# OpenAI's voice names -> this server's voices, by rough gender and character (the CustomVoice speakers'
+# characters are in catalog.SPEAKER_TRAITS; a test checks every value here is one of them). A model without
+# a named speaker (Base, VoiceDesign, or other speakers) maps it to 'default'.
 # --openai-voices overrides or adds entries.
 OPENAI_VOICES: Mapping[str, str] = {
     "alloy": "Serena",
