@@ -11,7 +11,12 @@ import sys
 import wave
 from pathlib import Path
 
-from .settings import SAMPLE_RATE, EngineSettings, ModelSettings, StreamingSettings
+from .config import ServerSettings, add_options, options
+from .settings import SAMPLE_RATE, EngineSettings, ModelSettings
+
+# The server's options that `say` shares: taken from the settings table, so flag, type, default and help
+# are declared once. `say` reads no environment, so the rows' variables are not shown.
+SHARED_OPTIONS = ("chunk_size", "first_chunk_size", "left_context", "device", "dtype")
 
 
 def _say_parser(sub) -> None:
@@ -26,16 +31,18 @@ def _say_parser(sub) -> None:
     p.add_argument("--ref-text", help="transcript of --ref-audio (ICL mode); without it, x-vector mode")
     p.add_argument("--instruct", help="voice description (VoiceDesign) or style instruction (CustomVoice 1.7B)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--chunk-size", type=int, default=StreamingSettings.chunk_size)
-    p.add_argument("--first-chunk-size", type=int)
-    p.add_argument("--left-context", type=int, default=StreamingSettings.left_context)
+    add_options(p, [row for row in options() if row.name in SHARED_OPTIONS], show_env=False)
     p.add_argument("--max-frames", type=int, help="stop after this many frames (default: by text length)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
     p.add_argument("--codes-out", help="also save the generated frames as an int array (frames, 16) .npy")
 
 
-def _say(args) -> int:
+def say_settings(args) -> ServerSettings:
+    """The shared options given on the command line over the table's defaults, validated as the server's are."""
+    given = {name: getattr(args, name) for name in SHARED_OPTIONS if getattr(args, name) is not None}
+    return ServerSettings(**given)
+
+
+def _say(args, settings: ServerSettings) -> int:
     import numpy as np
 
     from .engine import AudioChunk, Engine
@@ -43,12 +50,7 @@ def _say(args) -> int:
     from .model import load_model
     from .voices import clone_prompt, read_audio
 
-    streaming = StreamingSettings(
-        chunk_size=args.chunk_size,
-        first_chunk_size=min(args.first_chunk_size or StreamingSettings.first_chunk_size, args.chunk_size),
-        left_context=args.left_context,
-    )
-    model_settings = ModelSettings(path=args.model_path, device=args.device, dtype=args.dtype)
+    model_settings = ModelSettings(path=args.model_path, device=settings.device, dtype=settings.dtype)
     model = load_model(model_settings)
     if args.ref_audio:
         samples, rate = read_audio(Path(args.ref_audio).read_bytes())
@@ -60,7 +62,7 @@ def _say(args) -> int:
         voice = Voice(speaker=speaker, instruct=args.instruct)
     request = SynthesisRequest(text=args.text, language=args.language, voice=voice, seed=args.seed,
                                max_frames=args.max_frames)
-    engine = Engine(model, EngineSettings(model=model_settings, streaming=streaming))
+    engine = Engine(model, EngineSettings(model=model_settings, streaming=settings.streaming()))
     try:
         pcm = bytearray()
         for event in engine.stream(request, keep_codes=bool(args.codes_out)):
@@ -83,19 +85,29 @@ def _say(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m qwen_stream", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _say_parser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        # Checked before the model loads, and reported as the server reports a bad flag.
+        settings = say_settings(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     from .generation import SynthesisError
     from .model import ModelLoadError
     from .voices import VoiceError
 
     try:
-        return _say(args)
+        return _say(args, settings)
     except (ModelLoadError, SynthesisError, VoiceError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,16 +1,21 @@
 """Server configuration: every option once, as a CLI flag and an environment variable, then defaults.
 
-Precedence: CLI flag, then environment variable, then default. `OPTIONS` is the single table that
-builds the argument parser, reads the environment and renders the README's configuration table.
+Precedence: CLI flag, then environment variable, then default. The fields of `ServerSettings` are the
+single table: each carries its help (and, where it is not QWEN_STREAM_<NAME>, its environment variable)
+as field metadata, and the argument parser, the environment loading, the README's configuration table
+and `say`'s shared options are all derived from `dataclasses.fields(ServerSettings)`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,8 +27,19 @@ log = logging.getLogger(__name__)
 ENV_PREFIX = "QWEN_STREAM_"
 
 
+def opt(help: str, *, env: str | None = None, parse: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """A field's entry in the settings table, for `field(metadata=...)`.
+
+    `env` overrides the variable's name (a few keep the names users already set); `parse` overrides the
+    parser inferred from the field's type (only needed where the type alone does not say how to read text).
+    """
+    return {"help": help, "env": env, "parse": parse}
+
+
 @dataclass(frozen=True)
 class Option:
+    """One row of the table, as read from a field: a derived view, never declared by hand."""
+
     name: str  # attribute name; the flag is --name-with-dashes
     type: Callable[[str], Any]
     default: Any
@@ -74,102 +90,99 @@ def _check_voice_map(value: Any) -> None:
         raise ValueError('expected a JSON object of names to voices, e.g. {"alloy": "Ryan"}')
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("model_path", str, None, "checkpoint directory or hub id; default: by GPU memory, >= 12 GiB 1.7B "
-           "else 0.6B (CustomVoice, or Base with --ref-audio)", env="MODEL_PATH"),
-    Option("demo", _bool, False, "serve a tiny random checkpoint (built once into the cache dir): starts "
-           "anywhere with no weights; its audio is noise"),
-    Option("models", str, None, "families to serve, e.g. custom_voice:1.7b,base:0.6b,voice_design:1.7b (hub ids) "
-           "or base=/models/Base; the first is the default; each loads on first use"),
-    Option("max_loaded_models", int, 3, "models kept loaded at once; the least recently used one unloads"),
-    Option("voices_dir", str, None, "where cloned and designed voices are stored (default: the user cache dir)"),
-    Option("max_upload_mb", float, 10.0, "largest accepted reference audio upload, in MiB"),
-    Option("ref_audio", str, None, "reference audio of the default cloned voice (Base models)", env="REF_AUDIO_PATH"),
-    Option("ref_text", str, None, "transcript of --ref-audio (ICL mode); without it x-vector mode",
-           env="REF_TEXT"),
-    Option("host", str, "127.0.0.1", "address to listen on"),
-    Option("port", int, 9000, "port to listen on"),
-    Option("device", str, "auto", "cuda, cuda:N or cpu; auto picks cuda when available"),
-    Option("dtype", str, "auto", "bf16, fp16 or fp32; auto: bf16 on GPUs that support it, fp32 on CPU"),
-    Option("attention", str, "auto", "sdpa, eager or flash_attention_2; auto: flash-attn when installed on GPU"),
-    Option("threads", int, None, "torch CPU threads (default: torch's choice; 1 is best for tiny models on "
-           "small machines)"),
-    Option("chunk_size", int, StreamingSettings.chunk_size, "frames per PCM chunk (one frame = 80 ms)"),
-    Option("first_chunk_size", int, StreamingSettings.first_chunk_size,
-           "frames in the first chunk; later chunks double up to --chunk-size"),
-    Option("left_context", int, StreamingSettings.left_context, "decoder left context in frames"),
-    Option("max_batch", int, 4, "utterances of one model generated together (as batch rows) when they wait "
-           "at the same time; 1 runs them one by one"),
-    Option("pre_buffer", int, 0, "chunks held back before the first byte is sent (smooths slow GPUs)"),
-    Option("temperature", float, None, "talker sampling temperature (default: the checkpoint's)"),
-    Option("top_k", int, None, "talker top-k (default: the checkpoint's)"),
-    Option("top_p", float, None, "talker top-p (default: the checkpoint's)"),
-    Option("repetition_penalty", float, None, "talker repetition penalty (default: the checkpoint's)"),
-    Option("max_text_chars", int, 5000, "longest accepted text per request, in characters"),
-    Option("max_queue", int, 32, "requests one client may have waiting; more get 429"),
-    Option("max_clients", int, 1024, "clients with requests in flight at once (each request without a client id "
-           "is a client of its own); more get 429 server_busy"),
-    Option("max_frames", int, FrameBudget.max_frames, "hard cap on frames per sentence (2048 = 164 s)"),
-    Option("cors_origins", _csv, (), "comma-separated origins allowed to call the API from a browser; * for any "
-           "(pages opened from disk send the origin null)"),
-    Option("trusted_hosts", _csv, None, "comma-separated Host names served (* for any); default: loopback names and the "
-           "bound address when bound to a loopback address, else any"),
-    Option("open_listings", _bool, True, "serve the voice and model listings without the API key (Open WebUI reads "
-           "them without one); speech always needs it"),
-    Option("max_buffer_seconds", float, 5.0, "audio a stream may run ahead of what its reader has taken; "
-           "generation waits beyond it"),
-    Option("send_timeout", float, 10.0, "a reader that takes nothing for this many seconds while audio waits is "
-           "gone: its stream is cut (outcome stalled)"),
-    Option("shutdown_timeout", float, 10.0, "seconds active streams may finish after SIGTERM before they are cut"),
-    Option("api_key", str, None, "Bearer key required on every route except /, /health, /metrics and, with "
-           "--open-listings, the model and voice listings; off without it (prefer the variable: flags show in ps)",
-           env="API_KEY"),
-    Option("openai_voices", voice_map, None, "OpenAI voice names mapped to this server's voices, over the "
-           "defaults (docs/openai.md): a JSON object or the path of a JSON file"),
-    Option("cache_dir", str, None, "where --demo checkpoints live (default: the user cache dir)"),
-    Option("log_level", str, "info", "debug, info, warning or error"),
-)
+# How text from a flag or a variable becomes a value, by the field's type once `| None` is removed.
+_PARSERS: dict[Any, Callable[[str], Any]] = {bool: _bool, int: int, float: float, str: str, tuple[str, ...]: _csv}
+
+
+def _parser_for(hint: Any) -> Callable[[str], Any]:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1 else hint
+    if base not in _PARSERS:
+        raise TypeError(f"no text parser for {hint!r}: give opt(..., parse=...)")
+    return _PARSERS[base]
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    model_path: str | None = None
-    demo: bool = False
-    models: str | None = None
-    max_loaded_models: int = 3
-    voices_dir: str | None = None
-    max_upload_mb: float = 10.0
-    ref_audio: str | None = None
-    ref_text: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 9000
-    device: str = "auto"
-    dtype: str = "auto"
-    attention: str = "auto"
-    threads: int | None = None
-    chunk_size: int = StreamingSettings.chunk_size
-    first_chunk_size: int = StreamingSettings.first_chunk_size
-    left_context: int = StreamingSettings.left_context
-    max_batch: int = 4
-    pre_buffer: int = 0
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float | None = None
-    max_text_chars: int = 5000
-    max_queue: int = 32
-    max_clients: int = 1024
-    max_frames: int = FrameBudget.max_frames
-    cors_origins: tuple[str, ...] = ()
-    trusted_hosts: tuple[str, ...] | None = None
-    open_listings: bool = True
-    max_buffer_seconds: float = 5.0
-    send_timeout: float = 10.0
-    shutdown_timeout: float = 10.0
-    api_key: str | None = field(default=None, repr=False)
-    openai_voices: Mapping[str, str] | None = None
-    cache_dir: str | None = None
-    log_level: str = "info"
+    """The server's options: each field is one row of the table (flag, environment variable, default, help)."""
+
+    model_path: str | None = field(default=None, metadata=opt(
+        "checkpoint directory or hub id; default: by GPU memory, >= 12 GiB 1.7B else 0.6B (CustomVoice, or Base "
+        "with --ref-audio)", env="MODEL_PATH"))
+    demo: bool = field(default=False, metadata=opt(
+        "serve a tiny random checkpoint (built once into the cache dir): starts anywhere with no weights; its "
+        "audio is noise"))
+    models: str | None = field(default=None, metadata=opt(
+        "families to serve, e.g. custom_voice:1.7b,base:0.6b,voice_design:1.7b (hub ids) or base=/models/Base; "
+        "the first is the default; each loads on first use"))
+    max_loaded_models: int = field(default=3, metadata=opt(
+        "models kept loaded at once; the least recently used one unloads"))
+    voices_dir: str | None = field(default=None, metadata=opt(
+        "where cloned and designed voices are stored (default: the user cache dir)"))
+    max_upload_mb: float = field(default=10.0, metadata=opt("largest accepted reference audio upload, in MiB"))
+    ref_audio: str | None = field(default=None, metadata=opt(
+        "reference audio of the default cloned voice (Base models)", env="REF_AUDIO_PATH"))
+    ref_text: str | None = field(default=None, metadata=opt(
+        "transcript of --ref-audio (ICL mode); without it x-vector mode", env="REF_TEXT"))
+    host: str = field(default="127.0.0.1", metadata=opt("address to listen on"))
+    port: int = field(default=9000, metadata=opt("port to listen on"))
+    device: str = field(default=ModelSettings.device, metadata=opt(
+        "cuda, cuda:N or cpu; auto picks cuda when available"))
+    dtype: str = field(default=ModelSettings.dtype, metadata=opt(
+        "bf16, fp16 or fp32; auto: bf16 on GPUs that support it, fp32 on CPU"))
+    attention: str = field(default=ModelSettings.attention, metadata=opt(
+        "sdpa, eager or flash_attention_2; auto: flash-attn when installed on GPU"))
+    threads: int | None = field(default=None, metadata=opt(
+        "torch CPU threads (default: torch's choice; 1 is best for tiny models on small machines)"))
+    chunk_size: int = field(default=StreamingSettings.chunk_size, metadata=opt(
+        "frames per PCM chunk (one frame = 80 ms)"))
+    first_chunk_size: int = field(default=StreamingSettings.first_chunk_size, metadata=opt(
+        "frames in the first chunk; later chunks double up to --chunk-size"))
+    left_context: int = field(default=StreamingSettings.left_context, metadata=opt(
+        "decoder left context in frames"))
+    max_batch: int = field(default=EngineSettings.max_batch, metadata=opt(
+        "utterances of one model generated together (as batch rows) when they wait at the same time; 1 runs "
+        "them one by one"))
+    pre_buffer: int = field(default=0, metadata=opt(
+        "chunks held back before the first byte is sent (smooths slow GPUs)"))
+    temperature: float | None = field(default=None, metadata=opt(
+        "talker sampling temperature (default: the checkpoint's)"))
+    top_k: int | None = field(default=None, metadata=opt("talker top-k (default: the checkpoint's)"))
+    top_p: float | None = field(default=None, metadata=opt("talker top-p (default: the checkpoint's)"))
+    repetition_penalty: float | None = field(default=None, metadata=opt(
+        "talker repetition penalty (default: the checkpoint's)"))
+    max_text_chars: int = field(default=5000, metadata=opt("longest accepted text per request, in characters"))
+    max_queue: int = field(default=32, metadata=opt("requests one client may have waiting; more get 429"))
+    max_clients: int = field(default=1024, metadata=opt(
+        "clients with requests in flight at once (each request without a client id is a client of its own); "
+        "more get 429 server_busy"))
+    max_frames: int = field(default=FrameBudget.max_frames, metadata=opt(
+        "hard cap on frames per sentence (2048 = 164 s)"))
+    cors_origins: tuple[str, ...] = field(default=(), metadata=opt(
+        "comma-separated origins allowed to call the API from a browser; * for any (pages opened from disk send "
+        "the origin null)"))
+    trusted_hosts: tuple[str, ...] | None = field(default=None, metadata=opt(
+        "comma-separated Host names served (* for any); default: loopback names and the bound address when "
+        "bound to a loopback address, else any"))
+    open_listings: bool = field(default=True, metadata=opt(
+        "serve the voice and model listings without the API key (Open WebUI reads them without one); speech "
+        "always needs it"))
+    max_buffer_seconds: float = field(default=5.0, metadata=opt(
+        "audio a stream may run ahead of what its reader has taken; generation waits beyond it"))
+    send_timeout: float = field(default=10.0, metadata=opt(
+        "a reader that takes nothing for this many seconds while audio waits is gone: its stream is cut "
+        "(outcome stalled)"))
+    shutdown_timeout: float = field(default=10.0, metadata=opt(
+        "seconds active streams may finish after SIGTERM before they are cut"))
+    api_key: str | None = field(default=None, repr=False, metadata=opt(
+        "Bearer key required on every route except /, /health, /metrics and, with --open-listings, the model "
+        "and voice listings; off without it (prefer the variable: flags show in ps)", env="API_KEY"))
+    openai_voices: Mapping[str, str] | None = field(default=None, metadata=opt(
+        "OpenAI voice names mapped to this server's voices, over the defaults (docs/openai.md): a JSON object "
+        "or the path of a JSON file", parse=voice_map))
+    cache_dir: str | None = field(default=None, metadata=opt(
+        "where --demo checkpoints live (default: the user cache dir)"))
+    log_level: str = field(default="info", metadata=opt("debug, info, warning or error"))
 
     def __post_init__(self) -> None:
         problems = []
@@ -213,7 +226,10 @@ class ServerSettings:
             raise ValueError("; ".join(problems))
 
     def streaming(self) -> StreamingSettings:
-        return StreamingSettings(chunk_size=self.chunk_size, first_chunk_size=min(self.first_chunk_size, self.chunk_size),
+        # A first chunk above --chunk-size is clamped, not refused, so lowering --chunk-size alone just works
+        # (the server and `say` both build their streaming settings here).
+        return StreamingSettings(chunk_size=self.chunk_size,
+                                 first_chunk_size=min(self.first_chunk_size, self.chunk_size),
                                  left_context=self.left_context)
 
     def sampling(self) -> SamplingSettings:
@@ -244,53 +260,82 @@ class ServerSettings:
         return Path(user_cache_dir("qwen-stream")) / "voices"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="server.py", description="qwen-stream: streaming TTS server on Qwen3-TTS")
-    for opt in OPTIONS:
-        kwargs: dict[str, Any] = {"dest": opt.name, "default": None, "help": f"{opt.help} [env {opt.env_name}]"}
-        if opt.type is _bool:
+def options(settings_class: type[ServerSettings] = ServerSettings) -> tuple[Option, ...]:
+    """The table's rows, read from the fields' metadata (a field without `opt(...)` metadata is a mistake)."""
+    hints = typing.get_type_hints(settings_class)
+    return tuple(_option(f, hints[f.name]) for f in dataclasses.fields(settings_class))
+
+
+def _option(f: dataclasses.Field, hint: Any) -> Option:
+    if "help" not in f.metadata:
+        raise TypeError(f"settings field {f.name} has no opt(...) metadata: every field is a documented option")
+    parse = f.metadata["parse"] or _parser_for(hint)
+    return Option(f.name, parse, f.default, f.metadata["help"], env=f.metadata["env"])
+
+
+# The rows as a tuple, for code that lists the variables (tests clear them from a child's environment).
+OPTIONS: tuple[Option, ...] = options()
+
+
+def add_options(parser: argparse.ArgumentParser, rows: Iterable[Option], *, show_env: bool = True) -> None:
+    """Add rows as flags whose default is None, so a caller can tell "not given" from "given the default"."""
+    for row in rows:
+        help_text = f"{row.help} [env {row.env_name}]" if show_env else row.help
+        kwargs: dict[str, Any] = {"dest": row.name, "default": None, "help": help_text}
+        if row.type is _bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = opt.type
-            kwargs["metavar"] = opt.name.split("_")[-1].upper()
-        parser.add_argument(opt.flag, **kwargs)
+            kwargs["type"] = row.type
+            kwargs["metavar"] = row.name.split("_")[-1].upper()
+        parser.add_argument(row.flag, **kwargs)
+
+
+def build_parser(settings_class: type[ServerSettings] = ServerSettings) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="server.py", description="qwen-stream: streaming TTS server on Qwen3-TTS")
+    add_options(parser, options(settings_class))
     return parser
 
 
-def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ServerSettings:
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
+                  settings_class: type[ServerSettings] = ServerSettings) -> ServerSettings:
     """CLI flags over environment variables over defaults. Raises ValueError naming the bad setting."""
     environ = os.environ if environ is None else environ
-    args = build_parser().parse_args(argv)
-    values: dict[str, Any] = {}
-    for opt in OPTIONS:
-        cli = getattr(args, opt.name)
-        if cli is not None:
-            values[opt.name] = cli
-        elif opt.env_name in environ:
-            raw = environ[opt.env_name]
-            try:
-                values[opt.name] = opt.type(raw)
-            except ValueError as e:
-                raise ValueError(f"environment variable {opt.env_name}={raw!r}: {e}") from e
-        else:
-            values[opt.name] = opt.default
-    unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in {o.env_name for o in OPTIONS})
-    for key in unknown:
+    rows = options(settings_class)
+    args = build_parser(settings_class).parse_args(argv)
+    values = {row.name: _value(row, getattr(args, row.name), environ) for row in rows}
+    _warn_unknown(environ, {row.env_name for row in rows})
+    return settings_class(**values)
+
+
+def _value(row: Option, cli: Any, environ: Mapping[str, str]) -> Any:
+    if cli is not None:
+        return cli
+    if row.env_name not in environ:
+        return row.default
+    raw = environ[row.env_name]
+    try:
+        return row.type(raw)
+    except ValueError as e:
+        raise ValueError(f"environment variable {row.env_name}={raw!r}: {e}") from e
+
+
+def _warn_unknown(environ: Mapping[str, str], known: set[str]) -> None:
+    # A misspelt variable would otherwise be silently ignored and its default used.
+    for key in sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known):
         log.warning("ignoring unknown environment variable %s", key)
-    return ServerSettings(**values)
 
 
-def markdown_table() -> str:
+def markdown_table(settings_class: type[ServerSettings] = ServerSettings) -> str:
     """The README's configuration table (tests keep README and this table in step)."""
     rows = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
-    for opt in OPTIONS:
-        default = opt.default
-        if default is None or default == ():
-            shown = "-"
-        elif default is False:
-            shown = "off"
-        else:
-            shown = f"`{default}`"
-        flag = f"`{opt.flag}`"
-        rows.append(f"| {flag} | `{opt.env_name}` | {shown} | {opt.help} |")
+    for row in options(settings_class):
+        rows.append(f"| `{row.flag}` | `{row.env_name}` | {_shown(row.default)} | {row.help} |")
     return "\n".join(rows)
+
+
+def _shown(default: Any) -> str:
+    if default is None or default == ():
+        return "-"
+    if default is False:
+        return "off"
+    return f"`{default}`"

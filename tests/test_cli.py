@@ -13,6 +13,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from qwen_stream.__main__ import build_parser, say_settings
+from qwen_stream.config import OPTIONS
 from qwen_stream.engine import AudioChunk, Engine
 from qwen_stream.generation import SynthesisRequest, Voice
 from qwen_stream.model import ModelLoadError, load_model, resolve_placement
@@ -79,6 +81,34 @@ def test_say_errors_are_one_clear_line(tmp_path, args, words):
     assert lines[-1].startswith("error: ") and words in lines[-1] and "Traceback" not in proc.stderr
     # Only the shell's own "sox: not found" (qwen-tts probes for SoX at import) may precede it.
     assert all("sox" in line for line in lines[:-1])
+
+
+def test_say_shares_the_servers_streaming_and_placement_options(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["say", "--help"])
+    say_help = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    shared = [row for row in OPTIONS if row.name in ("chunk_size", "first_chunk_size", "left_context", "device",
+                                                      "dtype")]
+    assert len(shared) == 5
+    for row in shared:  # the table's help text, without the variable: say reads no environment
+        assert f"{row.flag} {row.name.split('_')[-1].upper()} {' '.join(row.help.split())}" in say_help
+    assert "[env " not in say_help
+
+    def settings(*args: str):
+        return say_settings(build_parser().parse_args(["say", "Hi.", "--model-path", "m", "--out", "o.wav", *args]))
+
+    defaults = settings()
+    assert (defaults.device, defaults.dtype) == ("auto", "auto")
+    assert (defaults.streaming().chunk_size, defaults.streaming().first_chunk_size,
+            defaults.streaming().left_context) == (4, 1, 72)
+    # The first chunk is clamped to the chunk size exactly as the server clamps it.
+    given = settings("--chunk-size", "3", "--first-chunk-size", "8", "--device", "cpu")
+    assert (given.streaming().chunk_size, given.streaming().first_chunk_size, given.device) == (3, 3, "cpu")
+
+
+def test_say_refuses_bad_streaming_options_in_one_line(tmp_path):
+    proc = say("Hi.", "--model-path", "/x", "--out", str(tmp_path / "x.wav"), "--chunk-size", "0")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == "error: chunk_size must be >= 1, got 0"
 
 
 def test_loading_refuses_other_model_types_and_incomplete_checkpoints(tmp_path):
