@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import re
 
+# The one list of the languages Qwen3-TTS speaks (display case, "Auto" first). It lives here, not in
+# qwen_stream/catalog.py, because this package is the lower layer: the server imports it, it imports nothing
+# of the server (and never torch). catalog.py re-exports it for the server's modules and the WebUI.
 LANGUAGES: tuple[str, ...] = (
     "Auto",
     "Chinese",

@@ -1,15 +1,28 @@
-"""/v1/normalize: what the model will read, for users checking the text front end."""
+"""/v1/normalize: what the model will read, for users checking the text front end; /v1/languages: the
+language names requests may send, so that clients (the WebUI) need no copy of them."""
 
 from __future__ import annotations
 
 import asyncio
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 
+from ..catalog import LANGUAGES
 from ..service import InvalidRequest
 from .protocol import NormalizeRequest, NormalizeResponse
 
 router = APIRouter(tags=["text"])
+
+
+class LanguagesResponse(BaseModel):
+    languages: list[str]  # display case, "Auto" first: the order a language picker shows them in
+
+
+@router.get("/v1/languages", response_model=LanguagesResponse)
+async def languages():
+    """Every language name `language` fields accept (any case), from the catalog of published facts."""
+    return {"languages": list(LANGUAGES)}
 
 
 @router.post("/v1/normalize", response_model=NormalizeResponse)
