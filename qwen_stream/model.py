@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .catalog import FAMILIES, SAMPLE_RATE, SAMPLES_PER_FRAME, speaker_display_name
+from .catalog import FAMILIES, SAMPLE_RATE, SAMPLES_PER_FRAME, Family, speaker_display_name
 from .catalog import SPEAKERS as BUILTIN_SPEAKERS  # noqa: F401 (an older name, still imported by voice_library)
 from .settings import ModelSettings
 
@@ -167,7 +167,7 @@ class LoadedModel:
         self.placement = placement
         self.inner = tts.model
         config = self.inner.config
-        self.family: str = config.tts_model_type
+        self.family: Family = config.tts_model_type  # checked just below
         if self.family not in FAMILIES:
             raise ModelLoadError(f"unknown Qwen3-TTS model type {self.family!r}")
         self.size: str = str(config.tts_model_size)

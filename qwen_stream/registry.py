@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .catalog import (FAMILIES, HUB_FAMILY_NAMES, HUB_SIZES, LANGUAGES, PUBLISHED_SIZES, SPEAKERS,
+from .catalog import (FAMILIES, HUB_FAMILY_NAMES, HUB_SIZES, LANGUAGES, PUBLISHED_SIZES, SPEAKERS, Family,
                       family_of_hub_name, hub_id, speaker_display_name)
 from .model import LoadedModel, ModelLoadError, check_model_source, load_model
 from .settings import ModelSettings
@@ -35,7 +35,7 @@ _HUB_ID = re.compile("({})-({})$".format("|".join(map(re.escape, HUB_SIZES.value
 class ModelInfo:
     """What a checkpoint can do, known without loading its weights."""
 
-    family: str
+    family: Family
     size: str  # "0b6", "1b7" (the library's markers) or another label (e.g. "tiny")
     speakers: tuple[str, ...]
     languages: tuple[str, ...]
@@ -49,12 +49,12 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    family: str
+    family: Family
     source: str  # local directory or hub id
     info: ModelInfo
 
 
-def info_from_source(source: str, family_hint: str | None = None) -> ModelInfo:
+def info_from_source(source: str, family_hint: Family | None = None) -> ModelInfo:
     """Reads config.json of a local checkpoint; for a hub id, the published facts of its model card."""
     path = Path(source).expanduser()
     if path.is_dir():
