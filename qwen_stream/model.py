@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from .catalog import FAMILIES, SAMPLE_RATE, SAMPLES_PER_FRAME, Family, speaker_display_name
-from .catalog import SPEAKERS as BUILTIN_SPEAKERS  # noqa: F401 (an older name, still imported by voice_library)
 from .settings import ModelSettings
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalog import FAMILIES_BY_DEFAULT
+from .catalog import FAMILIES_BY_DEFAULT, hub_id
 from .clients import ClientQueues, Ended, QueueFull, Ticket, valid_client_id
 from .config import ServerSettings
 from .decoder import pcm16_to_float
@@ -69,7 +69,7 @@ def model_specs(settings: ServerSettings) -> list[ModelSpec]:
     if settings.demo:
         from .tiny import ensure_checkpoint
 
-        order = ("base", "custom_voice", "voice_design") if settings.ref_audio else FAMILIES_BY_DEFAULT
+        order = ("base", *(f for f in FAMILIES_BY_DEFAULT if f != "base")) if settings.ref_audio else FAMILIES_BY_DEFAULT
         paths = {family: str(ensure_checkpoint(settings.demo_cache_dir(), family)) for family in order}
         return [ModelSpec(f, p, info_from_source(p)) for f, p in paths.items()]
     if settings.models:
@@ -79,7 +79,7 @@ def model_specs(settings: ServerSettings) -> list[ModelSpec]:
         import torch
 
         big = torch.cuda.is_available() and torch.cuda.get_device_properties(0).total_memory >= 12 * 2**30
-        source = f"Qwen/Qwen3-TTS-12Hz-{'1.7B' if big else '0.6B'}-{'Base' if settings.ref_audio else 'CustomVoice'}"
+        source = hub_id("base" if settings.ref_audio else "custom_voice", "1.7b" if big else "0.6b")
     info = info_from_source(source)
     return [ModelSpec(info.family, source, info)]
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from .catalog import SPEAKERS
 from .generation import valid_unicode
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,7 @@ class VoiceRecord:
 
 def builtin_voices(speakers) -> list[VoiceRecord]:
     """CustomVoice speakers in the model card's order (checkpoints store them in a dict of their own order)."""
-    from .model import BUILTIN_SPEAKERS
-
-    rank = {name: i for i, name in enumerate(BUILTIN_SPEAKERS)}
+    rank = {name: i for i, name in enumerate(SPEAKERS)}
     ordered = sorted(speakers, key=lambda name: (rank.get(name, len(rank)), name))
     return [VoiceRecord(id=name, name=name, kind="builtin", family="custom_voice") for name in ordered]
 
