@@ -50,7 +50,7 @@ class _Forward:
 
 
 def _strip_emphasis(text: str) -> str:
-    parts = []
+    parts: list[str] = []
     last = pos = 0
     forward = _Forward(text)
     while m := _OPENER.search(text, pos):

@@ -135,7 +135,7 @@ _ZH_GROUPS = ("", "万", "亿", "万亿")
 
 def _zh_group(n: int) -> str:
     """0 < n < 10000, with inner zeros as 零 (1005 -> 一千零五)."""
-    out = []
+    out: list[str] = []
     pending_zero = False
     for power in (3, 2, 1, 0):
         digit = (n // 10**power) % 10
@@ -161,7 +161,7 @@ def zh_cardinal(n: int) -> str:
     while n:
         n, group = divmod(n, 10000)
         groups.append(group)
-    out = []
+    out: list[str] = []
     for index in range(len(groups) - 1, -1, -1):
         group = groups[index]
         if group == 0:

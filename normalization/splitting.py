@@ -31,9 +31,7 @@ _CJK_CHAR = "\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af"
 # may only start at the beginning of a run: otherwise a run followed by a letter ("!!!!x") is retried
 # from each of its positions, each try walking to the end of the run (quadratic; 28 s for 20k "!").
 # A match inside a run succeeds exactly when one at its start does, so the lookbehind changes no split.
-_HARD_END = re.compile(
-    r"[。！？；．｡‼⁇⁈⁉]+" + _CLOSE + r"|(?<![!?])[!?]+" + _CLOSE + rf"(?=\s|$|[{_CJK_CHAR}])|\n+"
-)
+_HARD_END = re.compile(r"[。！？；．｡‼⁇⁈⁉]+" + _CLOSE + r"|(?<![!?])[!?]+" + _CLOSE + rf"(?=\s|$|[{_CJK_CHAR}])|\n+")
 # An ASCII period followed by space, the end of text or CJK text; the word before it decides.
 _PERIOD = re.compile(r"\." + _CLOSE + rf"(?=\s|$|[{_CJK_CHAR}])")
 
@@ -178,6 +176,13 @@ def _cut(text: str, start: int, end: int, cap: int) -> int:
 _SPACES = re.compile(r"\s*")
 
 
+def _skip_spaces(text: str, pos: int) -> int:
+    """The offset of the first non-space at or after pos."""
+    match = _SPACES.match(text, pos)
+    assert match is not None  # \s* matches everywhere, if only the empty string
+    return match.end()
+
+
 def cap_length(sentence: str, cap: int) -> list[str]:
     """Cut a sentence into pieces of at most ``cap`` characters where possible, never inside a word."""
     if cap < 1:
@@ -185,14 +190,14 @@ def cap_length(sentence: str, cap: int) -> list[str]:
     pieces = []
     # Offsets into the sentence rather than a shrinking copy of the rest, which made each cut cost the
     # length of the whole remaining text.
-    start = _SPACES.match(sentence).end()
+    start = _skip_spaces(sentence, 0)
     end = len(sentence.rstrip())
     while end - start > cap:
         pos = start + _cut(sentence, start, end, cap)
         head = sentence[start:pos].strip()
         if head:
             pieces.append(head)
-        start = _SPACES.match(sentence, pos).end()
+        start = _skip_spaces(sentence, pos)
     if start < end:
         pieces.append(sentence[start:end])
     return pieces

@@ -110,9 +110,11 @@ def _quiet_library_noise() -> None:
         sys.meta_path.insert(0, _QuietImportFinder())
     # Filters on the loggers the records are created on (a filter on a parent logger is not consulted for
     # records of its children); transformers' get_logger returns these same logging.getLogger objects.
-    for name in ("qwen_tts.core.models.configuration_qwen3_tts",
-                 "qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2",
-                 "qwen_tts.core.tokenizer_25hz.configuration_qwen3_tts_tokenizer_v1"):
+    for name in (
+        "qwen_tts.core.models.configuration_qwen3_tts",
+        "qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2",
+        "qwen_tts.core.tokenizer_25hz.configuration_qwen3_tts_tokenizer_v1",
+    ):
         logging.getLogger(name).addFilter(_drop_default_config_notes)
     # With NO_SOX set, the sox package logs a 10-line "SoX could not be found!" warning; we never use SoX.
     # (A level would not do: sox sets its logger's level on import; filters stay.)

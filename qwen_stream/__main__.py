@@ -60,8 +60,9 @@ def _say(args, settings: ServerSettings) -> int:
         if speaker is None and model.family == "custom_voice":
             speaker = model.speakers[0]
         voice = Voice(speaker=speaker, instruct=args.instruct)
-    request = SynthesisRequest(text=args.text, language=args.language, voice=voice, seed=args.seed,
-                               max_frames=args.max_frames)
+    request = SynthesisRequest(
+        text=args.text, language=args.language, voice=voice, seed=args.seed, max_frames=args.max_frames
+    )
     engine = Engine(model, EngineSettings(model=model_settings, streaming=settings.streaming()))
     try:
         pcm = bytearray()
@@ -76,10 +77,13 @@ def _say(args, settings: ServerSettings) -> int:
             wav.setframerate(SAMPLE_RATE)
             wav.writeframes(bytes(pcm))
         if args.codes_out:
+            assert end.codes is not None  # kept: keep_codes was set
             np.save(args.codes_out, end.codes.numpy().astype(np.int64))
         stats = end.stats
-        print(f"{args.out}: {stats.frames} frames, {stats.audio_seconds:.2f} s audio, first chunk "
-              f"{(stats.ttfb or 0) * 1000:.0f} ms, RTF {stats.rtf or 0:.2f} ({end.outcome})")
+        print(
+            f"{args.out}: {stats.frames} frames, {stats.audio_seconds:.2f} s audio, first chunk "
+            f"{(stats.ttfb or 0) * 1000:.0f} ms, RTF {stats.rtf or 0:.2f} ({end.outcome})"
+        )
     finally:
         engine.close()
     return 0

@@ -20,9 +20,10 @@ import contextlib
 import io
 import struct
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import cast
 
 import numpy as np
 
@@ -59,7 +60,7 @@ class AudioFormat:
     # fill it in, and the encoded file leaves whole at finish() instead of chunk by chunk.
     whole_file: bool = False
 
-    def encoder(self) -> "Encoder":
+    def encoder(self) -> Encoder:
         if self.name == "pcm":
             return PcmEncoder()
         if self.name == "wav":
@@ -70,12 +71,21 @@ class AudioFormat:
 FORMATS: dict[str, AudioFormat] = {
     # MPEG-2 Layer III at 24 kHz (576-sample frames). No ID3 tag, no Xing frame (it could not be filled in
     # on a stream): plain frames that can be cut and concatenated. LAME's delay (576 + 529 samples) stays in.
-    "mp3": AudioFormat("mp3", "audio/mpeg", "mp3", "libmp3lame", 64_000,
-                       {"id3v2_version": "0", "write_xing": "0"}, priming=1105, frame_samples=576),
+    "mp3": AudioFormat(
+        "mp3",
+        "audio/mpeg",
+        "mp3",
+        "libmp3lame",
+        64_000,
+        {"id3v2_version": "0", "write_xing": "0"},
+        priming=1105,
+        frame_samples=576,
+    ),
     # Ogg Opus (RFC 7845), 20 ms packets, one packet per Ogg page so each is sent at once (the muxer's
     # default holds pages for up to 1 s). Pre-skip and the final granule position trim decoder delay.
-    "opus": AudioFormat("opus", "audio/ogg", "ogg", "libopus", 32_000,
-                        {"page_duration": "20000"}, priming=0, frame_samples=480),
+    "opus": AudioFormat(
+        "opus", "audio/ogg", "ogg", "libopus", 32_000, {"page_duration": "20000"}, priming=0, frame_samples=480
+    ),
     # AAC-LC in ADTS (a raw .aac stream). ADTS cannot signal the encoder's 1024-sample priming.
     "aac": AudioFormat("aac", "audio/aac", "adts", "aac", 64_000, priming=1024, frame_samples=1024),
     # FLAC, sent whole at the end. Streamed, its STREAMINFO (the first metadata block, before any audio)
@@ -83,8 +93,9 @@ FORMATS: dict[str, AudioFormat] = {
     # SF_COUNT_MAX frames (2**63-1: "1e11 hours"; soundfile.read() then fails). Only the end knows the
     # count, so the muxer writes into memory and, at the trailer, rewrites STREAMINFO with the total,
     # the real min/max frame sizes and the MD5 of the audio. No padding: the last block is just shorter.
-    "flac": AudioFormat("flac", "audio/flac", "flac", "flac", muxer_options={"metadata_header_padding": "0"},
-                        whole_file=True),
+    "flac": AudioFormat(
+        "flac", "audio/flac", "flac", "flac", muxer_options={"metadata_header_padding": "0"}, whole_file=True
+    ),
     "wav": AudioFormat("wav", "audio/wav"),
     "pcm": AudioFormat("pcm", "audio/pcm"),
 }
@@ -131,10 +142,15 @@ class PcmEncoder(Encoder):
 def wav_header(sample_rate: int = SAMPLE_RATE, channels: int = 1, sample_width: int = 2) -> bytes:
     """A RIFF/WAVE PCM header with 0xFFFFFFFF sizes: the length is unknown when streaming starts."""
     byte_rate = sample_rate * channels * sample_width
-    return (b"RIFF" + struct.pack("<I", _UNKNOWN_SIZE) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, byte_rate, channels * sample_width,
-                                    8 * sample_width)
-            + b"data" + struct.pack("<I", _UNKNOWN_SIZE))
+    return (
+        b"RIFF"
+        + struct.pack("<I", _UNKNOWN_SIZE)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, byte_rate, channels * sample_width, 8 * sample_width)
+        + b"data"
+        + struct.pack("<I", _UNKNOWN_SIZE)
+    )
 
 
 class WavEncoder(PcmEncoder):
@@ -215,9 +231,12 @@ class AVEncoder(Encoder):
         self._pts = 0
         self._done = False
         try:
-            self._container = av.open(self._sink, "w", format=fmt.muxer,
-                                      options={"flush_packets": "1", **fmt.muxer_options})
-            self._stream = self._container.add_stream(fmt.codec, rate=SAMPLE_RATE, layout="mono")
+            self._container = av.open(
+                self._sink, "w", format=fmt.muxer, options={"flush_packets": "1", **fmt.muxer_options}
+            )
+            # AVEncoder serves only formats with an FFmpeg codec, and those codecs are audio codecs.
+            stream = self._container.add_stream(cast(str, fmt.codec), rate=SAMPLE_RATE, layout="mono")
+            self._stream = cast("av.AudioStream", stream)
             if fmt.bit_rate:
                 self._stream.bit_rate = fmt.bit_rate
             self._stream.codec_context.open()
@@ -282,8 +301,9 @@ class TimeStretch:
         self._pts = 0
         self._done = False
         self._graph = av.filter.Graph()
-        node = self._graph.add_abuffer(format="s16", sample_rate=SAMPLE_RATE, layout="mono",
-                                       time_base=Fraction(1, SAMPLE_RATE))
+        node = self._graph.add_abuffer(
+            format="s16", sample_rate=SAMPLE_RATE, layout="mono", time_base=Fraction(1, SAMPLE_RATE)
+        )
         for tempo in atempo_chain(speed):
             following = self._graph.add("atempo", f"{tempo:.6f}")
             node.link_to(following)
@@ -302,7 +322,7 @@ class TimeStretch:
             if self._done:
                 raise AudioError("the time-stretch stage is closed")
             for start in range(0, len(samples), _STRETCH_PIECE):
-                piece = samples[start:start + _STRETCH_PIECE]
+                piece = samples[start : start + _STRETCH_PIECE]
                 self._graph.push(_frame(piece, self._pts))
                 self._pts += len(piece)
                 out.append(self._pull())
@@ -381,7 +401,7 @@ class AudioPipeline:
         self.encoder.close()
 
 
-async def encode_stream(pipeline: AudioPipeline, pcm: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def encode_stream(pipeline: AudioPipeline, pcm: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
     """Encoded bytes as the pipeline emits them. Encoding runs on a worker thread (a few ms per chunk for
     the real codecs) so the event loop keeps serving other streams. The PCM iterator is always closed,
     even when this generator is abandoned midway, so its cleanup (cancelling generation) runs at once."""

@@ -30,7 +30,9 @@ HUB_FAMILY_NAMES: dict[Family, str] = {"base": "Base", "custom_voice": "CustomVo
 HUB_SIZES = {"0.6b": "0.6B", "1.7b": "1.7B"}  # as --models writes them -> as the hub does
 # VoiceDesign is published at 1.7B only.
 PUBLISHED_SIZES: dict[Family, tuple[str, ...]] = {
-    "base": ("0.6b", "1.7b"), "custom_voice": ("0.6b", "1.7b"), "voice_design": ("1.7b",),
+    "base": ("0.6b", "1.7b"),
+    "custom_voice": ("0.6b", "1.7b"),
+    "voice_design": ("1.7b",),
 }
 
 
@@ -41,7 +43,7 @@ def hub_id(family: Family, size: str) -> str:
 
 
 def family_of_hub_name(name: str) -> Family:
-    """"CustomVoice" (the last part of a hub id) -> "custom_voice"."""
+    """ "CustomVoice" (the last part of a hub id) -> "custom_voice"."""
     return {hub: family for family, hub in HUB_FAMILY_NAMES.items()}[name]
 
 
@@ -83,7 +85,22 @@ BYTES_PER_FRAME = SAMPLES_PER_FRAME * 2  # PCM16 mono
 FRAME_SECONDS = SAMPLES_PER_FRAME / SAMPLE_RATE  # 80 ms
 
 __all__ = [
-    "BYTES_PER_FRAME", "FAMILIES", "FAMILIES_BY_DEFAULT", "FRAME_SECONDS", "Family", "HUB_FAMILY_NAMES",
-    "HUB_ORG", "HUB_SIZES", "LANGUAGES", "PUBLISHED_SIZES", "SAMPLES_PER_FRAME", "SAMPLE_RATE", "SPEAKERS",
-    "SPEAKER_TRAITS", "SPOKEN_LANGUAGES", "family_of_hub_name", "hub_id", "speaker_display_name",
+    "BYTES_PER_FRAME",
+    "FAMILIES",
+    "FAMILIES_BY_DEFAULT",
+    "FRAME_SECONDS",
+    "Family",
+    "HUB_FAMILY_NAMES",
+    "HUB_ORG",
+    "HUB_SIZES",
+    "LANGUAGES",
+    "PUBLISHED_SIZES",
+    "SAMPLES_PER_FRAME",
+    "SAMPLE_RATE",
+    "SPEAKERS",
+    "SPEAKER_TRAITS",
+    "SPOKEN_LANGUAGES",
+    "family_of_hub_name",
+    "hub_id",
+    "speaker_display_name",
 ]

@@ -88,8 +88,13 @@ class TicketStats:
 class Ticket:
     """One HTTP request's utterance: one or more sentences (segments) spoken in a row."""
 
-    def __init__(self, client_id: str, segments: Sequence[SynthesisRequest] | None, text_chars: int,
-                 flow: FlowControl | None = None):
+    def __init__(
+        self,
+        client_id: str,
+        segments: Sequence[SynthesisRequest] | None,
+        text_chars: int,
+        flow: FlowControl | None = None,
+    ):
         self.id = uuid.uuid4().hex
         self.client_id = client_id
         self.segments = list(segments) if segments is not None else None  # None: reserved, still preparing
@@ -132,8 +137,14 @@ class _Client:
 
 
 class ClientQueues:
-    def __init__(self, engine: Engine, max_queue: int, max_ahead_frames: int | None = None,
-                 send_timeout: float = 10.0, max_clients: int = 1024):
+    def __init__(
+        self,
+        engine: Engine,
+        max_queue: int,
+        max_ahead_frames: int | None = None,
+        send_timeout: float = 10.0,
+        max_clients: int = 1024,
+    ):
         """max_ahead_frames: how far generation may run ahead of a stream's reader (None: no bound);
         send_timeout: how long the engine waits for a reader that takes nothing before it gives up."""
         self._engine = engine
@@ -263,8 +274,12 @@ class ClientQueues:
         client = self._clients.get(client_id)
         if client is None:
             return
-        if client.running is None and not client.engine_busy and client.waiting and \
-                client.waiting[0].segments is not None:
+        if (
+            client.running is None
+            and not client.engine_busy
+            and client.waiting
+            and client.waiting[0].segments is not None
+        ):
             ticket = client.waiting.popleft()
             client.running = ticket
             ticket.stats.started = time.perf_counter()
@@ -272,9 +287,11 @@ class ClientQueues:
         self._drop_if_idle(client_id)
 
     def _submit_segment(self, client: _Client, ticket: Ticket) -> None:
+        assert ticket.segments is not None  # only filled tickets start
         request = ticket.segments[ticket._next_segment]
         ticket._next_segment += 1
         loop = self._loop
+        assert loop is not None  # set when the first ticket was reserved
 
         def emit(event: Event) -> None:
             try:
@@ -311,6 +328,7 @@ class ClientQueues:
             self._end(ticket, Ended("error", event.error))
         elif isinstance(event, StreamEnd):
             ticket.stats.eos = event.outcome == "done"
+            assert ticket.segments is not None  # it was running, so it was filled
             more = ticket._next_segment < len(ticket.segments)
             stopped = event.outcome in ("cancelled", "stalled")
             if not ticket.ended and not stopped and more and client is not None:

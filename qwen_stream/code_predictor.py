@@ -10,6 +10,7 @@ per step, so for a given seed it yields the same codes (tests/test_engine.py che
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 from transformers.cache_utils import DynamicCache
@@ -37,13 +38,21 @@ class FastCodePredictor:
     """Callable with the subset of `generate`'s signature that the talker uses."""
 
     def __init__(self, code_predictor: torch.nn.Module):
-        self._cp = code_predictor
+        # A qwen_tts module: torch types its submodules only as Tensor | Module, so it is used untyped.
+        self._cp: Any = code_predictor
         self._warper_cache: dict[tuple, LogitsProcessorList] = {}
 
     @torch.inference_mode()
-    def __call__(self, inputs_embeds: torch.Tensor, max_new_tokens: int, do_sample: bool = True,
-                 top_p: float | None = None, top_k: int | None = None, temperature: float | None = None,
-                 **_ignored) -> SimpleNamespace:
+    def __call__(
+        self,
+        inputs_embeds: torch.Tensor,
+        max_new_tokens: int,
+        do_sample: bool = True,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        temperature: float | None = None,
+        **_ignored,
+    ) -> SimpleNamespace:
         cp = self._cp
         key = (temperature, top_k, top_p)
         warpers = self._warper_cache.get(key)
@@ -58,11 +67,16 @@ class FastCodePredictor:
         position = torch.arange(prompt_len, device=device)
         embedding_tables = cp.model.get_input_embeddings()
         for step in range(max_new_tokens):
-            hidden = cp.model(inputs_embeds=embeds, past_key_values=cache, use_cache=True,
-                              cache_position=position, position_ids=position.unsqueeze(0)).last_hidden_state
+            hidden = cp.model(
+                inputs_embeds=embeds,
+                past_key_values=cache,
+                use_cache=True,
+                cache_position=position,
+                position_ids=position.unsqueeze(0),
+            ).last_hidden_state
             logits = cp.lm_head[step](hidden[:, -1, :]).float()
             if do_sample:
-                scores = warpers(tokens, logits)
+                scores = warpers(tokens, logits)  # type: ignore[arg-type]  # HF annotates LongTensor, means a long Tensor
                 next_tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1)
             else:
                 next_tokens = torch.argmax(logits, dim=-1, keepdim=True)
@@ -75,7 +89,7 @@ class FastCodePredictor:
 
 def install_fast_code_predictor(code_predictor: torch.nn.Module) -> None:
     """Shadows the instance's `generate` (the class method stays reachable for comparison)."""
-    code_predictor.generate = FastCodePredictor(code_predictor)
+    code_predictor.generate = FastCodePredictor(code_predictor)  # type: ignore[assignment]  # shadows the method
 
 
 def uninstall_fast_code_predictor(code_predictor: torch.nn.Module) -> None:

@@ -15,10 +15,10 @@ import logging
 import os
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .settings import EngineSettings, FrameBudget, ModelSettings, SamplingSettings, StreamingSettings
 
@@ -85,8 +85,9 @@ def voice_map(text: str) -> dict[str, str]:
 
 
 def _check_voice_map(value: Any) -> None:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and k and isinstance(v, str) and v
-                                              for k, v in value.items()):
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items()
+    ):
         raise ValueError('expected a JSON object of names to voices, e.g. {"alloy": "Ryan"}')
 
 
@@ -106,82 +107,150 @@ def _parser_for(hint: Any) -> Callable[[str], Any]:
 class ServerSettings:
     """The server's options: each field is one row of the table (flag, environment variable, default, help)."""
 
-    model_path: str | None = field(default=None, metadata=opt(
-        "checkpoint directory or hub id; default: by GPU memory, >= 12 GiB 1.7B else 0.6B (CustomVoice, or Base "
-        "with --ref-audio)", env="MODEL_PATH"))
-    demo: bool = field(default=False, metadata=opt(
-        "serve a tiny random checkpoint (built once into the cache dir): starts anywhere with no weights; its "
-        "audio is noise"))
-    models: str | None = field(default=None, metadata=opt(
-        "families to serve, e.g. custom_voice:1.7b,base:0.6b,voice_design:1.7b (hub ids) or base=/models/Base; "
-        "the first is the default; each loads on first use"))
-    max_loaded_models: int = field(default=3, metadata=opt(
-        "models kept loaded at once; the least recently used one unloads"))
-    voices_dir: str | None = field(default=None, metadata=opt(
-        "where cloned and designed voices are stored (default: the user cache dir)"))
+    model_path: str | None = field(
+        default=None,
+        metadata=opt(
+            "checkpoint directory or hub id; default: by GPU memory, >= 12 GiB 1.7B else 0.6B (CustomVoice, or Base "
+            "with --ref-audio)",
+            env="MODEL_PATH",
+        ),
+    )
+    demo: bool = field(
+        default=False,
+        metadata=opt(
+            "serve a tiny random checkpoint (built once into the cache dir): starts anywhere with no weights; its "
+            "audio is noise"
+        ),
+    )
+    models: str | None = field(
+        default=None,
+        metadata=opt(
+            "families to serve, e.g. custom_voice:1.7b,base:0.6b,voice_design:1.7b (hub ids) or base=/models/Base; "
+            "the first is the default; each loads on first use"
+        ),
+    )
+    max_loaded_models: int = field(
+        default=3, metadata=opt("models kept loaded at once; the least recently used one unloads")
+    )
+    voices_dir: str | None = field(
+        default=None, metadata=opt("where cloned and designed voices are stored (default: the user cache dir)")
+    )
     max_upload_mb: float = field(default=10.0, metadata=opt("largest accepted reference audio upload, in MiB"))
-    ref_audio: str | None = field(default=None, metadata=opt(
-        "reference audio of the default cloned voice (Base models)", env="REF_AUDIO_PATH"))
-    ref_text: str | None = field(default=None, metadata=opt(
-        "transcript of --ref-audio (ICL mode); without it x-vector mode", env="REF_TEXT"))
+    ref_audio: str | None = field(
+        default=None, metadata=opt("reference audio of the default cloned voice (Base models)", env="REF_AUDIO_PATH")
+    )
+    ref_text: str | None = field(
+        default=None, metadata=opt("transcript of --ref-audio (ICL mode); without it x-vector mode", env="REF_TEXT")
+    )
     host: str = field(default="127.0.0.1", metadata=opt("address to listen on"))
     port: int = field(default=9000, metadata=opt("port to listen on"))
-    device: str = field(default=ModelSettings.device, metadata=opt(
-        "cuda, cuda:N or cpu; auto picks cuda when available"))
-    dtype: str = field(default=ModelSettings.dtype, metadata=opt(
-        "bf16, fp16 or fp32; auto: bf16 on GPUs that support it, fp32 on CPU"))
-    attention: str = field(default=ModelSettings.attention, metadata=opt(
-        "sdpa, eager or flash_attention_2; auto: flash-attn when installed on GPU"))
-    threads: int | None = field(default=None, metadata=opt(
-        "torch CPU threads (default: torch's choice; 1 is best for tiny models on small machines)"))
-    chunk_size: int = field(default=StreamingSettings.chunk_size, metadata=opt(
-        "frames per PCM chunk (one frame = 80 ms)"))
-    first_chunk_size: int = field(default=StreamingSettings.first_chunk_size, metadata=opt(
-        "frames in the first chunk; later chunks double up to --chunk-size"))
-    left_context: int = field(default=StreamingSettings.left_context, metadata=opt(
-        "decoder left context in frames"))
-    max_batch: int = field(default=EngineSettings.max_batch, metadata=opt(
-        "utterances of one model generated together (as batch rows) when they wait at the same time; 1 runs "
-        "them one by one"))
-    pre_buffer: int = field(default=0, metadata=opt(
-        "chunks held back before the first byte is sent (smooths slow GPUs)"))
-    temperature: float | None = field(default=None, metadata=opt(
-        "talker sampling temperature (default: the checkpoint's)"))
+    device: str = field(
+        default=ModelSettings.device, metadata=opt("cuda, cuda:N or cpu; auto picks cuda when available")
+    )
+    dtype: str = field(
+        default=ModelSettings.dtype, metadata=opt("bf16, fp16 or fp32; auto: bf16 on GPUs that support it, fp32 on CPU")
+    )
+    attention: str = field(
+        default=ModelSettings.attention,
+        metadata=opt("sdpa, eager or flash_attention_2; auto: flash-attn when installed on GPU"),
+    )
+    threads: int | None = field(
+        default=None,
+        metadata=opt("torch CPU threads (default: torch's choice; 1 is best for tiny models on small machines)"),
+    )
+    chunk_size: int = field(
+        default=StreamingSettings.chunk_size, metadata=opt("frames per PCM chunk (one frame = 80 ms)")
+    )
+    first_chunk_size: int = field(
+        default=StreamingSettings.first_chunk_size,
+        metadata=opt("frames in the first chunk; later chunks double up to --chunk-size"),
+    )
+    left_context: int = field(default=StreamingSettings.left_context, metadata=opt("decoder left context in frames"))
+    max_batch: int = field(
+        default=EngineSettings.max_batch,
+        metadata=opt(
+            "utterances of one model generated together (as batch rows) when they wait at the same time; 1 runs "
+            "them one by one"
+        ),
+    )
+    pre_buffer: int = field(
+        default=0, metadata=opt("chunks held back before the first byte is sent (smooths slow GPUs)")
+    )
+    temperature: float | None = field(
+        default=None, metadata=opt("talker sampling temperature (default: the checkpoint's)")
+    )
     top_k: int | None = field(default=None, metadata=opt("talker top-k (default: the checkpoint's)"))
     top_p: float | None = field(default=None, metadata=opt("talker top-p (default: the checkpoint's)"))
-    repetition_penalty: float | None = field(default=None, metadata=opt(
-        "talker repetition penalty (default: the checkpoint's)"))
+    repetition_penalty: float | None = field(
+        default=None, metadata=opt("talker repetition penalty (default: the checkpoint's)")
+    )
     max_text_chars: int = field(default=5000, metadata=opt("longest accepted text per request, in characters"))
     max_queue: int = field(default=32, metadata=opt("requests one client may have waiting; more get 429"))
-    max_clients: int = field(default=1024, metadata=opt(
-        "clients with requests in flight at once (each request without a client id is a client of its own); "
-        "more get 429 server_busy"))
-    max_frames: int = field(default=FrameBudget.max_frames, metadata=opt(
-        "hard cap on frames per sentence (2048 = 164 s)"))
-    cors_origins: tuple[str, ...] = field(default=(), metadata=opt(
-        "comma-separated origins allowed to call the API from a browser; * for any (pages opened from disk send "
-        "the origin null)"))
-    trusted_hosts: tuple[str, ...] | None = field(default=None, metadata=opt(
-        "comma-separated Host names served (* for any); default: loopback names and the bound address when "
-        "bound to a loopback address, else any"))
-    open_listings: bool = field(default=True, metadata=opt(
-        "serve the voice and model listings without the API key (Open WebUI reads them without one); speech "
-        "always needs it"))
-    max_buffer_seconds: float = field(default=5.0, metadata=opt(
-        "audio a stream may run ahead of what its reader has taken; generation waits beyond it"))
-    send_timeout: float = field(default=10.0, metadata=opt(
-        "a reader that takes nothing for this many seconds while audio waits is gone: its stream is cut "
-        "(outcome stalled)"))
-    shutdown_timeout: float = field(default=10.0, metadata=opt(
-        "seconds active streams may finish after SIGTERM before they are cut"))
-    api_key: str | None = field(default=None, repr=False, metadata=opt(
-        "Bearer key required on every route except /, /health, /metrics and, with --open-listings, the model "
-        "and voice listings; off without it (prefer the variable: flags show in ps)", env="API_KEY"))
-    openai_voices: Mapping[str, str] | None = field(default=None, metadata=opt(
-        "OpenAI voice names mapped to this server's voices, over the defaults (docs/openai.md): a JSON object "
-        "or the path of a JSON file", parse=voice_map))
-    cache_dir: str | None = field(default=None, metadata=opt(
-        "where --demo checkpoints live (default: the user cache dir)"))
+    max_clients: int = field(
+        default=1024,
+        metadata=opt(
+            "clients with requests in flight at once (each request without a client id is a client of its own); "
+            "more get 429 server_busy"
+        ),
+    )
+    max_frames: int = field(
+        default=FrameBudget.max_frames, metadata=opt("hard cap on frames per sentence (2048 = 164 s)")
+    )
+    cors_origins: tuple[str, ...] = field(
+        default=(),
+        metadata=opt(
+            "comma-separated origins allowed to call the API from a browser; * for any (pages opened from disk send "
+            "the origin null)"
+        ),
+    )
+    trusted_hosts: tuple[str, ...] | None = field(
+        default=None,
+        metadata=opt(
+            "comma-separated Host names served (* for any); default: loopback names and the bound address when "
+            "bound to a loopback address, else any"
+        ),
+    )
+    open_listings: bool = field(
+        default=True,
+        metadata=opt(
+            "serve the voice and model listings without the API key (Open WebUI reads them without one); speech "
+            "always needs it"
+        ),
+    )
+    max_buffer_seconds: float = field(
+        default=5.0,
+        metadata=opt("audio a stream may run ahead of what its reader has taken; generation waits beyond it"),
+    )
+    send_timeout: float = field(
+        default=10.0,
+        metadata=opt(
+            "a reader that takes nothing for this many seconds while audio waits is gone: its stream is cut "
+            "(outcome stalled)"
+        ),
+    )
+    shutdown_timeout: float = field(
+        default=10.0, metadata=opt("seconds active streams may finish after SIGTERM before they are cut")
+    )
+    api_key: str | None = field(
+        default=None,
+        repr=False,
+        metadata=opt(
+            "Bearer key required on every route except /, /health, /metrics and, with --open-listings, the model "
+            "and voice listings; off without it (prefer the variable: flags show in ps)",
+            env="API_KEY",
+        ),
+    )
+    openai_voices: Mapping[str, str] | None = field(
+        default=None,
+        metadata=opt(
+            "OpenAI voice names mapped to this server's voices, over the defaults (docs/openai.md): a JSON object "
+            "or the path of a JSON file",
+            parse=voice_map,
+        ),
+    )
+    cache_dir: str | None = field(
+        default=None, metadata=opt("where --demo checkpoints live (default: the user cache dir)")
+    )
     log_level: str = field(default="info", metadata=opt("debug, info, warning or error"))
 
     def __post_init__(self) -> None:
@@ -228,13 +297,16 @@ class ServerSettings:
     def streaming(self) -> StreamingSettings:
         # A first chunk above --chunk-size is clamped, not refused, so lowering --chunk-size alone just works
         # (the server and `say` both build their streaming settings here).
-        return StreamingSettings(chunk_size=self.chunk_size,
-                                 first_chunk_size=min(self.first_chunk_size, self.chunk_size),
-                                 left_context=self.left_context)
+        return StreamingSettings(
+            chunk_size=self.chunk_size,
+            first_chunk_size=min(self.first_chunk_size, self.chunk_size),
+            left_context=self.left_context,
+        )
 
     def sampling(self) -> SamplingSettings:
-        return SamplingSettings(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                                repetition_penalty=self.repetition_penalty)
+        return SamplingSettings(
+            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, repetition_penalty=self.repetition_penalty
+        )
 
     def engine(self, model_path: str) -> EngineSettings:
         return EngineSettings(
@@ -296,8 +368,11 @@ def build_parser(settings_class: type[ServerSettings] = ServerSettings) -> argpa
     return parser
 
 
-def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
-                  settings_class: type[ServerSettings] = ServerSettings) -> ServerSettings:
+def load_settings(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    settings_class: type[ServerSettings] = ServerSettings,
+) -> ServerSettings:
     """CLI flags over environment variables over defaults. Raises ValueError naming the bad setting."""
     environ = os.environ if environ is None else environ
     rows = options(settings_class)

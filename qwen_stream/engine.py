@@ -22,8 +22,14 @@ from dataclasses import dataclass
 import torch
 
 from .decoder import StreamingDecoder
-from .generation import (SynthesisError, SynthesisRequest, build_generate_inputs, check_request, frame_cap,
-                         generate_streaming)
+from .generation import (
+    SynthesisError,
+    SynthesisRequest,
+    build_generate_inputs,
+    check_request,
+    frame_cap,
+    generate_streaming,
+)
 from .model import LoadedModel
 from .registry import ModelRegistry
 from .settings import FRAME_SECONDS, SAMPLE_RATE, EngineSettings, StreamingSettings
@@ -167,8 +173,14 @@ class Job:
 
     _ids = itertools.count(1)
 
-    def __init__(self, request: SynthesisRequest, cap: int, emit: EventCallback, keep_codes: bool = False,
-                 flow: FlowControl | None = None):
+    def __init__(
+        self,
+        request: SynthesisRequest,
+        cap: int,
+        emit: EventCallback,
+        keep_codes: bool = False,
+        flow: FlowControl | None = None,
+    ):
         self.id = next(Job._ids)
         self.request = request
         self.cap = cap
@@ -208,8 +220,9 @@ class Job:
     def attach(self, model: LoadedModel, streaming: StreamingSettings) -> None:
         """Binds the job to the model that runs it (worker thread, just before generation)."""
         context = self.request.voice.context_codes
-        self._decoder = StreamingDecoder(model.decode, streaming,
-                                         context_codes=None if context is None else context.to(model.device))
+        self._decoder = StreamingDecoder(
+            model.decode, streaming, context_codes=None if context is None else context.to(model.device)
+        )
 
     # -- FrameSink (worker thread) -------------------------------------------------------------------
     @property
@@ -226,6 +239,7 @@ class Job:
         if self.codes is not None:
             self.codes.append(codes.detach().cpu())
         started = time.perf_counter()
+        assert self._decoder is not None  # made in start(), before the first frame
         pcm = self._decoder.push(codes)
         if pcm is not None:
             self.stats.decode_seconds += time.perf_counter() - started
@@ -333,8 +347,9 @@ class Engine:
         self._thread.start()
 
     # -- submitting -----------------------------------------------------------------------------------
-    def submit(self, request: SynthesisRequest, emit: EventCallback, keep_codes: bool = False,
-               flow: FlowControl | None = None) -> Job:
+    def submit(
+        self, request: SynthesisRequest, emit: EventCallback, keep_codes: bool = False, flow: FlowControl | None = None
+    ) -> Job:
         """Validates and queues a request. Raises SynthesisError for a request this model cannot serve.
         With `flow`, generation waits for the reader (see FlowControl)."""
         if request.family is not None and not self.registry.serves(request.family):
@@ -366,8 +381,9 @@ class Engine:
         finally:
             job.cancel()
 
-    def submit_async(self, request: SynthesisRequest, loop: asyncio.AbstractEventLoop | None = None
-                     ) -> tuple[Job, asyncio.Queue]:
+    def submit_async(
+        self, request: SynthesisRequest, loop: asyncio.AbstractEventLoop | None = None
+    ) -> tuple[Job, asyncio.Queue]:
         """Queues a request whose events arrive in an asyncio.Queue of the given (or running) loop."""
         loop = loop or asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
@@ -436,7 +452,7 @@ class Engine:
         with self._lock:
             return len(self._backlog)
 
-    def warmup(self, request: SynthesisRequest) -> JobStats:
+    def warmup(self, request: SynthesisRequest) -> JobStats | None:
         """One short generation so first-request latency does not include lazy initialisation."""
         stats = None
         for event in self.stream(request):
@@ -491,12 +507,16 @@ class Engine:
         if limit <= 0 or first.request.seed is not None:
             return []
         family = first.request.family or self.registry.default_family
-        mates = []
+        mates: list[Job] = []
         for item in itertools.islice(self._backlog, BATCH_LOOKAHEAD):
             if len(mates) == limit:
                 break
-            if isinstance(item, Job) and item.request.seed is None and not item.cancelled and \
-                    (item.request.family or self.registry.default_family) == family:
+            if (
+                isinstance(item, Job)
+                and item.request.seed is None
+                and not item.cancelled
+                and (item.request.family or self.registry.default_family) == family
+            ):
                 mates.append(item)
         for mate in mates:
             self._backlog.remove(mate)
@@ -528,8 +548,13 @@ class Engine:
                 job.attach(model, self.settings.streaming)
                 job.mates = [mate for mate in live if mate is not job]
                 job.contended = self._contention(job)
-            generate_streaming(model, [job.request for job in live], live, self.settings.sampling,
-                               max_new_frames=max(job.cap for job in live))
+            generate_streaming(
+                model,
+                [job.request for job in live],
+                live,
+                self.settings.sampling,
+                max_new_frames=max(job.cap for job in live),
+            )
         except Exception as error:
             if len(live) > 1 and not any(job.stats.frames for job in live):
                 self._run_without_bad_rows(live, error)
@@ -550,8 +575,10 @@ class Engine:
         return lambda: job.mates_running or self._live_work_waiting()
 
     def _live_work_waiting(self) -> bool:
-        return any(isinstance(item, _Task) or (isinstance(item, Job) and not item.cancelled)
-                   for item in itertools.islice(self._backlog, BATCH_LOOKAHEAD))
+        return any(
+            isinstance(item, _Task) or (isinstance(item, Job) and not item.cancelled)
+            for item in itertools.islice(self._backlog, BATCH_LOOKAHEAD)
+        )
 
     def _nudge_active(self) -> None:
         """New work arrived: a job waiting for its reader reconsiders now, not at its next poll."""
@@ -561,8 +588,12 @@ class Engine:
     def _run_without_bad_rows(self, jobs: list[Job], error: Exception) -> None:
         """The batch failed before its first frame (a prompt the tokenizer refuses, say): find the rows
         whose own prompt fails, fail them alone, and run the others again."""
-        log.warning("batch of %d failed before its first frame (%s: %s); retrying its rows apart",
-                    len(jobs), type(error).__name__, error)
+        log.warning(
+            "batch of %d failed before its first frame (%s: %s); retrying its rows apart",
+            len(jobs),
+            type(error).__name__,
+            error,
+        )
         good = []
         for job in jobs:
             try:

@@ -108,15 +108,18 @@ def build_generate_inputs(model: LoadedModel, requests: Sequence[SynthesisReques
     languages = [r.language for r in requests]
     if model.family == "base":
         items = [r.voice.clone for r in requests]
-        ref_ids = [
-            tts._tokenize_texts([tts._build_ref_text(it.ref_text)])[0] if it.ref_text else None for it in items
-        ]
-        return dict(input_ids=input_ids, ref_ids=ref_ids,
-                    voice_clone_prompt=tts._prompt_items_to_voice_clone_prompt(items),
-                    languages=languages, non_streaming_mode=False)
+        ref_ids = [tts._tokenize_texts([tts._build_ref_text(it.ref_text)])[0] if it.ref_text else None for it in items]
+        return dict(
+            input_ids=input_ids,
+            ref_ids=ref_ids,
+            voice_clone_prompt=tts._prompt_items_to_voice_clone_prompt(items),
+            languages=languages,
+            non_streaming_mode=False,
+        )
     instruct_ids = [
         tts._tokenize_texts([tts._build_instruct_text(r.voice.instruct)])[0]
-        if r.voice.instruct and model.accepts_instruct else None
+        if r.voice.instruct and model.accepts_instruct
+        else None
         for r in requests
     ]
     inputs = dict(input_ids=input_ids, instruct_ids=instruct_ids, languages=languages, non_streaming_mode=True)
@@ -143,7 +146,7 @@ class _TalkerFinished(Exception):
 
 @contextmanager
 def _streaming_talker(talker: torch.nn.Module, sinks: Sequence[FrameSink]):
-    original = talker.generate
+    original: Any = talker.generate  # torch types it Tensor | Module; it is the model's generate method
 
     def generate(*args, **kwargs):
         criteria = StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
@@ -152,15 +155,20 @@ def _streaming_talker(talker: torch.nn.Module, sinks: Sequence[FrameSink]):
         original(*args, **kwargs)
         raise _TalkerFinished
 
-    talker.generate = generate
+    talker.generate = generate  # type: ignore[assignment]  # shadows the method on this instance
     try:
         yield
     finally:
         del talker.generate
 
 
-def generate_streaming(model: LoadedModel, requests: Sequence[SynthesisRequest], sinks: Sequence[FrameSink],
-                       sampling: SamplingSettings, max_new_frames: int) -> None:
+def generate_streaming(
+    model: LoadedModel,
+    requests: Sequence[SynthesisRequest],
+    sinks: Sequence[FrameSink],
+    sampling: SamplingSettings,
+    max_new_frames: int,
+) -> None:
     """Runs one batch: row i of `requests` streams its frames into `sinks[i]`.
 
     `max_new_frames` bounds the whole batch; sinks enforce their own caps by stopping. Returns when

@@ -16,16 +16,22 @@ class Metrics:
 
     def __init__(self, active_streams: Callable[[], float], queue_depth: Callable[[], float]):
         self.registry = CollectorRegistry()
-        self.requests = Counter("qwen_stream_requests", "Finished speech requests by outcome", ["outcome"],
-                                registry=self.registry)
-        self.ttfb = Histogram("qwen_stream_ttfb_seconds", "Request received to first audio byte sent",
-                              buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.rtf = Histogram("qwen_stream_rtf", "Compute time / audio time per request", buckets=_RTF_BUCKETS,
-                             registry=self.registry)
-        self.audio_seconds = Counter("qwen_stream_audio_seconds", "Seconds of audio streamed",
-                                     registry=self.registry)
-        self.interrupts = Counter("qwen_stream_interrupts", "Interrupt calls that stopped or dropped work",
-                                  registry=self.registry)
+        self.requests = Counter(
+            "qwen_stream_requests", "Finished speech requests by outcome", ["outcome"], registry=self.registry
+        )
+        self.ttfb = Histogram(
+            "qwen_stream_ttfb_seconds",
+            "Request received to first audio byte sent",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.rtf = Histogram(
+            "qwen_stream_rtf", "Compute time / audio time per request", buckets=_RTF_BUCKETS, registry=self.registry
+        )
+        self.audio_seconds = Counter("qwen_stream_audio_seconds", "Seconds of audio streamed", registry=self.registry)
+        self.interrupts = Counter(
+            "qwen_stream_interrupts", "Interrupt calls that stopped or dropped work", registry=self.registry
+        )
         self.active = Gauge("qwen_stream_active_streams", "Utterances being generated", registry=self.registry)
         self.active.set_function(active_streams)
         self.queue = Gauge("qwen_stream_queue_depth", "Utterances waiting in client queues", registry=self.registry)

@@ -43,8 +43,14 @@ def resolve_placement(settings: ModelSettings) -> Placement:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(f"device {device!r} requested but CUDA is not available; use --device cpu")
 
-    dtypes = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-              "fp32": torch.float32, "float32": torch.float32}
+    dtypes = {
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "fp32": torch.float32,
+        "float32": torch.float32,
+    }
     if settings.dtype == "auto":
         if device.startswith("cuda"):
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -102,7 +108,7 @@ def check_model_source(path: str) -> str:
     return path
 
 
-def load_model(settings: ModelSettings) -> "LoadedModel":
+def load_model(settings: ModelSettings) -> LoadedModel:
     """Load a checkpoint through qwen-tts' own `from_pretrained` (the same path for real and tiny weights)."""
     source = check_model_source(settings.path)
     placement = resolve_placement(settings)
@@ -140,8 +146,11 @@ def _note_optional_dependencies(placement: Placement) -> None:
         return
     _noted_optional_dependencies = True
     if importlib.util.find_spec("flash_attn") is None:
-        log.info("flash-attn not installed: using %s attention%s", placement.attention,
-                 ' (pip install -e ".[gpu]" adds it)' if placement.device.startswith("cuda") else "")
+        log.info(
+            "flash-attn not installed: using %s attention%s",
+            placement.attention,
+            ' (pip install -e ".[gpu]" adds it)' if placement.device.startswith("cuda") else "",
+        )
     if shutil.which("sox") is None:
         log.info("SoX not installed: fine, qwen-stream never uses it (qwen-tts only looks for it at import)")
 
@@ -185,8 +194,9 @@ class LoadedModel:
         speech_model = self.inner.speech_tokenizer.model
         self._decoder = speech_model.decoder
         # decode(keep=...) replays the decoder's forward in stages; only if it has the stages we know.
-        self._staged_decode = all(hasattr(self._decoder, name) for name in
-                                  ("quantizer", "pre_conv", "pre_transformer", "upsample", "decoder"))
+        self._staged_decode = all(
+            hasattr(self._decoder, name) for name in ("quantizer", "pre_conv", "pre_transformer", "upsample", "decoder")
+        )
         upsample = int(speech_model.get_decode_upsample_rate())
         if upsample != SAMPLES_PER_FRAME or int(speech_model.get_output_sample_rate()) != SAMPLE_RATE:
             raise ModelLoadError(
@@ -226,7 +236,7 @@ class LoadedModel:
         hidden = dec.quantizer.decode(window)
         hidden = dec.pre_conv(hidden).transpose(1, 2)
         hidden = dec.pre_transformer(inputs_embeds=hidden).last_hidden_state.permute(0, 2, 1)
-        hidden = hidden[..., max(0, hidden.shape[-1] - keep - CONV_CONTEXT_FRAMES):]
+        hidden = hidden[..., max(0, hidden.shape[-1] - keep - CONV_CONTEXT_FRAMES) :]
         for blocks in dec.upsample:
             for block in blocks:
                 hidden = block(hidden)

@@ -17,8 +17,18 @@ from pathlib import Path
 
 import torch
 
-from .catalog import (FAMILIES, HUB_FAMILY_NAMES, HUB_SIZES, LANGUAGES, PUBLISHED_SIZES, SPEAKERS, Family,
-                      family_of_hub_name, hub_id, speaker_display_name)
+from .catalog import (
+    FAMILIES,
+    HUB_FAMILY_NAMES,
+    HUB_SIZES,
+    LANGUAGES,
+    PUBLISHED_SIZES,
+    SPEAKERS,
+    Family,
+    family_of_hub_name,
+    hub_id,
+    speaker_display_name,
+)
 from .model import LoadedModel, ModelLoadError, check_model_source, load_model
 from .settings import ModelSettings
 
@@ -27,8 +37,9 @@ log = logging.getLogger(__name__)
 # A hub id's languages, spelled as checkpoints key them (config.json's codec_language_id: lower case).
 _HUB_LANGUAGES = tuple(name.lower() for name in LANGUAGES)
 # The tail of a released hub id, "1.7B-CustomVoice": its size and family.
-_HUB_ID = re.compile("({})-({})$".format("|".join(map(re.escape, HUB_SIZES.values())),
-                                         "|".join(HUB_FAMILY_NAMES.values())))
+_HUB_ID = re.compile(
+    "({})-({})$".format("|".join(map(re.escape, HUB_SIZES.values())), "|".join(HUB_FAMILY_NAMES.values()))
+)
 
 
 @dataclass(frozen=True)
@@ -68,17 +79,20 @@ def info_from_source(source: str, family_hint: Family | None = None) -> ModelInf
         languages = ("auto",) + tuple(k for k in talker.get("codec_language_id", {}) if "dialect" not in k)
         return ModelInfo(family, str(config.get("tts_model_size")), speakers, languages)
     match = _HUB_ID.search(source)
-    if not match and family_hint is None:
+    if family_hint is not None:
+        family = family_hint
+    elif match:
+        family = family_of_hub_name(match.group(2))
+    else:
         raise ModelLoadError(f"cannot tell the model family of {source!r}; use a Qwen3-TTS-12Hz hub id or a local dir")
-    family = family_hint or family_of_hub_name(match.group(2))
     size = "0b6" if match and match.group(1) == "0.6B" else "1b7"
     speakers = SPEAKERS if family == "custom_voice" else ()
     return ModelInfo(family, size, speakers, _HUB_LANGUAGES)
 
 
-def parse_models(text: str) -> dict[str, str]:
+def parse_models(text: str) -> dict[Family, str]:
     """`--models`: comma-separated `family:size` (hub ids) or `family=PATH` entries -> {family: source}."""
-    sources: dict[str, str] = {}
+    sources: dict[Family, str] = {}
     for item in (part.strip() for part in text.split(",") if part.strip()):
         if "=" in item:
             family, source = (x.strip() for x in item.split("=", 1))
@@ -107,8 +121,8 @@ class ModelRegistry:
     def __init__(self, specs: list[ModelSpec], settings: ModelSettings, max_loaded: int = 1):
         if not specs:
             raise ValueError("no models to serve")
-        self.specs = {spec.family: spec for spec in specs}
-        self.default_family = specs[0].family
+        self.specs: dict[str, ModelSpec] = {spec.family: spec for spec in specs}
+        self.default_family: str = specs[0].family
         self._settings = settings
         self.max_loaded = max(1, max_loaded)
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -117,7 +131,7 @@ class ModelRegistry:
         self.unloads = 0
 
     @classmethod
-    def single(cls, model: LoadedModel) -> "ModelRegistry":
+    def single(cls, model: LoadedModel) -> ModelRegistry:
         """A registry around one already loaded model (tests, the CLI)."""
         info = ModelInfo(model.family, model.size, tuple(model.speakers), tuple(model.languages))
         registry = cls([ModelSpec(model.family, model.source, info)], ModelSettings(path=model.source))

@@ -10,11 +10,12 @@ import math
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .catalog import FAMILIES_BY_DEFAULT, hub_id
+from .catalog import FAMILIES_BY_DEFAULT, Family, hub_id
 from .clients import ClientQueues, Ended, QueueFull, Ticket, valid_client_id
 from .config import ServerSettings
 from .decoder import pcm16_to_float
@@ -25,8 +26,16 @@ from .model import LoadedModel, ModelLoadError
 from .registry import ModelRegistry, ModelSpec, info_from_source, parse_models
 from .settings import FRAME_SECONDS, SAMPLE_RATE
 from .voice_library import VoiceLibrary, VoiceRecord, builtin_voices
-from .voices import (VoiceError, check_reference, clone_prompt, content_hash, decode_base64_audio, read_audio,
-                     to_model_rate, wav_bytes)
+from .voices import (
+    VoiceError,
+    check_reference,
+    clone_prompt,
+    content_hash,
+    decode_base64_audio,
+    read_audio,
+    to_model_rate,
+    wav_bytes,
+)
 
 log = logging.getLogger("qwen_stream")
 
@@ -69,7 +78,9 @@ def model_specs(settings: ServerSettings) -> list[ModelSpec]:
     if settings.demo:
         from .tiny import ensure_checkpoint
 
-        order = ("base", *(f for f in FAMILIES_BY_DEFAULT if f != "base")) if settings.ref_audio else FAMILIES_BY_DEFAULT
+        order: tuple[Family, ...] = (
+            ("base", *(f for f in FAMILIES_BY_DEFAULT if f != "base")) if settings.ref_audio else FAMILIES_BY_DEFAULT
+        )
         paths = {family: str(ensure_checkpoint(settings.demo_cache_dir(), family)) for family in order}
         return [ModelSpec(f, p, info_from_source(p)) for f, p in paths.items()]
     if settings.models:
@@ -105,8 +116,10 @@ class TTSService:
         self.default_voice: Voice | None = None
         self._legacy_prompts: OrderedDict[str, object] = OrderedDict()
         self._decoding = asyncio.Semaphore(REFERENCE_DECODES)
-        self.metrics = Metrics(active_streams=lambda: self.clients.active if self.clients else 0,
-                               queue_depth=lambda: self.clients.waiting if self.clients else 0)
+        self.metrics = Metrics(
+            active_streams=lambda: self.clients.active if self.clients else 0,
+            queue_depth=lambda: self.clients.waiting if self.clients else 0,
+        )
 
     @property
     def model(self) -> LoadedModel | None:
@@ -115,6 +128,7 @@ class TTSService:
 
     @property
     def registry(self) -> ModelRegistry:
+        assert self.engine is not None  # set by start(); requests arrive once the service is ready
         return self.engine.registry
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -129,13 +143,20 @@ class TTSService:
             self.state, self.error = "failed", f"{type(e).__name__}: {e}"
             log.exception("model failed to load")
             return
-        self.clients = ClientQueues(self.engine, self.settings.max_queue,
-                                    max_ahead_frames=math.ceil(self.settings.max_buffer_seconds / FRAME_SECONDS),
-                                    send_timeout=self.settings.send_timeout,
-                                    max_clients=self.settings.max_clients)
+        assert self.engine is not None  # _load() set it
+        self.clients = ClientQueues(
+            self.engine,
+            self.settings.max_queue,
+            max_ahead_frames=math.ceil(self.settings.max_buffer_seconds / FRAME_SECONDS),
+            send_timeout=self.settings.send_timeout,
+            max_clients=self.settings.max_clients,
+        )
         self.state = "ready"
-        log.info("ready: %s%s", self.model.describe() if self.model else self.registry.families,
-                 " (demo checkpoints: random weights, audio is noise)" if self.settings.demo else "")
+        log.info(
+            "ready: %s%s",
+            self.model.describe() if self.model else self.registry.families,
+            " (demo checkpoints: random weights, audio is noise)" if self.settings.demo else "",
+        )
 
     def _load(self) -> None:
         import normalization
@@ -156,8 +177,9 @@ class TTSService:
         normalization.warmup()
         if self.default_voice is not None:
             frames = self.settings.first_chunk_size + 2 * self.settings.chunk_size
-            self.engine.warmup(SynthesisRequest("Hello.", "English", self.default_voice, max_frames=frames,
-                                                family=self.default_family))
+            self.engine.warmup(
+                SynthesisRequest("Hello.", "English", self.default_voice, max_frames=frames, family=self.default_family)
+            )
         log.info("loaded and warmed up in %.1f s", time.perf_counter() - started)
 
     def _default_voice(self, registry: ModelRegistry) -> tuple[str, Voice | None]:
@@ -189,8 +211,9 @@ class TTSService:
             raise NotReady(self.state, self.error)
 
     # -- requests -------------------------------------------------------------------------------------
-    async def resolve_voice(self, name: str | None, instruct: str | None,
-                            ref_audio: str | None = None) -> tuple[str, Voice]:
+    async def resolve_voice(
+        self, name: str | None, instruct: str | None, ref_audio: str | None = None
+    ) -> tuple[str, Voice]:
         """A request's voice -> (the family that speaks it, the Voice). Raises InvalidRequest."""
         registry = self.registry
         instruct = instruct or None
@@ -204,12 +227,14 @@ class TTSService:
             if self.default_voice is None:
                 raise InvalidRequest("unknown_voice", "this server has no default voice; name one from /v1/voices")
             family, voice = self.default_family, self.default_voice
+            assert family is not None  # set together with the default voice
             if instruct:
                 voice = Voice(speaker=voice.speaker, instruct=instruct, clone=voice.clone)
             self._check_instruct(family, voice)
             return family, voice
         from .voice_library import BrokenVoice
 
+        assert self.library is not None
         record = self.library.get(name)
         if record is None:
             if (damage := self.library.broken_reason(name)) is not None:
@@ -232,8 +257,11 @@ class TTSService:
     def _check_instruct(self, family: str, voice: Voice) -> None:
         if voice.instruct and family != "voice_design" and not self.registry.info(family).accepts_instruct:
             what = "a cloned voice (Base model)" if family == "base" else "this CustomVoice model (0.6B)"
-            raise InvalidRequest("instruct_unsupported", f"{what} cannot follow instructions"
-                                 + ("; CustomVoice 1.7B and VoiceDesign can" if family != "voice_design" else ""))
+            raise InvalidRequest(
+                "instruct_unsupported",
+                f"{what} cannot follow instructions"
+                + ("; CustomVoice 1.7B and VoiceDesign can" if family != "voice_design" else ""),
+            )
 
     async def _legacy_clone(self, ref_audio: str):
         """Per-request base64 reference audio: an x-vector clone, cached by content hash (bounded LRU)."""
@@ -271,8 +299,10 @@ class TTSService:
         """24 kHz samples -> clone prompt (ICL with a transcript, else x-vector), on the engine thread."""
         try:
             check_reference(samples, SAMPLE_RATE)
+            assert self.engine is not None
             future = self.engine.run_task(
-                lambda registry: clone_prompt(registry.get("base"), samples, SAMPLE_RATE, transcript))
+                lambda registry: clone_prompt(registry.get("base"), samples, SAMPLE_RATE, transcript)
+            )
             return await asyncio.wrap_future(future)
         except VoiceError as e:
             raise InvalidRequest("invalid_audio", str(e)) from e
@@ -280,18 +310,21 @@ class TTSService:
     # -- the voice library ----------------------------------------------------------------------------
     def voices(self) -> list[VoiceRecord]:
         self.require_ready()
+        assert self.library is not None
         return [v for v in self.library.list() if self.registry.serves(v.family)]
 
     def voice(self, voice_id: str) -> VoiceRecord:
         self.require_ready()
+        assert self.library is not None
         record = self.library.get(voice_id)
         if record is None:
             damage = self.library.broken_reason(voice_id)
             raise NotFound(f"no voice {voice_id!r}" + (f" (it is damaged: {damage})" if damage else ""))
         return record
 
-    async def add_voice(self, data: bytes, name: str, transcript: str | None, mode: str | None,
-                        language: str | None) -> VoiceRecord:
+    async def add_voice(
+        self, data: bytes, name: str, transcript: str | None, mode: str | None, language: str | None
+    ) -> VoiceRecord:
         """An uploaded reference -> a stored cloned voice. Nothing is stored unless every check passes."""
         self.require_ready()
         if not self.registry.serves("base"):
@@ -305,9 +338,17 @@ class TTSService:
         language = self._language(language)
         samples = await self._decode_reference(data)
         prompt = await self._build_prompt(samples, transcript if mode == "icl" else None)
+        assert self.library is not None
         return await asyncio.to_thread(
-            self.library.add, name=name, kind="cloned", family="base", prompt=prompt,
-            reference_wav=wav_bytes(samples), language=language, ref_text=transcript if mode == "icl" else None)
+            self.library.add,
+            name=name,
+            kind="cloned",
+            family="base",
+            prompt=prompt,
+            reference_wav=wav_bytes(samples),
+            language=language,
+            ref_text=transcript if mode == "icl" else None,
+        )
 
     async def design_voice(self, name: str, description: str, sample_text: str, language: str) -> VoiceRecord:
         """VoiceDesign speaks the sample; the Base model turns that clip into a reusable clone prompt."""
@@ -316,8 +357,10 @@ class TTSService:
         self.require_ready()
         for family in ("voice_design", "base"):
             if not self.registry.serves(family):
-                raise InvalidRequest("unsupported", "designing a voice needs a VoiceDesign and a Base model "
-                                                    "(--models voice_design:1.7b,base:1.7b)")
+                raise InvalidRequest(
+                    "unsupported",
+                    "designing a voice needs a VoiceDesign and a Base model (--models voice_design:1.7b,base:1.7b)",
+                )
         check_text(description, "description")
         check_text(sample_text, "sample_text")
         language = self._language(language)
@@ -326,6 +369,7 @@ class TTSService:
             raise InvalidRequest("empty_text", "sample_text has nothing to speak")
         spoken = " ".join(s.text for s in segments)
         request = SynthesisRequest(spoken, segments[0].language, Voice(instruct=description), family="voice_design")
+        assert self.engine is not None and self.library is not None
         job, events = self.engine.submit_async(request)
         pcm = bytearray()
         try:
@@ -342,13 +386,21 @@ class TTSService:
         samples = pcm16_to_float(bytes(pcm))
         prompt = await self._build_prompt(samples, spoken)
         return await asyncio.to_thread(
-            self.library.add, name=name, kind="designed", family="base", prompt=prompt,
-            reference_wav=wav_bytes(samples), language=language if language != "Auto" else None,
-            ref_text=spoken, description=description)
+            self.library.add,
+            name=name,
+            kind="designed",
+            family="base",
+            prompt=prompt,
+            reference_wav=wav_bytes(samples),
+            language=language if language != "Auto" else None,
+            ref_text=spoken,
+            description=description,
+        )
 
     async def delete_voice(self, voice_id: str) -> None:
         """Damaged voices can be deleted too: that is how an operator clears them."""
         self.require_ready()
+        assert self.library is not None
         record = self.library.get(voice_id)
         if record is not None and record.kind == "builtin":
             raise InvalidRequest("invalid_request", f"{voice_id!r} is a built-in voice and cannot be deleted")
@@ -368,12 +420,21 @@ class TTSService:
         """What any text route accepts: speakable, valid Unicode, within --max-text-chars."""
         check_text(text, "text")
         if len(text) > self.settings.max_text_chars:
-            raise InvalidRequest("text_too_long",
-                                 f"text has {len(text)} characters; the limit is {self.settings.max_text_chars}")
+            raise InvalidRequest(
+                "text_too_long", f"text has {len(text)} characters; the limit is {self.settings.max_text_chars}"
+            )
 
-    async def prepare(self, client_id: str, text: str, language: str, voice: str | None, instruct: str | None,
-                      normalize: bool, ref_audio: str | None = None,
-                      max_frames: int | None = None) -> PreparedRequest:
+    async def prepare(
+        self,
+        client_id: str,
+        text: str,
+        language: str,
+        voice: str | None,
+        instruct: str | None,
+        normalize: bool,
+        ref_audio: str | None = None,
+        max_frames: int | None = None,
+    ) -> PreparedRequest:
         """Takes the client's place in line at arrival, then validates and normalizes. Raises InvalidRequest
         (the place is given back). Follow with open(), or discard() if the request will not be served."""
         received = time.perf_counter()
@@ -382,6 +443,7 @@ class TTSService:
         self.check_input_text(text)
         if instruct is not None:
             check_text(instruct, "instruct", required=False)
+        assert self.clients is not None
         ticket = self.clients.reserve(client_id, len(text))
         try:
             requests = await self._segments(text, language, voice, instruct, normalize, ref_audio, max_frames)
@@ -391,22 +453,36 @@ class TTSService:
         ticket.stats.received = received
         return PreparedRequest(client_id, requests, len(text), received, ticket)
 
-    async def _segments(self, text: str, language: str, voice: str | None, instruct: str | None, normalize: bool,
-                        ref_audio: str | None, max_frames: int | None = None) -> list[SynthesisRequest]:
+    async def _segments(
+        self,
+        text: str,
+        language: str,
+        voice: str | None,
+        instruct: str | None,
+        normalize: bool,
+        ref_audio: str | None,
+        max_frames: int | None = None,
+    ) -> list[SynthesisRequest]:
         """max_frames: the client's cap per sentence; it only shortens (the server's budget still bounds it)."""
         import normalization
 
         language = self._language(language)
         family, chosen = await self.resolve_voice(voice, instruct, ref_audio)
-        segments = await asyncio.wrap_future(
-            normalization.normalize_in_worker(text, language, enable_tn=normalize)
-        )
+        segments = await asyncio.wrap_future(normalization.normalize_in_worker(text, language, enable_tn=normalize))
         if not segments:
             raise InvalidRequest("empty_text", "text has nothing to speak")
+        assert self.engine is not None
         budget = self.engine.settings.budget
-        requests = [SynthesisRequest(text=s.text, language=s.language, voice=chosen, family=family,
-                                     max_frames=None if max_frames is None else min(max_frames, budget.for_text(s.text)))
-                    for s in segments]
+        requests = [
+            SynthesisRequest(
+                text=s.text,
+                language=s.language,
+                voice=chosen,
+                family=family,
+                max_frames=None if max_frames is None else min(max_frames, budget.for_text(s.text)),
+            )
+            for s in segments
+        ]
         for request in requests:
             try:
                 check_request(self.registry.info(family), request)
@@ -416,14 +492,16 @@ class TTSService:
 
     def open(self, prepared: PreparedRequest) -> Ticket:
         """Lets the prepared utterance start when its turn in the client's queue comes."""
+        assert self.clients is not None
         self.clients.fill(prepared.ticket, prepared.segments)
         return prepared.ticket
 
     def discard(self, prepared: PreparedRequest) -> None:
         """Gives back the queue place of a prepared request that will not be opened."""
+        assert self.clients is not None
         self.clients.cancel(prepared.ticket, "rejected")
 
-    async def pcm(self, ticket: Ticket) -> AsyncIterator[bytes]:
+    async def pcm(self, ticket: Ticket) -> AsyncGenerator[bytes, None]:
         """The stream's body: PCM as it is made. A reader that leaves cancels the ticket (finally)."""
         held: list[bytes] = []
         pre_buffer = self.settings.pre_buffer
@@ -454,6 +532,7 @@ class TTSService:
                 raise StreamFailed(ticket.id) from ended.error
         finally:
             if not ticket.ended:
+                assert self.clients is not None
                 self.clients.cancel(ticket, "disconnected")
 
     def finished(self, ticket: Ticket) -> None:
@@ -465,13 +544,19 @@ class TTSService:
 
     def stalled(self, ticket: Ticket) -> None:
         """Its reader took nothing for --send-timeout seconds: stop its work as for a disconnect."""
-        log.warning("request id=%s client=%s: the reader took nothing for %g s; dropping it", ticket.id,
-                    ticket.client_id, self.settings.send_timeout)
+        log.warning(
+            "request id=%s client=%s: the reader took nothing for %g s; dropping it",
+            ticket.id,
+            ticket.client_id,
+            self.settings.send_timeout,
+        )
+        assert self.clients is not None
         self.clients.stalled(ticket)
 
     def interrupt(self, client_id: str) -> dict:
         self.require_ready()
         check_client_id(client_id)
+        assert self.clients is not None
         interrupted, flushed = self.clients.interrupt(client_id)
         if interrupted or flushed:
             self.metrics.interrupts.inc()
@@ -482,29 +567,41 @@ class TTSService:
         s = ticket.stats
         ttfb = None if s.first_audio is None else s.first_audio - s.received
         outcome = ticket.outcome or "disconnected"
+        assert ticket.segments is not None  # recorded once its response ended: it was filled
         self.metrics.requests.labels(outcome=outcome).inc()
         if ttfb is not None:
             self.metrics.ttfb.observe(ttfb)
         if s.rtf is not None:
             self.metrics.rtf.observe(s.rtf)
         self.metrics.audio_seconds.inc(s.audio_seconds)
-        log.info("request id=%s client=%s chars=%d segments=%d frames=%d ttfb_ms=%s engine_ttfb_ms=%s rtf=%s "
-                 "outcome=%s", ticket.id, ticket.client_id, ticket.text_chars, len(ticket.segments), s.frames,
-                 _ms(ttfb), _ms(s.engine_ttfb), "-" if s.rtf is None else f"{s.rtf:.2f}", outcome)
+        log.info(
+            "request id=%s client=%s chars=%d segments=%d frames=%d ttfb_ms=%s engine_ttfb_ms=%s rtf=%s outcome=%s",
+            ticket.id,
+            ticket.client_id,
+            ticket.text_chars,
+            len(ticket.segments),
+            s.frames,
+            _ms(ttfb),
+            _ms(s.engine_ttfb),
+            "-" if s.rtf is None else f"{s.rtf:.2f}",
+            outcome,
+        )
 
     # -- health ---------------------------------------------------------------------------------------
     def health(self) -> tuple[int, dict]:
         if self.state != "ready":
-            body = {"status": self.state}
+            body: dict[str, Any] = {"status": self.state}
             if self.error:
                 body["error"] = self.error
             return 503, body
         loaded = {m.family for m in self.registry.loaded()}
+        assert self.clients is not None and self.library is not None
         body = {
             "status": "ready",
             "model": self.model.describe() if self.model else None,
-            "models": [{"family": f, "source": spec.source, "loaded": f in loaded}
-                       for f, spec in self.registry.specs.items()],
+            "models": [
+                {"family": f, "source": spec.source, "loaded": f in loaded} for f, spec in self.registry.specs.items()
+            ],
             "default_voice": self.default_family,
             "demo": self.settings.demo,
             "active_streams": self.clients.active,

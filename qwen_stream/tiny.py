@@ -40,8 +40,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .catalog import FAMILIES, HUB_SIZES, SAMPLE_RATE, SAMPLES_PER_FRAME, SPOKEN_LANGUAGES
-from .catalog import SPEAKERS  # noqa: F401 (tiny.SPEAKERS: the speakers its CustomVoice checkpoint has)
+from .catalog import (
+    FAMILIES,
+    HUB_SIZES,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    SPEAKERS,  # noqa: F401 (tiny.SPEAKERS: the speakers its CustomVoice checkpoint has)
+    SPOKEN_LANGUAGES,
+)
 
 BUILDER_VERSION = 1
 MARKER_FILE = "qwen_stream_tiny.json"
@@ -63,7 +69,7 @@ SPK_ID = {
     "sohee": 2864,
 }
 # Dylan and Eric speak a dialect: with language Chinese/Auto the library swaps in the dialect's id.
-SPK_IS_DIALECT = {name: False for name in SPK_ID}
+SPK_IS_DIALECT: dict[str, bool | str] = {name: False for name in SPK_ID}
 SPK_IS_DIALECT.update({"dylan": "beijing_dialect", "eric": "sichuan_dialect"})
 
 LANGUAGES = SPOKEN_LANGUAGES  # the codec's languages; "Auto" has no id (the library adds it)
@@ -125,6 +131,7 @@ TARGET_RMS = 0.1
 # Dimensions
 # --------------------------------------------------------------------------------------------------
 
+
 def _mrope_section(head_dim: int) -> list[int]:
     """Split head_dim/2 in the released proportions 24:20:20 (sums to head_dim/2 exactly)."""
     half = head_dim // 2
@@ -136,16 +143,46 @@ def _mrope_section(head_dim: int) -> list[int]:
 def _dims(size: str) -> dict[str, Any]:
     if size == "tiny":
         return dict(
-            talker=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, text_hidden_size=64),
-            predictor=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                           num_attention_heads=4, num_key_value_heads=2, head_dim=16),
+            talker=dict(
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=16,
+                text_hidden_size=64,
+            ),
+            predictor=dict(
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=16,
+            ),
             speaker=dict(enc_channels=[32, 32, 32, 32, 96], enc_attention_channels=16, enc_se_channels=16),
-            encoder=dict(hidden_size=32, num_filters=4, num_hidden_layers=1, num_attention_heads=4,
-                         intermediate_size=64, codebook_dim=16, vector_quantization_hidden_dimension=16,
-                         num_quantizers=16, upsample_groups=32),
-            decoder=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=8, num_attention_heads=4,
-                         num_key_value_heads=4, head_dim=8, latent_dim=32, codebook_dim=32, decoder_dim=64),
+            encoder=dict(
+                hidden_size=32,
+                num_filters=4,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                intermediate_size=64,
+                codebook_dim=16,
+                vector_quantization_hidden_dimension=16,
+                num_quantizers=16,
+                upsample_groups=32,
+            ),
+            decoder=dict(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=8,
+                num_attention_heads=4,
+                num_key_value_heads=4,
+                head_dim=8,
+                latent_dim=32,
+                codebook_dim=32,
+                decoder_dim=64,
+            ),
             text_vocab_size=None,  # the tokenizer's size, rounded up
             tts_model_size="tiny",
             dtype="float32",
@@ -155,18 +192,46 @@ def _dims(size: str) -> dict[str, Any]:
         wide = size == "1.7b"
         hidden = 2048 if wide else 1024
         return dict(
-            talker=dict(hidden_size=hidden, intermediate_size=6144 if wide else 3072, num_hidden_layers=28,
-                        num_attention_heads=16, num_key_value_heads=8, head_dim=128, text_hidden_size=2048),
-            predictor=dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=5,
-                           num_attention_heads=16, num_key_value_heads=8, head_dim=128),
-            speaker=dict(enc_channels=[512, 512, 512, 512, 1536], enc_attention_channels=128,
-                         enc_se_channels=128),
-            encoder=dict(hidden_size=512, num_filters=64, num_hidden_layers=8, num_attention_heads=8,
-                         intermediate_size=2048, codebook_dim=256, vector_quantization_hidden_dimension=256,
-                         num_quantizers=32, upsample_groups=512),
-            decoder=dict(hidden_size=512, intermediate_size=1024, num_hidden_layers=8, num_attention_heads=16,
-                         num_key_value_heads=16, head_dim=64, latent_dim=1024, codebook_dim=512,
-                         decoder_dim=1536),
+            talker=dict(
+                hidden_size=hidden,
+                intermediate_size=6144 if wide else 3072,
+                num_hidden_layers=28,
+                num_attention_heads=16,
+                num_key_value_heads=8,
+                head_dim=128,
+                text_hidden_size=2048,
+            ),
+            predictor=dict(
+                hidden_size=1024,
+                intermediate_size=3072,
+                num_hidden_layers=5,
+                num_attention_heads=16,
+                num_key_value_heads=8,
+                head_dim=128,
+            ),
+            speaker=dict(enc_channels=[512, 512, 512, 512, 1536], enc_attention_channels=128, enc_se_channels=128),
+            encoder=dict(
+                hidden_size=512,
+                num_filters=64,
+                num_hidden_layers=8,
+                num_attention_heads=8,
+                intermediate_size=2048,
+                codebook_dim=256,
+                vector_quantization_hidden_dimension=256,
+                num_quantizers=32,
+                upsample_groups=512,
+            ),
+            decoder=dict(
+                hidden_size=512,
+                intermediate_size=1024,
+                num_hidden_layers=8,
+                num_attention_heads=16,
+                num_key_value_heads=16,
+                head_dim=64,
+                latent_dim=1024,
+                codebook_dim=512,
+                decoder_dim=1536,
+            ),
             text_vocab_size=151936,
             tts_model_size="1b7" if wide else "0b6",
             dtype="bfloat16",
@@ -179,8 +244,10 @@ def _dims(size: str) -> dict[str, Any]:
 # Configs (plain dicts -> the library's config classes)
 # --------------------------------------------------------------------------------------------------
 
-def talker_model_config_dict(kind: str, size: str = "tiny", text_vocab_size: int | None = None,
-                             special_ids: dict[str, int] | None = None) -> dict[str, Any]:
+
+def talker_model_config_dict(
+    kind: str, size: str = "tiny", text_vocab_size: int | None = None, special_ids: dict[str, int] | None = None
+) -> dict[str, Any]:
     """The root `config.json` content (before save_pretrained adds its bookkeeping)."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
@@ -386,6 +453,7 @@ def count_parameters(kind: str, size: str) -> dict[str, int]:
 # Text tokenizer
 # --------------------------------------------------------------------------------------------------
 
+
 def _bytes_to_unicode() -> list[str]:
     """GPT-2's byte -> printable character table, in byte order."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -396,7 +464,7 @@ def _bytes_to_unicode() -> list[str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    table = dict(zip(bs, cs))
+    table = dict(zip(bs, cs, strict=True))
     return [chr(table[b]) for b in range(256)]
 
 
@@ -431,16 +499,27 @@ def build_text_tokenizer():
     from transformers import Qwen2TokenizerFast
 
     vocab, merges = _bpe_vocab_and_merges()
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, dropout=None, unk_token=None,
-                               continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False,
-                               byte_fallback=False))
+    tok = Tokenizer(
+        models.BPE(
+            vocab=vocab,
+            merges=merges,
+            dropout=None,
+            unk_token=None,
+            continuing_subword_prefix="",
+            end_of_word_suffix="",
+            fuse_unk=False,
+            byte_fallback=False,
+        )
+    )
     tok.normalizer = normalizers.NFC()
     # A Sequence with the Split first, as in Qwen2's tokenizer.json: transformers' loader replaces
     # pre_tokenizer[0] when it applies its regex fix (fix_mistral_regex=True, which qwen-tts passes).
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     fast = Qwen2TokenizerFast(
@@ -461,6 +540,7 @@ def build_text_tokenizer():
 # --------------------------------------------------------------------------------------------------
 # Weights
 # --------------------------------------------------------------------------------------------------
+
 
 def _round_up(n: int, multiple: int) -> int:
     return (n + multiple - 1) // multiple * multiple
@@ -485,7 +565,7 @@ def _make_decoder_audible(decoder, seed: int) -> float:
     last = decoder.decoder[-1].conv
     gen = torch.Generator().manual_seed(seed + 1)
     codes = torch.randint(0, decoder.config.codebook_size, (1, decoder.config.num_quantizers, 12), generator=gen)
-    captured = {}
+    captured: dict[str, torch.Tensor] = {}
     handle = decoder.decoder[-1].register_forward_hook(lambda m, i, o: captured.__setitem__("wav", o))
     try:
         with torch.no_grad():
@@ -562,11 +642,11 @@ def _fix_root_config(path: Path, config_dict: dict[str, Any]) -> None:
 
 def _write_checkpoint(out: Path, kind: str, size: str, seed: int, max_new_tokens: int | None) -> dict:
     import torch
-    from transformers import EncodecFeatureExtractor
     from qwen_tts.core.models.configuration_qwen3_tts import Qwen3TTSConfig
     from qwen_tts.core.models.modeling_qwen3_tts import Qwen3TTSForConditionalGeneration
     from qwen_tts.core.tokenizer_12hz.configuration_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Config
     from qwen_tts.core.tokenizer_12hz.modeling_qwen3_tts_tokenizer_v2 import Qwen3TTSTokenizerV2Model
+    from transformers import EncodecFeatureExtractor
 
     d = _dims(size)
     dtype = getattr(torch, d["dtype"])
@@ -609,8 +689,9 @@ def _write_checkpoint(out: Path, kind: str, size: str, seed: int, max_new_tokens
     _fix_root_config(out / "config.json", config_dict)
     _save_json(out / "generation_config.json", generation_config_dict(size, max_new_tokens))
     text_tok.save_pretrained(out)
-    EncodecFeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
-                            return_attention_mask=True).save_pretrained(st_dir)
+    EncodecFeatureExtractor(
+        feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, return_attention_mask=True
+    ).save_pretrained(st_dir)
     return dict(decoder_rms=rms)
 
 
@@ -618,12 +699,14 @@ def _write_checkpoint(out: Path, kind: str, size: str, seed: int, max_new_tokens
 # Public API
 # --------------------------------------------------------------------------------------------------
 
+
 def _marker(kind: str, size: str, seed: int) -> dict[str, Any]:
     return dict(builder="qwen_stream.tiny", version=BUILDER_VERSION, kind=kind, size=size, seed=seed)
 
 
-def is_complete(path: str | os.PathLike, kind: str | None = None, size: str | None = None,
-                seed: int | None = None) -> bool:
+def is_complete(
+    path: str | os.PathLike, kind: str | None = None, size: str | None = None, seed: int | None = None
+) -> bool:
     """True when `path` holds a checkpoint this builder finished (marker written last, same version)."""
     path = Path(path)
     try:
@@ -635,9 +718,18 @@ def is_complete(path: str | os.PathLike, kind: str | None = None, size: str | No
     for key, want in (("kind", kind), ("size", size), ("seed", seed)):
         if want is not None and marker.get(key) != want:
             return False
-    needed = ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
-              "tokenizer_config.json", "vocab.json", "merges.txt", "speech_tokenizer/config.json",
-              "speech_tokenizer/model.safetensors", "speech_tokenizer/preprocessor_config.json")
+    needed = (
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "merges.txt",
+        "speech_tokenizer/config.json",
+        "speech_tokenizer/model.safetensors",
+        "speech_tokenizer/preprocessor_config.json",
+    )
     return all((path / name).is_file() for name in needed)
 
 
@@ -648,8 +740,15 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def build_checkpoint(out_dir: str | os.PathLike, kind: str = "base", size: str = "tiny", seed: int = 0,
-                     *, overwrite: bool = False, max_new_tokens: int | None = None) -> Path:
+def build_checkpoint(
+    out_dir: str | os.PathLike,
+    kind: str = "base",
+    size: str = "tiny",
+    seed: int = 0,
+    *,
+    overwrite: bool = False,
+    max_new_tokens: int | None = None,
+) -> Path:
     """Build a random-weight checkpoint of `kind` and `size` at `out_dir` and return its path.
 
     The files are written into a temporary sibling directory and renamed into place at the end, so
@@ -751,8 +850,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=KINDS, default="base")
     parser.add_argument("--size", choices=SIZES, default="tiny")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-new-tokens", type=int, default=None,
-                        help="max_new_tokens written to generation_config.json (default: 64 tiny, 1024 real sizes)")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="max_new_tokens written to generation_config.json (default: 64 tiny, 1024 real sizes)",
+    )
     parser.add_argument("--force", action="store_true", help="replace out_dir if it is not empty")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -760,16 +863,32 @@ def main(argv: list[str] | None = None) -> int:
         import qwen_tts  # noqa: F401  (the slow part: ~5 s of imports; timed apart from the build)
     imported = time.perf_counter()
     try:
-        path = build_checkpoint(args.out_dir, kind=args.kind, size=args.size, seed=args.seed,
-                                overwrite=args.force, max_new_tokens=args.max_new_tokens)
+        path = build_checkpoint(
+            args.out_dir,
+            kind=args.kind,
+            size=args.size,
+            seed=args.seed,
+            overwrite=args.force,
+            max_new_tokens=args.max_new_tokens,
+        )
     except FileExistsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     marker = json.loads((path / MARKER_FILE).read_text(encoding="utf-8"))
-    print(json.dumps(dict(path=str(path), kind=args.kind, size=args.size, seed=args.seed,
-                          import_seconds=round(imported - started, 2),
-                          build_seconds=round(time.perf_counter() - imported, 2), bytes=dir_size(path),
-                          decoder_rms=round(marker["decoder_rms"], 4))))
+    print(
+        json.dumps(
+            dict(
+                path=str(path),
+                kind=args.kind,
+                size=args.size,
+                seed=args.seed,
+                import_seconds=round(imported - started, 2),
+                build_seconds=round(time.perf_counter() - imported, 2),
+                bytes=dir_size(path),
+                decoder_rms=round(marker["decoder_rms"], 4),
+            )
+        )
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ or deleted. The files of a damaged voice are never touched, only read."""
 
 from __future__ import annotations
 
+import builtins
 import errno
 import io
 import json
@@ -52,8 +53,10 @@ class BrokenVoice(RuntimeError):
     """A stored voice whose files turned out damaged when it was used; it is now left out of the library."""
 
     def __init__(self, voice_id: str, reason: str):
-        super().__init__(f"voice {voice_id!r} is damaged on this server ({reason}); "
-                         f"an operator can fix or delete it (GET /health lists damaged voices)")
+        super().__init__(
+            f"voice {voice_id!r} is damaged on this server ({reason}); "
+            f"an operator can fix or delete it (GET /health lists damaged voices)"
+        )
         self.voice_id, self.reason = voice_id, reason
 
 
@@ -113,7 +116,7 @@ class VoiceLibrary:
     def get(self, voice_id: str) -> VoiceRecord | None:
         return self._builtins.get(voice_id.lower()) or self._voices.get(voice_id)
 
-    def broken(self) -> list[dict]:
+    def broken(self) -> builtins.list[dict]:  # `list` in this class is the method above
         """Damaged entries of the directory, left out of the library: [{"id": directory name, "reason"}]."""
         return [{"id": name, "reason": reason} for name, reason in sorted(self._broken.items())]
 
@@ -149,15 +152,36 @@ class VoiceLibrary:
         return item
 
     # -- writing --------------------------------------------------------------------------------------
-    def add(self, *, name: str, kind: str, family: str, prompt, reference_wav: bytes, language: str | None = None,
-            ref_text: str | None = None, description: str | None = None) -> VoiceRecord:
+    def add(
+        self,
+        *,
+        name: str,
+        kind: str,
+        family: str,
+        prompt,
+        reference_wav: bytes,
+        language: str | None = None,
+        ref_text: str | None = None,
+        description: str | None = None,
+    ) -> VoiceRecord:
         """Stores a voice atomically. Raises InsufficientStorage when the disk or quota is full."""
         voice_id = "voice_" + uuid.uuid4().hex[:12]
-        record = VoiceRecord(id=voice_id, name=name, kind=kind, family=family, language=language,
-                             created=time.time(), mode="icl" if prompt.icl_mode else "xvector",
-                             ref_text=ref_text, description=description)
-        files = {"prompt.pt": _prompt_bytes(prompt), "reference.wav": reference_wav,
-                 "meta.json": json.dumps(asdict(record), ensure_ascii=False).encode("utf-8")}
+        record = VoiceRecord(
+            id=voice_id,
+            name=name,
+            kind=kind,
+            family=family,
+            language=language,
+            created=time.time(),
+            mode="icl" if prompt.icl_mode else "xvector",
+            ref_text=ref_text,
+            description=description,
+        )
+        files = {
+            "prompt.pt": _prompt_bytes(prompt),
+            "reference.wav": reference_wav,
+            "meta.json": json.dumps(asdict(record), ensure_ascii=False).encode("utf-8"),
+        }
         staging = self.root / f".tmp-{uuid.uuid4().hex}"
         try:
             staging.mkdir()
@@ -169,8 +193,7 @@ class VoiceLibrary:
         except BaseException as e:
             shutil.rmtree(staging, ignore_errors=True)
             if isinstance(e, OSError) and e.errno in _DISK_FULL:
-                raise InsufficientStorage(f"no space left to store the voice ({e.strerror}); nothing was stored") \
-                    from e
+                raise InsufficientStorage(f"no space left to store the voice ({e.strerror}); nothing was stored") from e
             raise
         return record
 
@@ -358,10 +381,16 @@ def _prompt_bytes(prompt) -> bytes:
     # Serialized in memory, then written by Python: torch's own file writer reports a full disk as a bare
     # RuntimeError, where Python raises OSError(ENOSPC) that add() can tell apart.
     out = io.BytesIO()
-    torch.save({"ref_code": None if prompt.ref_code is None else prompt.ref_code.detach().cpu(),
-                "ref_spk_embedding": prompt.ref_spk_embedding.detach().cpu(),
-                "x_vector_only_mode": bool(prompt.x_vector_only_mode), "icl_mode": bool(prompt.icl_mode),
-                "ref_text": prompt.ref_text}, out)
+    torch.save(
+        {
+            "ref_code": None if prompt.ref_code is None else prompt.ref_code.detach().cpu(),
+            "ref_spk_embedding": prompt.ref_spk_embedding.detach().cpu(),
+            "x_vector_only_mode": bool(prompt.x_vector_only_mode),
+            "icl_mode": bool(prompt.icl_mode),
+            "ref_text": prompt.ref_text,
+        },
+        out,
+    )
     return out.getvalue()
 
 

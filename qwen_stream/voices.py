@@ -104,8 +104,9 @@ def wav_bytes(samples: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
     return out.getvalue()
 
 
-_LOOKS_LIKE_LOCATION = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://|file:|~|\.{0,2}/|[A-Za-z]:\\)|\.(?:wav|mp3|flac|ogg|m4a|opus)$",
-                                  re.IGNORECASE)
+_LOOKS_LIKE_LOCATION = re.compile(
+    r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*://|file:|~|\.{0,2}/|[A-Za-z]:\\)|\.(?:wav|mp3|flac|ogg|m4a|opus)$", re.IGNORECASE
+)
 
 
 def decode_base64_audio(text: str, max_bytes: int) -> bytes:
@@ -122,8 +123,9 @@ def decode_base64_audio(text: str, max_bytes: int) -> bytes:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as e:
         what = "a file path or URL" if _LOOKS_LIKE_LOCATION.search(value) else "not valid base64"
-        raise VoiceError(f"ref_audio must be base64-encoded audio ({what} given); paths and URLs are refused "
-                         "and never opened") from e
+        raise VoiceError(
+            f"ref_audio must be base64-encoded audio ({what} given); paths and URLs are refused and never opened"
+        ) from e
 
 
 def content_hash(data: bytes) -> str:
@@ -146,6 +148,5 @@ def clone_prompt(model: LoadedModel, samples: np.ndarray, rate: int, ref_text: s
         raise VoiceError("voice cloning needs a Base model")
     check_reference(samples, rate)
     text = ref_text.strip() if ref_text else None
-    items = model.tts.create_voice_clone_prompt(ref_audio=(samples, rate), ref_text=text,
-                                                x_vector_only_mode=not text)
+    items = model.tts.create_voice_clone_prompt(ref_audio=(samples, rate), ref_text=text, x_vector_only_mode=not text)
     return items[0]

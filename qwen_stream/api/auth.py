@@ -34,8 +34,14 @@ class BearerAuth:
         if scope["type"] not in ("http", "websocket") or self._open(scope) or self._authorized(scope):
             await self.app(scope, receive, send)
             return
-        await refuse(scope, send, 401, "unauthorized", "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                     headers=[(b"www-authenticate", b'Bearer realm="qwen-stream"')])
+        await refuse(
+            scope,
+            send,
+            401,
+            "unauthorized",
+            "missing or wrong API key: send 'Authorization: Bearer <key>'",
+            headers=[(b"www-authenticate", b'Bearer realm="qwen-stream"')],
+        )
 
     def _open(self, scope: Scope) -> bool:
         if scope["path"] in OPEN_PATHS:
@@ -47,8 +53,11 @@ class BearerAuth:
             return True
         # Only for requests that send no key: a key that is sent must be right, here too, so a client that
         # tests its key by listing models (as the SDKs' "check connection" buttons do) learns it is wrong.
-        return (scope["method"] in READ_METHODS and scope["path"] in self._listings
-                and not any(name == b"authorization" for name, _ in scope.get("headers", ())))
+        return (
+            scope["method"] in READ_METHODS
+            and scope["path"] in self._listings
+            and not any(name == b"authorization" for name, _ in scope.get("headers", ()))
+        )
 
     def _authorized(self, scope: Scope) -> bool:
         for name, value in scope.get("headers", ()):

@@ -67,14 +67,19 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(NotReady)
     async def not_ready(request: Request, exc: NotReady):
-        return error_response(503, "not_ready" if exc.state == "loading" else "model_failed", str(exc),
-                              headers={"Retry-After": "5"})
+        return error_response(
+            503, "not_ready" if exc.state == "loading" else "model_failed", str(exc), headers={"Retry-After": "5"}
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "too_large"}
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
-                              headers=getattr(exc, "headers", None))
+        return error_response(
+            exc.status_code,
+            codes.get(exc.status_code, "http_error"),
+            str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):

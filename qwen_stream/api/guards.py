@@ -37,6 +37,7 @@ JSON_AUDIO_PATHS = frozenset({"/tts/stream"})  # the one JSON route that takes a
 
 # -- shared --------------------------------------------------------------------------------------------
 
+
 def header(scope: Scope, name: bytes) -> str | None:
     """The first value of a request header (names in ASGI scopes are lower case)."""
     for key, value in scope.get("headers", ()):
@@ -45,21 +46,27 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def refuse(scope: Scope, send: Send, status: int, code: str, message: str,
-                 headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+async def refuse(
+    scope: Scope, send: Send, status: int, code: str, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
     """Answers with the API's JSON error; a WebSocket handshake is closed with 1008 (policy violation),
     which the server answers with HTTP 403 since the socket was never accepted."""
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008, "reason": code})
         return
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 # -- body size -----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BodyLimits:
@@ -69,12 +76,13 @@ class BodyLimits:
     other: int = FIELD_ALLOWANCE  # anything else: no route reads more than a few fields of it
 
     @classmethod
-    def from_settings(cls, settings: ServerSettings) -> "BodyLimits":
+    def from_settings(cls, settings: ServerSettings) -> BodyLimits:
         upload = int(settings.max_upload_mb * 2**20)
         base64 = -(-upload // 3) * 4  # 4 characters per 3 bytes, rounded up
         text = JSON_BYTES_PER_CHAR * settings.max_text_chars
-        return cls(multipart=upload + FIELD_ALLOWANCE, json_audio=base64 + text + FIELD_ALLOWANCE,
-                   json=text + FIELD_ALLOWANCE)
+        return cls(
+            multipart=upload + FIELD_ALLOWANCE, json_audio=base64 + text + FIELD_ALLOWANCE, json=text + FIELD_ALLOWANCE
+        )
 
     def for_request(self, method: str, content_type: str | None, path: str = "") -> int:
         if method not in BODY_METHODS:
@@ -96,8 +104,10 @@ class BodyTooLarge(HTTPException):
 
 
 def _too_large_message(limit: int) -> str:
-    return (f"the request body is larger than this route accepts ({limit} bytes; uploads are bounded by "
-            f"--max-upload-mb, texts by --max-text-chars)")
+    return (
+        f"the request body is larger than this route accepts ({limit} bytes; uploads are bounded by "
+        f"--max-upload-mb, texts by --max-text-chars)"
+    )
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -167,6 +177,7 @@ class BodyLimit:
 
 # -- Host ----------------------------------------------------------------------------------------------
 
+
 def _is_loopback(host: str) -> bool:
     if host.strip().lower() == "localhost":
         return True
@@ -218,17 +229,24 @@ class HostGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and self.hosts is not None and not self._trusted(scope):
             shown = header(scope, b"host")
-            await refuse(scope, send, 421, "untrusted_host",
-                         f"this server does not serve the host {shown!r}; add it to --trusted-hosts")
+            await refuse(
+                scope,
+                send,
+                421,
+                "untrusted_host",
+                f"this server does not serve the host {shown!r}; add it to --trusted-hosts",
+            )
             return
         await self.app(scope, receive, send)
 
     def _trusted(self, scope: Scope) -> bool:
         host = (header(scope, b"host") or "").strip().lower()
+        assert self.hosts is not None  # asked only when a list is set
         return bool(host) and (host in self.hosts or _host_name(host) in self.hosts)
 
 
 # -- Origin --------------------------------------------------------------------------------------------
+
 
 def _authority(netloc: str, scheme: str) -> str:
     """host[:port] without the scheme's default port, as browsers write Origin and Host."""
@@ -274,9 +292,14 @@ class OriginGuard:
         origin = header(scope, b"origin") if self._checked(scope) else None
         # No Origin: not a browser page's request (curl, SDKs), or a same-origin GET; nothing to check.
         if origin is not None and not self.policy.allows(origin, scope):
-            await refuse(scope, send, 403, "forbidden_origin",
-                         f"requests from pages of origin {origin!r} may not change anything here; serve the "
-                         f"page from this server or list its origin in --cors-origins")
+            await refuse(
+                scope,
+                send,
+                403,
+                "forbidden_origin",
+                f"requests from pages of origin {origin!r} may not change anything here; serve the "
+                f"page from this server or list its origin in --cors-origins",
+            )
             return
         await self.app(scope, receive, send)
 

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Header, Request
@@ -101,25 +101,41 @@ class OpenAISpeech:
         for source, family in model_sources(service):
             # A local checkpoint is named by its directory, not its path on this machine.
             name = Path(source).name if Path(source).expanduser().is_dir() else source
-            cards.setdefault(name, {"id": name, "kind": "checkpoint", "family": family, "description":
-                                    f"a {family or 'Qwen3-TTS'} checkpoint served here; {_PICKED_BY_VOICE}"})
+            cards.setdefault(
+                name,
+                {
+                    "id": name,
+                    "kind": "checkpoint",
+                    "family": family,
+                    "description": f"a {family or 'Qwen3-TTS'} checkpoint served here; {_PICKED_BY_VOICE}",
+                },
+            )
         for alias in MODEL_ALIASES:
-            cards.setdefault(alias, {"id": alias, "kind": "alias", "family": None, "description":
-                                     f"OpenAI's name, accepted for client compatibility; {_PICKED_BY_VOICE}"})
+            cards.setdefault(
+                alias,
+                {
+                    "id": alias,
+                    "kind": "alias",
+                    "family": None,
+                    "description": f"OpenAI's name, accepted for client compatibility; {_PICKED_BY_VOICE}",
+                },
+            )
         return list(cards.values())
 
     # -- speech ---------------------------------------------------------------------------------------
     async def speech(self, service, body: SpeechRequest, header_client_id: str | None) -> RacingStreamingResponse:
         client_id = _client_id(header_client_id, body.user)
         if not MIN_SPEED <= body.speed <= MAX_SPEED:
-            raise InvalidRequest("invalid_speed", f"speed must be between {MIN_SPEED} and {MAX_SPEED}, "
-                                                  f"got {body.speed}")
+            raise InvalidRequest(
+                "invalid_speed", f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}"
+            )
         fmt = FORMATS[body.response_format]
         service.require_ready()
         voice = self.voice(body.voice_name, served_voices(service))
         try:
-            prepared = await service.prepare(client_id, body.input, body.language, voice, body.instructions,
-                                             body.normalize)
+            prepared = await service.prepare(
+                client_id, body.input, body.language, voice, body.instructions, body.normalize
+            )
         except InvalidRequest as e:
             if e.code != "unknown_voice":
                 raise
@@ -172,15 +188,18 @@ class _Usage:
         else:  # every model was unloaded meanwhile (LRU): no tokenizer at hand, count characters
             input_tokens = sum(len(text) for text in texts)
         output_tokens = math.ceil(self._pipeline.pcm_bytes / BYTES_PER_FRAME)
-        return {"input_tokens": input_tokens, "output_tokens": output_tokens,
-                "total_tokens": input_tokens + output_tokens}
+        return {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        }
 
 
 def _event(payload: dict) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def _sse(audio: AsyncIterator[bytes], usage: _Usage, request_id: str) -> AsyncIterator[bytes]:
+async def _sse(audio: AsyncGenerator[bytes, None], usage: _Usage, request_id: str) -> AsyncGenerator[bytes, None]:
     """speech.audio.delta events (base64 of the response_format's bytes), then speech.audio.done. If
     generation fails midway, an error event ends the stream instead of done."""
     try:
@@ -188,8 +207,12 @@ async def _sse(audio: AsyncIterator[bytes], usage: _Usage, request_id: str) -> A
             yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")})
     except StreamFailed:
         log.warning("request id=%s: generation failed after the stream started", request_id)
-        yield _event({"type": "error", "error": {"code": "generation_failed",
-                                                 "message": "generation failed midway; see the server log"}})
+        yield _event(
+            {
+                "type": "error",
+                "error": {"code": "generation_failed", "message": "generation failed midway; see the server log"},
+            }
+        )
         return
     finally:
         await audio.aclose()
@@ -198,13 +221,22 @@ async def _sse(audio: AsyncIterator[bytes], usage: _Usage, request_id: str) -> A
 
 # -- routes ------------------------------------------------------------------------------------------
 
+
 @router.post(
-    "/v1/audio/speech", response_class=RacingStreamingResponse,
-    responses={200: {"description": "audio in response_format (streamed), or text/event-stream for sse",
-                     "content": {fmt.media_type: {} for fmt in FORMATS.values()} | {"text/event-stream": {}}}},
+    "/v1/audio/speech",
+    response_class=RacingStreamingResponse,
+    responses={
+        200: {
+            "description": "audio in response_format (streamed), or text/event-stream for sse",
+            "content": {fmt.media_type: {} for fmt in FORMATS.values()} | {"text/event-stream": {}},
+        }
+    },
 )
-async def create_speech(body: SpeechRequest, request: Request,
-                        x_client_id: str | None = Header(None, description="the caller's queue (wins over user)")):
+async def create_speech(
+    body: SpeechRequest,
+    request: Request,
+    x_client_id: str | None = Header(None, description="the caller's queue (wins over user)"),
+):
     return await request.app.state.openai.speech(request.app.state.service, body, x_client_id)
 
 
@@ -212,15 +244,18 @@ async def create_speech(body: SpeechRequest, request: Request,
 async def list_models(request: Request):
     openai: OpenAISpeech = request.app.state.openai
     cards = openai.models(request.app.state.service)
-    return {"object": "list",
-            "data": [dict(card, object="model", created=openai.created, owned_by="qwen-stream") for card in cards]}
+    return {
+        "object": "list",
+        "data": [dict(card, object="model", created=openai.created, owned_by="qwen-stream") for card in cards],
+    }
 
 
 @router.get("/v1/audio/models", response_model=AudioModelList)
 async def list_audio_models(request: Request):
     cards = request.app.state.openai.models(request.app.state.service)
-    return {"models": [{"id": c["id"], "name": f"{c['id']} ({_kind_label(c)}; the voice picks the model)"}
-                       for c in cards]}
+    return {
+        "models": [{"id": c["id"], "name": f"{c['id']} ({_kind_label(c)}; the voice picks the model)"} for c in cards]
+    }
 
 
 def _kind_label(card: dict) -> str:

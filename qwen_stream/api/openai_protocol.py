@@ -50,8 +50,9 @@ class SpeechRequest(BaseModel):
     model: str = Field(max_length=256, description="any string: one model serves every name (tts-1, ...)")
     input: str = Field(description="what to say; at most --max-text-chars characters")
     voice: str | VoiceRef = Field(description="an OpenAI voice name (mapped), a speaker name, or 'default'")
-    instructions: str | None = Field(None, max_length=2000,
-                                     description="voice description (VoiceDesign) or style (CustomVoice 1.7B)")
+    instructions: str | None = Field(
+        None, max_length=2000, description="voice description (VoiceDesign) or style (CustomVoice 1.7B)"
+    )
     response_format: ResponseFormat = "mp3"
     speed: float = Field(1.0, description=f"{MIN_SPEED} to {MAX_SPEED}; changes tempo, keeps pitch")
     stream_format: Literal["audio", "sse"] = "audio"

@@ -14,21 +14,28 @@ ERROR_SCHEMA = {
     "title": "Error",
     "type": "object",
     "required": ["error"],
-    "properties": {"error": {"type": "object", "required": ["code", "message"],
-                             "properties": {"code": {"type": "string", "description": "what went wrong, for programs"},
-                                            "message": {"type": "string", "description": "what to do, for people"}}}},
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "what went wrong, for programs"},
+                "message": {"type": "string", "description": "what to do, for people"},
+            },
+        }
+    },
 }
 
 DESCRIPTIONS = {
     400: "bad input: invalid_json, invalid_request (the field is named), empty_text, text_too_long, invalid_text, "
-         "unknown_language, unknown_voice, ...",
+    "unknown_language, unknown_voice, ...",
     401: "missing or wrong API key (--api-key)",
     403: "forbidden_origin: a page of another origin may not change anything here",
     404: "not_found",
     413: "too_large: the body is over the limit",
     421: "untrusted_host: the Host header names a host this server does not serve",
     429: "queue_full: the client already has --max-queue requests waiting, or server_busy: --max-clients clients "
-         "have work in flight (Retry-After)",
+    "have work in flight (Retry-After)",
     503: "not_ready: the model is still loading, or model_failed (Retry-After)",
     507: "insufficient_storage: the disk is full; nothing was stored",
 }
@@ -70,7 +77,7 @@ def install_openapi(app: FastAPI, settings: ServerSettings) -> None:
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
 
 def _document_errors(schema: dict, settings: ServerSettings) -> None:

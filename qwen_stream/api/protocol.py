@@ -14,8 +14,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-ClientId = Field(DEFAULT_CLIENT, min_length=1, max_length=128, pattern=CLIENT_ID_PATTERN,
-                 description="the caller's queue: its requests play in order; null means default")
+ClientId = Field(
+    DEFAULT_CLIENT,
+    min_length=1,
+    max_length=128,
+    pattern=CLIENT_ID_PATTERN,
+    description="the caller's queue: its requests play in order; null means default",
+)
 
 
 class _NamesClient(_Strict):
@@ -32,14 +37,19 @@ class StreamRequest(_NamesClient):
     language: str = Field("Auto", max_length=32)
     client_id: str | None = ClientId
     voice: str | None = Field(None, max_length=128, description="built-in speaker name, or 'default'")
-    instruct: str | None = Field(None, max_length=2000,
-                                 description="voice description (VoiceDesign) or style instruction (CustomVoice 1.7B)")
+    instruct: str | None = Field(
+        None, max_length=2000, description="voice description (VoiceDesign) or style instruction (CustomVoice 1.7B)"
+    )
     normalize: bool = True
-    ref_audio: str | None = Field(None, description="legacy: base64 reference audio, cloned in x-vector mode; "
-                                                    "paths and URLs are refused")
-    max_new_tokens: int | None = Field(None, ge=1,
-                                       description="cap on codec frames (80 ms each) per sentence; the server's "
-                                                   "own budget still applies, so it can only shorten")
+    ref_audio: str | None = Field(
+        None, description="legacy: base64 reference audio, cloned in x-vector mode; paths and URLs are refused"
+    )
+    max_new_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="cap on codec frames (80 ms each) per sentence; the server's "
+        "own budget still applies, so it can only shorten",
+    )
 
 
 class InterruptRequest(_NamesClient):
@@ -51,8 +61,9 @@ class InterruptResponse(BaseModel):
     interrupted: bool = Field(description="a running utterance was stopped")
     flushed: int = Field(description="queued utterances dropped")
     # The same facts in the other server's words, so its clients read the reply they expect.
-    status: Literal["interrupted", "idle"] = Field(description="interrupted when a running utterance was "
-                                                               "stopped, else idle")
+    status: Literal["interrupted", "idle"] = Field(
+        description="interrupted when a running utterance was stopped, else idle"
+    )
     queue: Literal["flushed"] = Field("flushed", description="always flushed: the queue is emptied either way")
 
 

@@ -22,10 +22,19 @@ from starlette.types import Message, Receive, Scope, Send
 
 class RacingStreamingResponse(StreamingResponse):
     # The signature is spelled out: FastAPI reads the default status_code off it for the OpenAPI schema.
-    def __init__(self, content, status_code: int = 200, headers: Mapping[str, str] | None = None,
-                 media_type: str | None = None, background=None, *, abandon: asyncio.Event | None = None,
-                 send_timeout: float | None = None, on_stall: Callable[[], None] | None = None,
-                 on_end: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        content,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        background=None,
+        *,
+        abandon: asyncio.Event | None = None,
+        send_timeout: float | None = None,
+        on_stall: Callable[[], None] | None = None,
+        on_end: Callable[[], None] | None = None,
+    ):
         super().__init__(content, status_code, headers, media_type, background)
         self._abandon = abandon
         self._send_timeout = send_timeout
@@ -60,6 +69,7 @@ class RacingStreamingResponse(StreamingResponse):
                 group.cancel_scope.cancel()
 
             async def abandon() -> None:
+                assert self._abandon is not None  # started only when there is one
                 await self._abandon.wait()
                 group.cancel_scope.cancel()
 
@@ -82,6 +92,12 @@ class RacingStreamingResponse(StreamingResponse):
 def ticket_response(service, ticket, body, media_type: str, headers: Mapping[str, str]) -> RacingStreamingResponse:
     """The response of one speech stream: raced against disconnect, a stalled reader and the engine's
     giving up on it; a stall ends the ticket as `stalled`."""
-    return RacingStreamingResponse(body, media_type=media_type, headers=headers, abandon=ticket.abandoned,
-                                   send_timeout=service.settings.send_timeout,
-                                   on_stall=lambda: service.stalled(ticket), on_end=lambda: service.finished(ticket))
+    return RacingStreamingResponse(
+        body,
+        media_type=media_type,
+        headers=headers,
+        abandon=ticket.abandoned,
+        send_timeout=service.settings.send_timeout,
+        on_stall=lambda: service.stalled(ticket),
+        on_end=lambda: service.finished(ticket),
+    )

@@ -25,21 +25,34 @@ PCM_HEADERS = {
 }
 
 
-@router.post("/tts/stream", response_class=RacingStreamingResponse,
-             responses={200: {"content": {"audio/pcm": {}}, "description": "PCM16 LE 24 kHz mono, streamed"}})
+@router.post(
+    "/tts/stream",
+    response_class=RacingStreamingResponse,
+    responses={200: {"content": {"audio/pcm": {}}, "description": "PCM16 LE 24 kHz mono, streamed"}},
+)
 async def tts_stream(body: StreamRequest, request: Request):
     service = request.app.state.service
-    prepared = await service.prepare(body.client_id, body.text, body.language, body.voice, body.instruct,
-                                     body.normalize, ref_audio=body.ref_audio, max_frames=body.max_new_tokens)
+    prepared = await service.prepare(
+        body.client_id,
+        body.text,
+        body.language,
+        body.voice,
+        body.instruct,
+        body.normalize,
+        ref_audio=body.ref_audio,
+        max_frames=body.max_new_tokens,
+    )
     ticket = service.open(prepared)
     headers = dict(PCM_HEADERS, **{"X-Request-Id": ticket.id})
     return ticket_response(service, ticket, service.pcm(ticket), "audio/pcm", headers)
 
 
 @router.post("/tts/interrupt", response_model=InterruptResponse)
-async def tts_interrupt(request: Request, client_id: str | None = Query(None, min_length=1, max_length=128,
-                                                                  pattern=CLIENT_ID_PATTERN),
-                        body: InterruptRequest | None = Body(None)):
+async def tts_interrupt(
+    request: Request,
+    client_id: str | None = Query(None, min_length=1, max_length=128, pattern=CLIENT_ID_PATTERN),
+    body: InterruptRequest | None = Body(None),
+):
     # The query wins, then the JSON body; with neither (a bare POST, as the other server's clients send it)
     # the default queue is meant, the same one a /tts/stream request without client_id joins.
     target = client_id or (body.client_id if body is not None else None) or DEFAULT_CLIENT

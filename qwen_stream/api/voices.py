@@ -15,7 +15,7 @@ from pydantic import Field
 try:
     from python_multipart.multipart import MultipartParser, parse_options_header
 except ModuleNotFoundError:  # python-multipart < 0.0.13 names its module `multipart`
-    from multipart.multipart import MultipartParser, parse_options_header
+    from multipart.multipart import MultipartParser, parse_options_header  # type: ignore[no-redef]
 
 from ..service import InvalidRequest, NotFound
 from .protocol import _Strict
@@ -32,10 +32,18 @@ class _TextFieldsChecked:
         self._header, self._value, self._disposition = b"", b"", b""
         self._field: str | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")()
-        self._parser = MultipartParser(boundary, {
-            "on_part_begin": self._begin, "on_header_field": self._header_field,
-            "on_header_value": self._header_value, "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished, "on_part_data": self._data, "on_part_end": self._end})
+        self._parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._begin,
+                "on_header_field": self._header_field,
+                "on_header_value": self._header_value,
+                "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished,
+                "on_part_data": self._data,
+                "on_part_end": self._end,
+            },
+        )
         self._failed = False
 
     def feed(self, chunk: bytes) -> None:
@@ -124,8 +132,9 @@ def voice_name(name: str) -> str:
 def _refuse_non_utf8(request: Request) -> None:
     bad = sorted(getattr(request.state, "not_utf8", ()))
     if bad:
-        raise InvalidRequest("invalid_name" if "name" in bad else "invalid_request",
-                             f"form field {bad[0]!r} is not valid UTF-8")
+        raise InvalidRequest(
+            "invalid_name" if "name" in bad else "invalid_request", f"form field {bad[0]!r} is not valid UTF-8"
+        )
 
 
 class DesignRequest(_Strict):
@@ -161,8 +170,9 @@ async def upload_voice(
 
 @router.post("/v1/voices/design", status_code=201)
 async def design_voice(body: DesignRequest, request: Request):
-    record = await request.app.state.service.design_voice(voice_name(body.name), body.description,
-                                                          body.sample_text, body.language)
+    record = await request.app.state.service.design_voice(
+        voice_name(body.name), body.description, body.sample_text, body.language
+    )
     return JSONResponse(record.public(), status_code=201)
 
 
