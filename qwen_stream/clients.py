@@ -265,8 +265,9 @@ class ClientQueues:
                     if ticket._job is not None:
                         ticket._job.cancel()
                     self._end(ticket, Ended("shutdown"))
-            client.waiting.clear()
-            client.running = None
+        # Nothing of any client is wanted any more: their state goes, and drained() returns.
+        self._clients.clear()
+        self._idle.set()
 
     # -- internals (event loop thread) ----------------------------------------------------------------
     def _advance(self, client_id: str) -> None:

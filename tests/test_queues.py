@@ -476,6 +476,4 @@ def test_shutdown_ends_every_ticket():
         await within(asyncio.to_thread(engine.job("A1").wait, SAFETY))
         assert engine.submitted() == ["A1"]
 
-    # Shutdown is terminal (the server is going down): it ends the tickets but does not drop the clients'
-    # state, so drained() is not part of it.
-    scenario(test, drain=False)
+    scenario(test)  # and no client state is left behind: drained() returns
