@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import shutil
 import tempfile
 import threading
@@ -28,11 +27,9 @@ import normalization
 from qwen_stream.config import load_settings
 from qwen_stream.settings import BYTES_PER_FRAME, FrameBudget
 
+from .browser import chromium
 from .live_server import LiveServer
 
-CHROMIUM = os.environ.get("QWEN_STREAM_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("QWEN_STREAM_CHROMEDRIVER", "/usr/bin/chromedriver")
-IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 MAX_FRAMES = 48  # the server's own cap per sentence: keeps the module fast on two CPU cores
 SUPPORTED = ["Auto", "Chinese", "English", "Japanese", "Korean", "German", "French", "Russian", "Portuguese",
              "Spanish", "Italian"]
@@ -41,11 +38,7 @@ SUPPORTED = ["Auto", "Chinese", "English", "Japanese", "Korean", "German", "Fren
 LONG = " ".join(["This first sentence is long enough to keep the engine busy for a while. The second one "
                  "follows it. Then comes a third sentence of some length. And a fourth one closes the paragraph."]
                 * 3)
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
-)
+
 
 # The client page. Its requests are shaped as the other server's WebUI and README guide send them:
 #   stream:    fetch(URL, {method: 'POST', headers: {'Content-Type': 'application/json'},
@@ -145,12 +138,6 @@ def expected_bytes(text: str) -> int:
     return sum(budget.for_text(s.text) for s in normalization.normalize(text)) * BYTES_PER_FRAME
 
 
-def unavailable(reason: str):
-    if IN_CI:
-        pytest.fail(f"CI is set, so the browser tests must run: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 # -- servers --------------------------------------------------------------------------------------------------
 
 
@@ -208,29 +195,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def driver():
-    """Headless Debian Chromium through chromedriver; never downloads a browser or a driver."""
-    for binary in (CHROMIUM, CHROMEDRIVER):
-        if not shutil.which(binary):
-            unavailable(f"{binary} is missing (apt-get install chromium chromium-driver)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        unavailable("the selenium package is not installed (pip install selenium)")
-    profile = tempfile.mkdtemp(prefix="qwen-stream-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    try:
-        browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    except Exception as e:  # any launch failure means the same thing: no browser to test with
-        shutil.rmtree(profile, ignore_errors=True)
-        unavailable(f"Chromium cannot run here: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    yield browser
-    browser.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    with chromium() as browser:
+        yield browser
 
 
 # -- browser helpers -------------------------------------------------------------------------------------------

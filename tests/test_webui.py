@@ -8,10 +8,7 @@ those are missing; with CI set they fail instead, so a broken browser setup cann
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,24 +18,18 @@ import normalization
 from qwen_stream.config import ServerSettings
 from qwen_stream.settings import BYTES_PER_FRAME, FrameBudget
 
+from .browser import chromium
 from .live_server import LiveServer
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = os.environ.get("QWEN_STREAM_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("QWEN_STREAM_CHROMEDRIVER", "/usr/bin/chromedriver")
-IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 MAX_FRAMES = 48  # caps every sentence at 3.84 s of audio: keeps the module fast on two CPU cores
 MAX_TEXT_CHARS = 300
 BYTES_PER_SECOND = 48_000  # PCM16 mono at 24 kHz
 SPEAKERS = ["Vivian", "Serena", "Uncle_Fu", "Dylan", "Eric", "Ryan", "Aiden", "Ono_Anna", "Sohee"]
 LANGUAGES = ["Auto", "Chinese", "English", "Japanese", "Korean", "German", "French", "Russian", "Portuguese",
              "Spanish", "Italian"]
-CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1000",
-)
+
 
 
 def expected_bytes(text: str) -> int:
@@ -47,42 +38,14 @@ def expected_bytes(text: str) -> int:
     return sum(budget.for_text(s.text) for s in normalization.normalize(text)) * BYTES_PER_FRAME
 
 
-def unavailable(reason: str):
-    if IN_CI:
-        pytest.fail(f"CI is set, so the browser tests must run: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 # -- fixtures -------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def driver():
-    """Headless Debian Chromium through chromedriver; never downloads a browser or a driver."""
-    for binary in (CHROMIUM, CHROMEDRIVER):
-        if not shutil.which(binary):
-            unavailable(f"{binary} is missing (apt-get install chromium chromium-driver)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        unavailable("the selenium package is not installed (pip install selenium)")
-    profile = tempfile.mkdtemp(prefix="qwen-stream-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    try:
-        browser = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    except Exception as e:  # any launch failure means the same thing: no browser to test with
-        shutil.rmtree(profile, ignore_errors=True)
-        unavailable(f"Chromium cannot run here: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    browser.set_script_timeout(30)
-    yield browser
-    browser.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    with chromium(("--window-size=1280,1000",), {"goog:loggingPrefs": {"browser": "ALL"}}) as browser:
+        browser.set_script_timeout(30)
+        yield browser
 
 
 class ServerLog(logging.Handler):
