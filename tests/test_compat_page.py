@@ -250,10 +250,19 @@ def test_page_elsewhere_streams_and_interrupts(driver, server, page_origin, page
     assert short["viewErrors"] == 0 and short["samples"] * 2 == short["bytes"]
 
     # Barge in as its README does, while a long request streams and a second one waits behind it.
-    driver.execute_script("window.speak('long', arguments[0], 'English', arguments[1]);"
-                          "window.speak('queued', 'Waiting here.', 'English', arguments[1])", LONG, client)
-    wait_until(driver, "const r = window.compat.runs; return r.long && r.long.bytes > 0 "
-                       "&& r.queued && r.queued.status === 'streaming'")
+    # On a loaded machine the long request may end before the page sees the second one start: that round
+    # shows nothing about interrupting, so it is played again (the behaviour is asserted only mid-stream).
+    for _ in range(3):
+        driver.execute_script("window.speak('long', arguments[0], 'English', arguments[1]);"
+                              "window.speak('queued', 'Waiting here.', 'English', arguments[1])", LONG, client)
+        mid_stream = wait_until(driver, "const r = window.compat.runs; if (!r.long || !r.queued) return null; "
+                                        "if (r.long.bytes > 0 && r.queued.status === 'streaming' "
+                                        "&& r.long.status === 'streaming') return 'mid'; "
+                                        "if (r.long.status === 'done' && r.queued.status === 'done') return 'late'; "
+                                        "return null")
+        if mid_stream == "mid":
+            break
+    assert mid_stream == "mid", "the long request always ended before the second one started"
     driver.execute_script("window.interrupt(arguments[0])", client)
     wait_until(driver, "const c = window.compat; return c.interrupts.length === 1 "
                        "&& c.runs.long.status === 'done' && c.runs.queued.status === 'done'")
