@@ -32,7 +32,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from qwen_stream.decoder import StreamingDecoder, pcm16_to_float, to_pcm16
-    from qwen_stream.engine import Engine, StreamEnd
+    from qwen_stream.engine import Engine
+    from qwen_stream.events import End
     from qwen_stream.generation import SynthesisRequest, Voice
     from qwen_stream.model import load_model
     from qwen_stream.settings import EngineSettings, ModelSettings, StreamingSettings
@@ -46,7 +47,7 @@ def main() -> None:
     engine = Engine(model, EngineSettings(model=settings))
     text = "The quick brown fox jumps over the lazy dog, and then it runs far away into the woods."
     end = [e for e in engine.stream(SynthesisRequest(text, "English", voice, seed=0, max_frames=args.frames),
-                                    keep_codes=True) if isinstance(e, StreamEnd)][0]
+                                    keep_codes=True) if isinstance(e, End)][0]
     engine.close()
     codes = end.codes.to(model.device)
     reference = pcm16_to_float(to_pcm16(model.decode(codes)))

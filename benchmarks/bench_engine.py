@@ -40,7 +40,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from qwen_stream.code_predictor import install_fast_code_predictor, uninstall_fast_code_predictor
-    from qwen_stream.engine import Engine, StreamEnd
+    from qwen_stream.engine import Engine
+    from qwen_stream.events import End
     from qwen_stream.generation import SynthesisRequest, Voice
     from qwen_stream.model import load_model
     from qwen_stream.settings import FRAME_SECONDS, EngineSettings, ModelSettings, StreamingSettings
@@ -59,9 +60,9 @@ def main() -> None:
         engine.warmup(request)
         ttfb, rtf, step = [], [], []
         for _ in range(args.runs):
-            end = [e for e in engine.stream(request) if isinstance(e, StreamEnd)][0]
+            end = [e for e in engine.stream(request) if isinstance(e, End)][0]
             s = end.stats
-            ttfb.append(s.ttfb)
+            ttfb.append(s.engine_ttfb)
             rtf.append(s.rtf)
             step.append((s.finished - s.started - s.decode_seconds) / s.frames)
         return (label, 1000 * median(ttfb), 1000 * median(step), median(rtf), end.stats.frames)

@@ -45,10 +45,10 @@ def say_settings(args) -> ServerSettings:
 def _say(args, settings: ServerSettings) -> int:
     import numpy as np
 
-    from .engine import AudioChunk, Engine
+    from .cloning import clone_prompt, read_audio
+    from .engine import Engine, collect
     from .generation import SynthesisRequest, Voice
     from .model import load_model
-    from .voices import clone_prompt, read_audio
 
     model_settings = ModelSettings(path=args.model_path, device=settings.device, dtype=settings.dtype)
     model = load_model(model_settings)
@@ -65,24 +65,19 @@ def _say(args, settings: ServerSettings) -> int:
     )
     engine = Engine(model, EngineSettings(model=model_settings, streaming=settings.streaming()))
     try:
-        pcm = bytearray()
-        for event in engine.stream(request, keep_codes=bool(args.codes_out)):
-            if isinstance(event, AudioChunk):
-                pcm += event.pcm
-            else:
-                end = event
+        pcm, end = collect(engine.stream(request, keep_codes=bool(args.codes_out)))
         with wave.open(args.out, "wb") as wav:
             wav.setnchannels(1)
             wav.setsampwidth(2)
             wav.setframerate(SAMPLE_RATE)
-            wav.writeframes(bytes(pcm))
+            wav.writeframes(pcm)
         if args.codes_out:
             assert end.codes is not None  # kept: keep_codes was set
             np.save(args.codes_out, end.codes.numpy().astype(np.int64))
         stats = end.stats
         print(
             f"{args.out}: {stats.frames} frames, {stats.audio_seconds:.2f} s audio, first chunk "
-            f"{(stats.ttfb or 0) * 1000:.0f} ms, RTF {stats.rtf or 0:.2f} ({end.outcome})"
+            f"{(stats.engine_ttfb or 0) * 1000:.0f} ms, RTF {stats.rtf or 0:.2f} ({end.outcome})"
         )
     finally:
         engine.close()
@@ -106,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    from .cloning import VoiceError
     from .generation import SynthesisError
     from .model import ModelLoadError
-    from .voices import VoiceError
 
     try:
         return _say(args, settings)

@@ -10,20 +10,20 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from .config import ServerSettings
-from .service import TTSService
+from .speech.startup import Server
 
 
-def create_app(settings: ServerSettings, service: TTSService | None = None) -> FastAPI:
+def create_app(settings: ServerSettings, server: Server | None = None) -> FastAPI:
     from .api import health, openai, text, tts, voices, webui
     from .api.errors import install_error_handlers
     from .api.openapi import install_openapi
 
-    service = service or TTSService(settings)
+    server = server or Server(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Load in the background so /health can say "loading" instead of refusing connections.
-        loading = asyncio.create_task(service.start())
+        loading = asyncio.create_task(server.start())
         try:
             yield
         finally:
@@ -31,10 +31,10 @@ def create_app(settings: ServerSettings, service: TTSService | None = None) -> F
                 loading.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loading
-            await service.stop()
+            await server.stop()
 
     app = FastAPI(title="qwen-stream", version="0.1.0", lifespan=lifespan)
-    app.state.service = service
+    app.state.server = server
     install_error_handlers(app)
     _install_guards(app, settings)
     for module in (tts, voices, health, text, webui):

@@ -16,12 +16,12 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
 import torch
 
 from .decoder import StreamingDecoder
+from .events import AudioChunk, End, Event, Outcome, Stats
 from .generation import (
     SynthesisError,
     SynthesisRequest,
@@ -32,75 +32,11 @@ from .generation import (
 )
 from .model import LoadedModel
 from .registry import ModelRegistry
-from .settings import FRAME_SECONDS, SAMPLE_RATE, EngineSettings, StreamingSettings
+from .settings import EngineSettings, StreamingSettings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class AudioChunk:
-    """PCM16 little-endian mono audio, with its format stated."""
-
-    pcm: bytes
-    frames: int
-    index: int
-    sample_rate: int = SAMPLE_RATE
-    sample_width: int = 2
-    channels: int = 1
-
-    @property
-    def seconds(self) -> float:
-        return len(self.pcm) / (self.sample_rate * self.sample_width * self.channels)
-
-
-@dataclass
-class JobStats:
-    submitted: float
-    started: float | None = None
-    first_chunk: float | None = None
-    finished: float | None = None
-    frames: int = 0
-    chunks: int = 0
-    decode_seconds: float = 0.0
-
-    @property
-    def audio_seconds(self) -> float:
-        return self.frames * FRAME_SECONDS
-
-    @property
-    def queue_seconds(self) -> float | None:
-        return None if self.started is None else self.started - self.submitted
-
-    @property
-    def ttfb(self) -> float | None:
-        """Engine time to first chunk: from the start of the job's generation."""
-        return None if self.first_chunk is None or self.started is None else self.first_chunk - self.started
-
-    @property
-    def rtf(self) -> float | None:
-        """Real-time factor: compute time / audio time (below 1 is faster than real time)."""
-        if self.finished is None or self.started is None or not self.frames:
-            return None
-        return (self.finished - self.started) / self.audio_seconds
-
-
-@dataclass(frozen=True)
-class StreamEnd:
-    """Last event of a job. outcome: "done" (EOS), "capped" (frame budget), "cancelled", "stalled" (its reader
-    took nothing for the flow's timeout)."""
-
-    outcome: str
-    stats: JobStats
-    codes: torch.Tensor | None = None  # (frames, 16) when the job was asked to keep them
-
-
-@dataclass(frozen=True)
-class StreamError:
-    error: BaseException
-    stats: JobStats
-
-
-Event = AudioChunk | StreamEnd | StreamError
 EventCallback = Callable[[Event], None]
 
 
@@ -184,7 +120,7 @@ class Job:
         self.id = next(Job._ids)
         self.request = request
         self.cap = cap
-        self.stats = JobStats(submitted=time.perf_counter())
+        self.stats = Stats()
         self.codes: list[torch.Tensor] | None = [] if keep_codes else None
         self._decoder: StreamingDecoder | None = None
         self._emit = emit
@@ -257,7 +193,9 @@ class Job:
     def _send_chunk(self, pcm: bytes) -> None:
         if self.stats.first_chunk is None:
             self.stats.first_chunk = time.perf_counter()
-        frames = len(pcm) // 3840
+            if self.stats.started is not None:
+                self.stats.engine_ttfb = self.stats.first_chunk - self.stats.started
+        frames = AudioChunk.frames_in(pcm)
         if self._flow is not None:
             self._flow.sent(frames)
         self._emit(AudioChunk(pcm=pcm, frames=frames, index=self.stats.chunks))
@@ -279,8 +217,8 @@ class Job:
             self.finish()
 
     def finish(self) -> None:
-        """Ends the job: flushes the decoder's tail, then one StreamEnd (or StreamError if the row failed on
-        its own). Idempotent: the first call ends it."""
+        """Ends the job: flushes the decoder's tail, then one End (Outcome.ERROR if the row failed on its
+        own). Idempotent: the first call ends it."""
         if self._ended.is_set():
             return
         if self._error is not None:
@@ -296,18 +234,30 @@ class Job:
             if tail is not None:
                 self.stats.decode_seconds += time.perf_counter() - started
                 self._send_chunk(tail)
-        self.stats.finished = time.perf_counter()
-        outcome = "stalled" if self._stalled else "cancelled" if self.cancelled else ("done" if self._eos else "capped")
+        self._stop_clock()
+        self.stats.eos = self._eos
+        outcome = (
+            Outcome.STALLED
+            if self._stalled
+            else Outcome.CANCELLED
+            if self.cancelled
+            else (Outcome.DONE if self._eos else Outcome.CAPPED)
+        )
         codes = None
         if self.codes is not None:
             codes = torch.stack(self.codes) if self.codes else torch.zeros((0, 16), dtype=torch.long)
-        self._end(StreamEnd(outcome=outcome, stats=self.stats, codes=codes))
+        self._end(End(outcome, self.stats, codes=codes))
 
     def fail(self, error: BaseException) -> None:
         if self._ended.is_set():
             return
+        self._stop_clock()
+        self._end(End(Outcome.ERROR, self.stats, error=error))
+
+    def _stop_clock(self) -> None:
         self.stats.finished = time.perf_counter()
-        self._end(StreamError(error=error, stats=self.stats))
+        if self.stats.started is not None:
+            self.stats.compute_seconds = self.stats.finished - self.stats.started
 
     def _end(self, event: Event) -> None:
         try:
@@ -316,6 +266,27 @@ class Job:
             self._ended.set()
             # Batch mates and the decoder's window are not needed any more: let them go with the batch.
             self.mates, self.contended, self._decoder = [], _never, None
+
+
+def is_last(event: Event) -> bool:
+    """The one rule for draining a job's events: an End is the last; an End with an error raises it."""
+    if isinstance(event, End):
+        if event.error is not None:
+            raise event.error
+        return True
+    return False
+
+
+def collect(events: Iterable[Event]) -> tuple[bytes, End]:
+    """Drains a job's events: all its PCM and its End (raises the job's error)."""
+    pcm = bytearray()
+    for event in events:
+        if is_last(event):
+            assert isinstance(event, End)
+            return bytes(pcm), event
+        assert isinstance(event, AudioChunk)
+        pcm += event.pcm
+    raise RuntimeError("the events ended without an End")
 
 
 _STOP = object()
@@ -365,18 +336,17 @@ class Engine:
             self._nudge_active()
         return job
 
-    def stream(self, request: SynthesisRequest, keep_codes: bool = False) -> Iterator[AudioChunk | StreamEnd]:
-        """Blocking generator of chunks, ending with the StreamEnd. Raises the job's error, if any.
+    def stream(self, request: SynthesisRequest, keep_codes: bool = False) -> Iterator[Event]:
+        """Blocking generator of chunks, ending with the End. Raises the job's error, if any.
         Closing the generator early cancels the job."""
         events: queue.Queue = queue.Queue()
         job = self.submit(request, events.put, keep_codes=keep_codes)
         try:
             while True:
                 event = events.get()
-                if isinstance(event, StreamError):
-                    raise event.error
+                last = is_last(event)  # raises a failed job's error instead of handing its End out
                 yield event
-                if isinstance(event, StreamEnd):
+                if last:
                     return
         finally:
             job.cancel()
@@ -400,16 +370,15 @@ class Engine:
         job_ref.append(job)
         return job, events
 
-    async def astream(self, request: SynthesisRequest) -> AsyncIterator[AudioChunk | StreamEnd]:
+    async def astream(self, request: SynthesisRequest) -> AsyncIterator[Event]:
         """Async generator counterpart of stream(). Leaving it early (disconnect) cancels the job."""
         job, events = self.submit_async(request)
         try:
             while True:
                 event = await events.get()
-                if isinstance(event, StreamError):
-                    raise event.error
+                last = is_last(event)  # raises a failed job's error instead of handing its End out
                 yield event
-                if isinstance(event, StreamEnd):
+                if last:
                     return
         finally:
             job.cancel()
@@ -452,13 +421,9 @@ class Engine:
         with self._lock:
             return len(self._backlog)
 
-    def warmup(self, request: SynthesisRequest) -> JobStats | None:
+    def warmup(self, request: SynthesisRequest) -> Stats:
         """One short generation so first-request latency does not include lazy initialisation."""
-        stats = None
-        for event in self.stream(request):
-            if isinstance(event, StreamEnd):
-                stats = event.stats
-        return stats
+        return collect(self.stream(request))[1].stats
 
     def close(self, timeout: float = 10.0) -> None:
         with self._lock:

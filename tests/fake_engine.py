@@ -1,18 +1,18 @@
 """A stand-in for `qwen_stream.engine.Engine` with no model: each job emits chunks on a timer.
 
 It has the surface `ClientQueues` uses: `submit(request, emit, flow=...)` returns a job with `cancel()`, and
-the job's events (the real `AudioChunk`, `StreamEnd`, `StreamError`, with a real `JobStats`) reach `emit`
+the job's events (the real `AudioChunk` and `End`, with a real `Stats`) reach `emit`
 from the fake's own thread, as they do from the real engine's worker thread. Jobs run in FIFO order,
 `slots` at once; a cancel is seen before the job's next chunk. `started` and `log` record what the engine
 saw, for order and fairness checks.
 
 A job speaks `request.max_frames` chunks (the fake's `chunks` when None), then ends with the outcome that
-`plan(request)` names: "done", "capped", "stalled" or "cancelled" (a StreamEnd with that outcome), "error"
-(a StreamError) or "refuse" (`submit` raises SynthesisError, as the real engine does for a request it
+`plan(request)` names: "done", "capped", "stalled" or "cancelled" (an End with that outcome), "error"
+(an End with an error) or "refuse" (`submit` raises SynthesisError, as the real engine does for a request it
 cannot serve). Each chunk's PCM starts with "<request text>#<index>"; `chunk_label` reads it back.
 
 `late_chunks` models the real engine seeing a cancel only at its next frame step: a cancelled job that is
-running still emits that many chunks before its StreamEnd("cancelled"). `hold()` parks the engine thread
+running still emits that many chunks before its End("cancelled"). `hold()` parks the engine thread
 (nothing starts, speaks or ends) so a test can act while the engine is known to be still.
 """
 
@@ -23,7 +23,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from qwen_stream.engine import AudioChunk, EventCallback, FlowControl, JobStats, StreamEnd, StreamError
+from qwen_stream.engine import EventCallback, FlowControl
+from qwen_stream.events import AudioChunk, End, Outcome, Stats
 from qwen_stream.generation import SynthesisError, SynthesisRequest
 
 CHUNK_BYTES = 3840  # one 80 ms frame of 24 kHz PCM16 mono
@@ -49,7 +50,7 @@ class FakeJob:
         self.label = request.text
         self.chunks = chunks
         self.planned = outcome
-        self.stats = JobStats(submitted=time.perf_counter())
+        self.stats = Stats()
         self.sent = 0  # chunks emitted
         self.late = engine.late_chunks  # chunks still emitted after a cancel
         self.result: str | None = None  # the outcome it ended with
@@ -218,8 +219,8 @@ class FakeEngine:
         self.log.append(("end", job.label))
         try:
             if outcome == "error":
-                job._emit(StreamError(error=RuntimeError(f"fake failure in {job.label}"), stats=job.stats))
+                job._emit(End(Outcome.ERROR, job.stats, error=RuntimeError(f"fake failure in {job.label}")))
             else:
-                job._emit(StreamEnd(outcome=outcome, stats=job.stats))
+                job._emit(End(Outcome(outcome), job.stats))
         finally:
             job._ended.set()

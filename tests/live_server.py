@@ -16,15 +16,15 @@ from qwen_stream.config import ServerSettings
 
 
 class LiveServer:
-    def __init__(self, settings: ServerSettings, service=None):
+    def __init__(self, settings: ServerSettings, backend=None):
         if settings.voices_dir is None:  # never the user's own voice library
             self._voices = tempfile.TemporaryDirectory(prefix="qwen-stream-voices-")
             settings = dataclasses.replace(settings, voices_dir=self._voices.name)
-        if service is not None:
-            service.settings = settings
+        if backend is not None:  # a Server (or a stand-in) built by the test: it serves these settings
+            backend.settings = settings
         self.settings = settings
-        self.app = create_app(settings, service)
-        self.service = self.app.state.service
+        self.app = create_app(settings, backend)
+        self.backend = self.app.state.server  # the qwen_stream Server: its engine, speech and voices
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
@@ -61,8 +61,8 @@ class LiveServer:
         """True once no client has work and the engine holds no job."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            service = self.service
-            if service.clients.client_count == 0 and service.engine.idle:
+            backend = self.backend
+            if backend.speech.queues.client_count == 0 and backend.engine.idle:
                 return True
             time.sleep(0.02)
         return False

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from qwen_stream.voices import MAX_REFERENCE_SECONDS, VoiceError, decode_base64_audio, read_audio
+from qwen_stream.cloning import MAX_REFERENCE_SECONDS, VoiceError, decode_base64_audio, read_audio
 
 ROOT = Path(__file__).resolve().parent.parent
 BOMB_MINUTES = 40
@@ -200,7 +200,7 @@ ABSURD_HEADERS = {
 # imported the reader once (a new interpreter per file would cost a second of imports each).
 READER = """
 import json, os, sys
-from qwen_stream.voices import VoiceError, decode_base64_audio, read_audio
+from qwen_stream.cloning import VoiceError, decode_base64_audio, read_audio
 
 def peak_kib():
     # VmHWM, not ru_maxrss: ru_maxrss carries over the peak of the process that spawned this one

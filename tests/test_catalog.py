@@ -6,7 +6,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from starlette.testclient import TestClient
@@ -80,12 +79,12 @@ def test_no_copy_of_the_speaker_list_outside_the_catalog():
 # -- GET /v1/languages ------------------------------------------------------------------------------------
 
 
-class StubService:
-    """The route reads only the catalog; the app needs just this much of a service to be built."""
+class StubServer:
+    """The route reads only the catalog; the app needs just this much of a server to be built."""
 
     def __init__(self, config: ServerSettings):
         self.settings = config
-        self.registry = SimpleNamespace(specs={}, serves=lambda family: False, loaded=lambda: [])
+        self.state = "ready"
 
     async def start(self) -> None:
         pass
@@ -96,7 +95,7 @@ class StubService:
 
 def app_client(**options) -> TestClient:
     config = ServerSettings(**options)
-    return TestClient(create_app(config, service=StubService(config)), base_url=LOCAL)
+    return TestClient(create_app(config, StubServer(config)), base_url=LOCAL)
 
 
 def test_languages_route_answers_the_catalog():

@@ -99,8 +99,8 @@ def test_mixed_misbehaviour_leaves_a_consistent_server(server):
             assert size % BYTES_PER_FRAME == 0  # whole frames, even when cut short by an interrupt
 
     assert server.wait_idle(60)
-    service = server.service
-    assert service.clients.client_count == 0 and service.clients.waiting == 0
+    queues = server.backend.speech.queues
+    assert queues.client_count == 0 and queues.waiting == 0
     health = httpx.get(server.url + "/health").json()
     assert health["status"] == "ready" and health["active_streams"] == 0 and health["queue_depth"] == 0
     # And it still serves a plain request in full.

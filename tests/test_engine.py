@@ -13,7 +13,8 @@ import torch
 
 from qwen_stream.code_predictor import install_fast_code_predictor, uninstall_fast_code_predictor
 from qwen_stream.decoder import pcm16_to_float, to_pcm16
-from qwen_stream.engine import AudioChunk, Engine, StreamEnd
+from qwen_stream.engine import Engine
+from qwen_stream.events import AudioChunk, End
 from qwen_stream.generation import (
     SynthesisError,
     SynthesisRequest,
@@ -29,7 +30,7 @@ from qwen_stream.settings import (
     SamplingSettings,
     StreamingSettings,
 )
-from qwen_stream.voices import clone_prompt
+from qwen_stream.cloning import clone_prompt
 
 TEXT = "Hello there, this is a streaming test."
 
@@ -247,7 +248,7 @@ def test_byte_count_and_first_chunk_before_generation_ends(engine, custom_voice_
     while not events.empty():
         received.append(events.get())
     end = received[-1]
-    assert isinstance(end, StreamEnd) and end.outcome == "capped"
+    assert isinstance(end, End) and end.outcome == "capped"
     total = sum(len(e.pcm) for e in received if isinstance(e, AudioChunk))
     assert total == end.stats.frames * BYTES_PER_FRAME == 30 * BYTES_PER_FRAME
     assert len(steps_at_chunk) > 1
@@ -310,7 +311,7 @@ def test_cancel_before_start_runs_nothing(engine, custom_voice_model):
     gate.set()
     assert blocker.wait(60) and waiting.wait(60)
     end = waiting_events.get()
-    assert isinstance(end, StreamEnd) and end.outcome == "cancelled" and end.stats.frames == 0
+    assert isinstance(end, End) and end.outcome == "cancelled" and end.stats.frames == 0
 
 
 def test_failing_job_reports_error_and_worker_keeps_serving(base_model, reference_audio):
@@ -432,7 +433,7 @@ def test_jobs_waiting_together_share_one_generate_call(custom_voice_model):
         for cap, inbox in zip(caps, inboxes):
             events = [inbox.get() for _ in range(inbox.qsize())]
             end = events[-1]
-            assert isinstance(end, StreamEnd) and end.stats.frames == cap
+            assert isinstance(end, End) and end.error is None and end.stats.frames == cap
             streamed = pcm16_to_float(b"".join(e.pcm for e in events if isinstance(e, AudioChunk)))
             reference = offline_pcm(custom_voice_model, end.codes)
             assert len(streamed) == cap * 1920
@@ -478,7 +479,7 @@ def test_a_batch_may_mix_icl_and_xvector_clones(base_model, reference_audio):
         for voice, cap, inbox in zip((icl, xvector), (9, 12), inboxes):
             events = [inbox.get() for _ in range(inbox.qsize())]
             end = events[-1]
-            assert isinstance(end, StreamEnd) and end.stats.frames == cap
+            assert isinstance(end, End) and end.error is None and end.stats.frames == cap
             streamed = pcm16_to_float(b"".join(e.pcm for e in events if isinstance(e, AudioChunk)))
             context = voice.context_codes[-72:] if voice.context_codes is not None else None
             reference = offline_pcm(base_model, end.codes, context=context)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from qwen_stream.decoder import pcm16_to_float
-from qwen_stream.engine import AudioChunk, Engine, FlowControl, StreamEnd, StreamError
+from qwen_stream.engine import Engine, FlowControl
+from qwen_stream.events import AudioChunk, End
 from qwen_stream.generation import SynthesisError, SynthesisRequest, Voice
 from qwen_stream.settings import EngineSettings, ModelSettings, StreamingSettings
 
@@ -82,11 +83,11 @@ def test_a_row_that_fails_mid_generation_ends_alone_and_its_mates_are_untouched(
     torch.manual_seed(5)
     broken, _ = run_held_batch(custom_voice_model, TEXTS, break_row=1)
 
-    assert isinstance(broken[1][-1], StreamError) and "decoder broke" in str(broken[1][-1].error)
+    assert broken[1][-1].error is not None and "decoder broke" in str(broken[1][-1].error)
     assert sum(isinstance(e, AudioChunk) for e in broken[1]) >= 1  # it had streamed before it broke
     for row in (0, 2):
         end = broken[row][-1]
-        assert isinstance(end, StreamEnd) and end.outcome == "capped" and end.stats.frames == CAPS[row]
+        assert isinstance(end, End) and end.outcome == "capped" and end.stats.frames == CAPS[row]
         # The mates' frames do not depend on the failure: the same as in the clean run.
         assert torch.equal(end.codes, clean[row][-1].codes)
         streamed = pcm16_to_float(b"".join(e.pcm for e in broken[row] if isinstance(e, AudioChunk)))
@@ -105,11 +106,11 @@ def test_a_prompt_the_tokenizer_refuses_fails_only_its_row(custom_voice_model, m
 
     monkeypatch.setattr(tts, "_tokenize_texts", picky)
     rows, steps = run_held_batch(custom_voice_model, ["Row zero is fine.", "Row one says BOOM.", "Row two is fine."])
-    assert isinstance(rows[1][-1], StreamError) and "refuses" in str(rows[1][-1].error)
+    assert rows[1][-1].error is not None and "refuses" in str(rows[1][-1].error)
     assert not any(isinstance(e, AudioChunk) for e in rows[1])
     for row in (0, 2):
         end = rows[row][-1]
-        assert isinstance(end, StreamEnd) and end.stats.frames == CAPS[row]
+        assert isinstance(end, End) and end.error is None and end.stats.frames == CAPS[row]
     assert steps == max(CAPS[0], CAPS[2])  # the good rows still ran together, as one batch
 
 
@@ -151,7 +152,7 @@ def test_generation_pauses_for_a_slow_reader_and_never_runs_far_ahead(custom_voi
                 break
             frames += event.frames
             flow.taken(event.frames)
-        assert isinstance(event, StreamEnd) and event.outcome == "capped" and frames == 30
+        assert isinstance(event, End) and event.outcome == "capped" and frames == 30
         assert max(most_unread) <= flow.limit - 1 + 4  # the bound, plus at most one chunk in the making
     finally:
         eng.close()
@@ -169,7 +170,7 @@ def test_a_stalled_reader_is_dropped_and_the_engine_moves_on(custom_voice_model,
             after = eng.submit(next_one, lambda event: None)
         assert stalled.wait(120)
         end = events_of(inbox)[-1]
-        assert isinstance(end, StreamEnd) and end.outcome == "stalled" and end.stats.frames < 2000
+        assert isinstance(end, End) and end.outcome == "stalled" and end.stats.frames < 2000
         if others_waiting:
             assert end.stats.frames > 2 + 4  # it went on past the bound: the next job was waiting
         else:
@@ -192,7 +193,7 @@ def test_a_slow_reader_does_not_hold_back_its_batch_mates(custom_voice_model):
         assert blocker.wait(60) and mate.wait(120)  # while the slow reader has taken nothing at all
         assert not slow.ended and flow.unread > flow.limit  # it buffered rather than hold its mate back
         frames = 0
-        while not isinstance(event := inbox.get(timeout=60), StreamEnd):
+        while not isinstance(event := inbox.get(timeout=60), End):
             frames += event.frames
             flow.taken(event.frames)
         assert event.outcome == "capped" and frames == 40
@@ -230,7 +231,7 @@ def test_a_row_that_stops_early_ends_without_waiting_for_its_batch(custom_voice_
             short_box.append(event)
             if isinstance(event, AudioChunk) and how == "cancelled" and event.index == 1:
                 short.cancel()
-            if isinstance(event, StreamEnd):
+            if isinstance(event, End):
                 ended_at["step"] = tap.steps
 
         short = eng.submit(SynthesisRequest("Short.", "English", Voice(speaker="Eric"), max_frames=8), short_emit)
@@ -238,7 +239,7 @@ def test_a_row_that_stops_early_ends_without_waiting_for_its_batch(custom_voice_
         gate.set()
         assert blocker.wait(60) and long.wait(120) and short.wait(120)
         end = short_box[-1]
-        assert isinstance(end, StreamEnd) and end.outcome == how
+        assert isinstance(end, End) and end.outcome == how
         assert ended_at["step"] - start <= 8 + 2  # at its own stop (plus the blocker's last step), not at 80
         if how == "capped":
             assert sum(e.frames for e in short_box if isinstance(e, AudioChunk)) == 8  # the tail was flushed
@@ -262,11 +263,12 @@ def test_a_decoder_that_fails_at_its_tail_ends_only_its_row_and_the_worker_lives
                        mate_inbox.put)
         gate.set()
         assert blocker.wait(60) and broken.wait(60)
-        assert isinstance(events_of(inbox)[-1], StreamError)
+        last = events_of(inbox)[-1]
+        assert isinstance(last, End) and last.error is not None
         if not alone:
             assert eng.wait_idle(60)
             mate_end = events_of(mate_inbox)[-1]
-            assert isinstance(mate_end, StreamEnd) and mate_end.stats.frames == 20
+            assert isinstance(mate_end, End) and mate_end.error is None and mate_end.stats.frames == 20
         after = eng.submit(SynthesisRequest("Still here.", "English", Voice(speaker="Ryan"), max_frames=4),
                            lambda event: None)
         assert after.wait(60) and eng.wait_idle(60)

@@ -2,7 +2,7 @@
 rule for state-changing requests and WebSocket handshakes, the listings left open with a key, and what
 /v1/models says about the `model` field.
 
-Most tests run the app in-process over a stub service (nothing loads); a few run a real uvicorn server, for
+Most tests run the app in-process over a stub server (nothing loads); a few run a real uvicorn server, for
 what only a socket shows: a chunked upload cut at the limit, a Content-Length refused before its body is
 sent, a spoofed Host header."""
 
@@ -32,16 +32,19 @@ LOCAL = "http://127.0.0.1:9000"  # what a browser on this machine sends as Host 
 SPEAKERS = ("Vivian", "Ryan")
 
 
-class StubService:
-    """Just enough of TTSService for the routes these tests call; nothing loads, nothing generates."""
+class StubServer:
+    """Just enough of the app's Server for the routes these tests call; nothing loads, nothing generates.
+    Its speech and voices are itself: the uploads and interrupts that reached them are recorded."""
 
     def __init__(self, settings: ServerSettings):
         self.settings = settings
         self.state = "ready"
         spec = SimpleNamespace(family="custom_voice", source="Qwen/Qwen3-TTS-12Hz-0.6B-CustomVoice")
         info = SimpleNamespace(speakers=SPEAKERS)
-        self.registry = SimpleNamespace(specs={"custom_voice": spec}, serves=lambda f: f == "custom_voice",
-                                        info=lambda family=None: info, loaded=lambda: [])
+        registry = SimpleNamespace(specs={"custom_voice": spec}, serves=lambda f: f == "custom_voice",
+                                   info=lambda family=None: info, loaded=lambda: [])
+        self.engine = SimpleNamespace(registry=registry)
+        self.speech = self.voices = self
         self.uploads: list[int] = []  # sizes of the voice uploads that reached the service
         self.interrupts: list[str] = []
 
@@ -51,9 +54,6 @@ class StubService:
     async def stop(self) -> None:
         pass
 
-    def require_ready(self) -> None:
-        pass
-
     def health(self):
         return 200, {"status": "ready"}
 
@@ -61,10 +61,10 @@ class StubService:
     def max_upload_bytes(self) -> int:
         return int(self.settings.max_upload_mb * 2**20)
 
-    def voices(self):
+    def list(self):
         return [SimpleNamespace(public=lambda: {"id": "voice_1", "name": "mine", "ref_text": "private words"})]
 
-    async def add_voice(self, data, name, transcript, mode, language):
+    async def add(self, data, name, transcript, mode, language):
         self.uploads.append(len(data))
         return SimpleNamespace(public=lambda: {"id": "voice_new", "name": name})
 
@@ -74,9 +74,9 @@ class StubService:
 
 
 def app_client(base_url: str = LOCAL, **settings) -> TestClient:
-    """The real app (every middleware, every route) over a stub service that loads nothing."""
+    """The real app (every middleware, every route) over a stub server that loads nothing."""
     config = ServerSettings(**settings)
-    return TestClient(create_app(config, service=StubService(config)), base_url=base_url)
+    return TestClient(create_app(config, StubServer(config)), base_url=base_url)
 
 
 def upload(client, headers=None, size: int = 1000):
@@ -188,7 +188,7 @@ def test_an_over_size_upload_is_refused_before_the_route_reads_it():
         assert upload(c, size=1000).status_code == 201
         too_big = upload(c, size=int(0.01 * 2**20) + FIELD_ALLOWANCE)
         assert is_error(too_big, 413, "too_large")
-        assert c.app.state.service.uploads == [1000]
+        assert c.app.state.server.uploads == [1000]
 
 
 def test_a_json_body_is_read_up_to_its_limit_and_not_more():
@@ -217,7 +217,7 @@ def test_a_loopback_server_serves_loopback_names_only():
             for method, path in (("GET", "/v1/models"), ("GET", "/health"), ("POST", "/tts/interrupt?client_id=x")):
                 r = c.request(method, path, headers={"host": host})
                 assert is_error(r, 421, "untrusted_host"), (host, method, path, r.status_code)
-        assert c.app.state.service.interrupts == []
+        assert c.app.state.server.interrupts == []
 
 
 def test_trusted_hosts_setting():
@@ -241,10 +241,10 @@ def test_a_cross_origin_form_post_creates_no_voice():
         for origin in ("http://evil.example", "null", "http://127.0.0.1:9001", "http://localhost:9000"):
             r = upload(c, headers={"origin": origin})
             assert is_error(r, 403, "forbidden_origin"), origin
-        assert c.app.state.service.uploads == []
+        assert c.app.state.server.uploads == []
         assert upload(c, headers={"origin": LOCAL}).status_code == 201  # the server's own page (the WebUI)
         assert upload(c).status_code == 201  # no Origin: curl, SDKs
-        assert len(c.app.state.service.uploads) == 2
+        assert len(c.app.state.server.uploads) == 2
         # Reads pass: what a page may read is CORS's business (off by default).
         r = c.get("/v1/models", headers={"origin": "http://evil.example"})
         assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
@@ -340,7 +340,7 @@ def test_open_listings_serve_open_webui_without_a_key():
                              ("POST", "/tts/interrupt?client_id=x"), ("POST", "/v1/models"),
                              ("DELETE", "/v1/voices/voice_1"), ("GET", "/v1/voices/voice_1")):
             assert is_error(c.request(method, path), 401, "unauthorized"), (method, path)
-        assert upload(c).status_code == 401 and c.app.state.service.uploads == []
+        assert upload(c).status_code == 401 and c.app.state.server.uploads == []
         # A key that is sent must be right, even for a listing: a client checking its key learns it is wrong.
         assert is_error(c.get("/v1/models", headers={"authorization": "Bearer wrong"}), 401, "unauthorized")
         assert c.get("/v1/models", headers={"authorization": f"Bearer {KEY}"}).status_code == 200
@@ -373,7 +373,7 @@ def test_models_say_that_the_voice_decides():
 @pytest.fixture(scope="module")
 def live():
     settings = ServerSettings(max_upload_mb=0.01)
-    server = LiveServer(settings, service=StubService(settings)).start()
+    server = LiveServer(settings, StubServer(settings)).start()
     yield server
     server.stop()
 
@@ -420,7 +420,7 @@ def test_live_chunked_upload_is_cut_at_the_limit(live):
             "Transfer-Encoding: chunked\r\n\r\n")
     status, body = raw_request(live, head, parts)
     assert status == 413 and body["error"]["code"] == "too_large"
-    assert live.service.uploads == []
+    assert live.backend.uploads == []
 
 
 def test_live_streamed_httpx_upload_over_the_limit(live):
@@ -434,7 +434,7 @@ def test_live_streamed_httpx_upload_over_the_limit(live):
         r = c.post("/v1/voices", content=body(), headers={"content-type": "multipart/form-data; boundary=b"})
         assert is_error(r, 413, "too_large")
         assert c.get("/health").status_code == 200  # the same connection serves the next request
-    assert live.service.uploads == []
+    assert live.backend.uploads == []
 
 
 def test_live_spoofed_host_is_refused(live):

@@ -1,7 +1,7 @@
 """The OpenAI-compatible API end to end: the official `openai` SDK against a real server (tiny checkpoint).
 
 Every format is streamed and read back by an independent decoder (tests/decoders.py), and its duration is
-compared with the PCM the server generated for that very request (recorded by wrapping service.pcm)."""
+compared with the PCM the server generated for that very request (recorded by wrapping the speech service's stream)."""
 
 from __future__ import annotations
 
@@ -34,15 +34,15 @@ class PcmTap:
 
     def __init__(self, service):
         self.bytes: dict[str, int] = {}
-        original = service.pcm
+        original = service.stream
 
-        async def pcm(ticket):
-            self.bytes[ticket.id] = 0
-            async for data in original(ticket):
-                self.bytes[ticket.id] += len(data)
+        async def stream(utterance):
+            self.bytes[utterance.id] = 0
+            async for data in original(utterance):
+                self.bytes[utterance.id] += len(data)
                 yield data
 
-        service.pcm = pcm
+        service.stream = stream
 
     def seconds(self, request_id: str) -> float:
         return self.bytes[request_id] / 2 / SAMPLE_RATE
@@ -53,7 +53,7 @@ def server(custom_voice_dir):
     settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=MAX_FRAMES, max_queue=2,
                               max_text_chars=300)
     live = LiveServer(settings).start()
-    live.tap = PcmTap(live.service)
+    live.tap = PcmTap(live.backend.speech)
     yield live
     live.stop()
 
@@ -72,7 +72,7 @@ def http(server):
 
 
 def steps(server) -> int:
-    return server.service.model.tap.steps
+    return server.backend.engine.model.tap.steps
 
 
 def read_noting_first_step(response, server) -> tuple[bytes, int]:
@@ -178,7 +178,7 @@ def test_speed_out_of_range_is_a_400_naming_the_range(server, http, speed):
     r = http.post("/v1/audio/speech", json={"model": "tts-1", "input": SHORT, "voice": "alloy", "speed": speed})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_speed"
     assert "0.25" in r.json()["error"]["message"] and "4.0" in r.json()["error"]["message"]
-    assert steps(server) == before and server.service.clients.client_count == 0
+    assert steps(server) == before and server.backend.speech.queues.client_count == 0
 
 
 # -- voices ------------------------------------------------------------------------------------------
@@ -186,15 +186,15 @@ def test_speed_out_of_range_is_a_400_naming_the_range(server, http, speed):
 
 @pytest.fixture
 def prepared_voices(server, monkeypatch):
-    """The voice each request reached service.prepare with."""
+    """The voice each request reached the speech service's prepare with."""
     seen = []
-    original = server.service.prepare
+    original = server.backend.speech.prepare
 
     async def prepare(client_id, text, language, voice, instruct, normalize, **kwargs):
         seen.append((voice, instruct, language))
         return await original(client_id, text, language, voice, instruct, normalize, **kwargs)
 
-    monkeypatch.setattr(server.service, "prepare", prepare)
+    monkeypatch.setattr(server.backend.speech, "prepare", prepare)
     return seen
 
 
@@ -259,7 +259,7 @@ def test_listings_have_the_shapes_openai_clients_read(server, client, http):
     voices = http.get("/v1/audio/voices").json()["voices"]
     assert all(set(v) == {"id", "name"} for v in voices)
     names = {v["id"] for v in voices}
-    assert set(OPENAI_VOICES) <= names and set(server.service.model.speakers) <= names
+    assert set(OPENAI_VOICES) <= names and set(server.backend.engine.model.speakers) <= names
     assert {"id": "alloy", "name": "alloy (Serena)"} in voices
 
 
@@ -282,7 +282,7 @@ def test_bad_requests_are_4xx_json_and_change_nothing(server, http, payload, hea
     r = http.post("/v1/audio/speech", json={"model": "tts-1", **payload}, headers=headers)
     assert r.status_code == 400 and r.headers["content-type"] == "application/json"
     assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
-    assert steps(server) == before and server.service.clients.client_count == 0
+    assert steps(server) == before and server.backend.speech.queues.client_count == 0
 
 
 def test_any_model_name_is_accepted(client):
@@ -397,7 +397,7 @@ def test_api_key_guards_v1_and_tts(locked, method, path):
             assert r.status_code == 401, (headers, r.status_code)
             assert r.json() == {"error": {"code": "unauthorized", "message": r.json()["error"]["message"]}}
             assert r.headers["www-authenticate"].startswith("Bearer")
-    assert locked.service.clients.client_count == 0
+    assert locked.backend.speech.queues.client_count == 0
 
 
 def test_api_key_lets_the_sdk_in_and_leaves_health_open(locked):

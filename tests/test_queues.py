@@ -9,7 +9,9 @@ import asyncio
 
 import pytest
 
-from qwen_stream.clients import ClientQueues, Ended, QueueFull, ServerBusy, Ticket
+from qwen_stream.events import End
+from qwen_stream.speech.queues import ClientQueues, QueueFull, ServerBusy
+from qwen_stream.speech.utterance import Utterance
 from qwen_stream.generation import SynthesisError, SynthesisRequest
 from tests.fake_engine import ENDLESS, FakeEngine, chunk_label
 
@@ -50,18 +52,18 @@ async def within(awaitable, timeout: float = SAFETY):
     return await asyncio.wait_for(awaitable, timeout)
 
 
-async def play(ticket: Ticket) -> tuple[list[str], Ended]:
-    """Reads a ticket to its end: the labels of its chunks, and its Ended."""
+async def play(utterance: Utterance) -> tuple[list[str], End]:
+    """Reads a utterance to its end: the labels of its chunks, and its End."""
     labels: list[str] = []
-    async for item in ticket.events():
-        if isinstance(item, Ended):
+    async for item in utterance.events():
+        if isinstance(item, End):
             return labels, item
         labels.append(chunk_label(item))
-    raise AssertionError("a ticket's stream ended without an Ended")
+    raise AssertionError("a utterance's stream ended without an End")
 
 
-async def play_all(*tickets: Ticket) -> list[tuple[list[str], Ended]]:
-    gathered = asyncio.gather(*(play(t) for t in tickets))
+async def play_all(*utterances: Utterance) -> list[tuple[list[str], End]]:
+    gathered = asyncio.gather(*(play(t) for t in utterances))
     try:
         return await within(gathered)
     finally:
@@ -93,14 +95,14 @@ def spans(engine: FakeEngine, *names: str) -> None:
 # -- order within a client ------------------------------------------------------------------------------
 def test_one_client_plays_in_arrival_order_one_at_a_time():
     async def test(engine, queues):
-        tickets = [queues.enqueue("a", [req(f"A{i}")], 2) for i in range(1, 4)]
+        utterances = [queues.enqueue("a", [req(f"A{i}")], 2) for i in range(1, 4)]
         assert queues.active == 1 and queues.waiting == 2
-        results = await play_all(*tickets)
+        results = await play_all(*utterances)
         for i, (got, ended) in enumerate(results, 1):
             assert got == labels(f"A{i}") and ended.outcome == "done"
         assert engine.started == ["A1", "A2", "A3"]
         spans(engine, "A1", "A2", "A3")  # even though the engine could run three at once
-        assert all(t.stats.frames == 3 and t.stats.eos for t in tickets)
+        assert all(t.stats.frames == 3 and t.stats.eos for t in utterances)
 
     scenario(test, slots=3)
 
@@ -122,14 +124,14 @@ def test_reservations_keep_arrival_order_when_filled_out_of_order():
     scenario(test, slots=2)
 
 
-def test_multi_segment_ticket_plays_its_segments_in_order():
+def test_multi_segment_utterance_plays_its_segments_in_order():
     async def test(engine, queues):
-        ticket = queues.enqueue("a", [req("S1"), req("S2", 2), req("S3")], 10)
+        utterance = queues.enqueue("a", [req("S1"), req("S2", 2), req("S3")], 10)
         other = queues.enqueue("b", [req("B1")], 2)
-        (got, ended), (_, other_end) = await play_all(ticket, other)
+        (got, ended), (_, other_end) = await play_all(utterance, other)
         assert got == labels("S1") + labels("S2", 2) + labels("S3")
         assert ended.outcome == "done" and other_end.outcome == "done"
-        assert ticket.stats.frames == 8
+        assert utterance.stats.frames == 8
         spans(engine, "S1", "S2", "S3")
         # Each segment is its own job: the other client's head gets its turn after the first one.
         assert engine.started == ["S1", "B1", "S2", "S3"]
@@ -140,10 +142,10 @@ def test_multi_segment_ticket_plays_its_segments_in_order():
 # -- fairness across clients ----------------------------------------------------------------------------
 def test_clients_share_the_engine_in_turn():
     async def test(engine, queues):
-        tickets = [
+        utterances = [
             queues.enqueue(client, [req(f"{client.upper()}{i}")], 2) for client in ("a", "b", "c") for i in range(1, 4)
         ]
-        results = await play_all(*tickets)
+        results = await play_all(*utterances)
         assert all(ended.outcome == "done" for _, ended in results)
         assert engine.started == ["A1", "B1", "C1", "A2", "B2", "C2", "A3", "B3", "C3"]
 
@@ -175,8 +177,8 @@ def test_interrupt_stops_the_running_drops_the_queued_and_later_requests_run():
         frames, sent = running.stats.frames, engine.job("A1").sent
 
         assert queues.interrupt("a") == (True, 3)
-        for ticket in [running, *queued, preparing]:
-            assert ticket.outcome == "interrupted"
+        for utterance in [running, *queued, preparing]:
+            assert utterance.outcome == "interrupted"
         queues.fill(preparing, [req("A4")])  # its text came too late: nothing runs
         later = queues.enqueue("a", [req("A5")], 2)
         assert engine.submitted() == ["A1", "B1"]  # A5 waits until the engine has let go of A1
@@ -211,23 +213,23 @@ def test_interrupt_with_nothing_running_drops_the_queue():
 
 def test_drained_waits_for_the_engine_to_let_go_of_an_interrupted_job():
     async def test(engine, queues):
-        ticket = queues.enqueue("a", [req("A1", ENDLESS)], 2)
-        await until(lambda: ticket.stats.frames >= 1, "A1's first chunk")
+        utterance = queues.enqueue("a", [req("A1", ENDLESS)], 2)
+        await until(lambda: utterance.stats.frames >= 1, "A1's first chunk")
         engine.hold()
         queues.interrupt("a")
-        assert ticket.ended
+        assert utterance.ended
         drained = asyncio.ensure_future(queues.drained())
         await asyncio.sleep(0.01)
         assert not drained.done() and queues.client_count == 1  # the engine is parked, still holding A1
         engine.release()
         await within(drained)
-        assert engine.job("A1").result == "cancelled"  # its StreamEnd came before drained() returned
+        assert engine.job("A1").result == "cancelled"  # its End came before drained() returned
 
     scenario(test)
 
 
 # -- a reader's disconnect ------------------------------------------------------------------------------
-def test_cancel_of_a_queued_ticket_leaves_the_others_alone():
+def test_cancel_of_a_queued_utterance_leaves_the_others_alone():
     async def test(engine, queues):
         first = queues.enqueue("a", [req("A1", 10)], 2)
         gone = queues.enqueue("a", [req("A2")], 2)
@@ -257,7 +259,7 @@ def test_cancel_of_an_unfilled_head_lets_the_next_one_start():
     scenario(test)
 
 
-def test_cancel_of_the_running_ticket_stops_its_job_and_the_queue_goes_on():
+def test_cancel_of_the_running_utterance_stops_its_job_and_the_queue_goes_on():
     async def test(engine, queues):
         running = queues.enqueue("a", [req("A1", ENDLESS)], 2)
         after = queues.enqueue("a", [req("A2")], 2)
@@ -280,10 +282,10 @@ def test_cancel_of_the_running_ticket_stops_its_job_and_the_queue_goes_on():
 
 def test_cancel_between_segments_stops_the_rest():
     async def test(engine, queues):
-        ticket = queues.enqueue("a", [req("S1", ENDLESS), req("S2")], 2)
-        await until(lambda: ticket.stats.frames >= 1, "S1's first chunk")
-        queues.cancel(ticket)
-        _, ended = (await play_all(ticket))[0]
+        utterance = queues.enqueue("a", [req("S1", ENDLESS), req("S2")], 2)
+        await until(lambda: utterance.stats.frames >= 1, "S1's first chunk")
+        queues.cancel(utterance)
+        _, ended = (await play_all(utterance))[0]
         assert ended.outcome == "disconnected"
         await within(asyncio.to_thread(engine.job("S1").wait, SAFETY))
         await within(queues.drained())
@@ -326,7 +328,7 @@ def test_a_filled_reservation_never_expires():
 def test_queue_full_counts_the_waiting_requests_of_one_client():
     async def test(engine, queues):
         engine.hold()
-        tickets = [queues.enqueue("a", [req(f"A{i}")], 2) for i in range(1, 4)]  # one running, two waiting
+        utterances = [queues.enqueue("a", [req(f"A{i}")], 2) for i in range(1, 4)]  # one running, two waiting
         with pytest.raises(QueueFull) as caught:
             queues.reserve("a")
         assert caught.value.code == "queue_full" and caught.value.limit == 2
@@ -334,7 +336,7 @@ def test_queue_full_counts_the_waiting_requests_of_one_client():
         assert not isinstance(caught.value, ServerBusy)
         other = queues.enqueue("b", [req("B1")], 2)  # another client is not affected
         engine.release()
-        await play_all(*tickets, other)
+        await play_all(*utterances, other)
         more = queues.enqueue("a", [req("A4")], 2)  # room again
         await play_all(more)
 
@@ -360,7 +362,7 @@ def test_server_busy_bounds_clients_in_flight():
 
 
 # -- failures and stalls --------------------------------------------------------------------------------
-def test_a_stream_error_ends_only_its_ticket():
+def test_a_stream_error_ends_only_its_utterance():
     async def test(engine, queues):
         before = queues.enqueue("a", [req("A1")], 2)
         broken = queues.enqueue("a", [req("boom", 2)], 2)
@@ -375,10 +377,10 @@ def test_a_stream_error_ends_only_its_ticket():
     scenario(test, plan=planned(boom="error"))
 
 
-def test_an_error_in_a_middle_segment_ends_the_ticket_there():
+def test_an_error_in_a_middle_segment_ends_the_utterance_there():
     async def test(engine, queues):
-        ticket = queues.enqueue("a", [req("S1"), req("boom"), req("S3")], 2)
-        got, ended = (await play_all(ticket))[0]
+        utterance = queues.enqueue("a", [req("S1"), req("boom"), req("S3")], 2)
+        got, ended = (await play_all(utterance))[0]
         assert ended.outcome == "error" and got == labels("S1") + labels("boom")
         assert engine.submitted() == ["S1", "boom"]
 
@@ -409,7 +411,7 @@ def test_a_stalled_stream_ends_stalled_and_abandoned():
         assert [e.outcome for _, e in results] == ["stalled", "done"]
         assert stalled.abandoned.is_set() and not after.abandoned.is_set()
         assert not stalled.stats.eos
-        assert engine.submitted() == ["slow", "A2"]  # a stalled segment stops its ticket's other segments
+        assert engine.submitted() == ["slow", "A2"]  # a stalled segment stops its utterance's other segments
 
     scenario(test, plan=planned(slow="stalled"))
 
@@ -434,9 +436,9 @@ def test_stalled_by_the_server_stops_the_job_or_relabels_a_finished_one():
 
 def test_a_job_the_engine_cancels_itself_ends_as_shutdown():
     async def test(engine, queues):
-        ticket = queues.enqueue("a", [req("gone")], 2)
+        utterance = queues.enqueue("a", [req("gone")], 2)
         after = queues.enqueue("a", [req("A2")], 2)
-        results = await play_all(ticket, after)
+        results = await play_all(utterance, after)
         assert [e.outcome for _, e in results] == ["shutdown", "done"]
 
     scenario(test, plan=planned(gone="cancelled"))
@@ -447,24 +449,24 @@ def test_drained_returns_once_everything_ended():
     async def test(engine, queues):
         await within(queues.drained())  # nothing in flight: at once
         engine.hold()
-        tickets = [queues.enqueue(c, [req(f"{c}{i}")], 2) for c in "ab" for i in (1, 2)]
+        utterances = [queues.enqueue(c, [req(f"{c}{i}")], 2) for c in "ab" for i in (1, 2)]
         reservation = queues.reserve("c")
         drained = asyncio.ensure_future(queues.drained())
         await asyncio.sleep(0.01)
         assert not drained.done()  # the engine is held: nothing can have ended
         engine.release()
-        await until(lambda: all(t.ended for t in tickets), "the filled tickets to end")
+        await until(lambda: all(t.ended for t in utterances), "the filled utterances to end")
         await asyncio.sleep(0.01)
         assert not drained.done()  # the reservation is still in line
         queues.fill(reservation, [req("c1")])
         await within(drained)
-        assert all(t.outcome == "done" for t in [*tickets, reservation])
+        assert all(t.outcome == "done" for t in [*utterances, reservation])
         assert queues.client_count == 0
 
     scenario(test)
 
 
-def test_shutdown_ends_every_ticket():
+def test_shutdown_ends_every_utterance():
     async def test(engine, queues):
         running = queues.enqueue("a", [req("A1", ENDLESS)], 2)
         queued = queues.enqueue("a", [req("A2")], 2)

@@ -18,7 +18,7 @@ import pytest
 import normalization
 from qwen_stream.config import ServerSettings
 from qwen_stream.generation import SynthesisRequest
-from qwen_stream.service import TTSService
+from qwen_stream.speech.startup import Server
 from qwen_stream.settings import BYTES_PER_FRAME, FrameBudget
 
 from .live_server import LiveServer
@@ -98,7 +98,7 @@ class Stream:
 
 
 def steps(server) -> int:
-    return server.service.model.tap.steps
+    return server.backend.engine.model.tap.steps
 
 
 # -- streaming ---------------------------------------------------------------------------------------
@@ -205,10 +205,10 @@ def test_disconnect_while_queued_removes_only_that_request(server, client):
     with client.stream("POST", "/tts/stream", json={"text": SHORT, "client_id": "queuer"}) as r:
         assert r.status_code == 200
     for _ in range(100):
-        if server.service.clients.waiting == 0:
+        if server.backend.speech.queues.waiting == 0:
             break
         time.sleep(0.02)
-    assert server.service.clients.waiting == 0
+    assert server.backend.speech.queues.waiting == 0
     first.join()
     assert len(first.data) == expected_frames(LONG) * BYTES_PER_FRAME
 
@@ -239,13 +239,13 @@ def test_bad_input_is_a_4xx_json_error_and_changes_nothing(server, client, paylo
     assert r.status_code == 400
     assert r.headers["content-type"] == "application/json"
     assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
-    assert server.service.clients.client_count == 0 and server.service.engine.idle and steps(server) == before
+    assert server.backend.speech.queues.client_count == 0 and server.backend.engine.idle and steps(server) == before
 
 
 def test_malformed_json_is_a_400(server, client):
     r = client.post("/tts/stream", content=b'{"text": "unterminated', headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
-    assert server.service.clients.client_count == 0
+    assert server.backend.speech.queues.client_count == 0
 
 
 def test_unknown_route_is_json(client):
@@ -282,19 +282,19 @@ def test_health_and_metrics_when_ready(server, client):
 
 
 def test_ten_thousand_client_ids_leave_no_residue(server, client):
-    service = server.service
+    backend = server.backend
     # Over HTTP: interrupts and refused requests for many ids create no state.
     for i in range(300):
         client.post("/tts/interrupt", params={"client_id": f"ghost-{i}"})
         client.post("/tts/stream", json={"text": "", "client_id": f"ghost-{i}"})
-    assert service.clients.client_count == 0
+    assert backend.speech.queues.client_count == 0
 
     # Through the real queues and engine: 10,000 ids, each with a request that is dropped (half by
     # disconnect, half by interrupt) and every 500th one that really speaks a frame.
-    from qwen_stream.clients import ClientQueues
+    from qwen_stream.speech.queues import ClientQueues
 
-    queues = ClientQueues(service.engine, max_queue=2, max_clients=10_000)  # all 10,000 in flight at once
-    voice = service.default_voice
+    queues = ClientQueues(backend.engine, max_queue=2, max_clients=10_000)  # all 10,000 in flight at once
+    voice = backend.voices.default.voice
 
     async def churn():
         tickets = []
@@ -315,31 +315,31 @@ def test_ten_thousand_client_ids_leave_no_residue(server, client):
         await asyncio.wait_for(queues.drained(), timeout=600)
 
     asyncio.run(churn())
-    assert service.engine.wait_idle(timeout=600)
+    assert backend.engine.wait_idle(timeout=600)
     assert queues.client_count == 0 and len(queues._clients) == 0
-    assert service.engine.idle
+    assert backend.engine.idle
 
 
-class GatedService(TTSService):
+class GatedServer(Server):
     """Loads only when the test opens the gate, so the 'loading' state can be observed for sure."""
 
     gate = threading.Event()
 
     def _load(self):
         assert self.gate.wait(120)
-        super()._load()
+        return super()._load()
 
 
 def test_health_is_503_while_loading_then_200(custom_voice_dir):
     settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=20)
-    live = LiveServer(settings, GatedService(settings)).start(wait_ready=False)
+    live = LiveServer(settings, GatedServer(settings)).start(wait_ready=False)
     try:
         with httpx.Client(base_url=live.url, timeout=60) as c:
             loading = c.get("/health")
             assert loading.status_code == 503 and loading.json() == {"status": "loading"}
             refused = c.post("/tts/stream", json={"text": "Hello."})
             assert refused.status_code == 503 and refused.json()["error"]["code"] == "not_ready"
-            GatedService.gate.set()
+            GatedServer.gate.set()
             live.wait_ready()
             assert c.get("/health").json()["status"] == "ready"
     finally:

@@ -179,11 +179,11 @@ def test_openai_requests_without_a_client_id_do_not_share_a_queue(server, client
 
 def wait_until_dropped(server) -> None:
     deadline = time.monotonic() + 120
-    while not server.service.clients.client_count and time.monotonic() < deadline:
+    while not server.backend.speech.queues.client_count and time.monotonic() < deadline:
         time.sleep(0.01)  # until the request has taken its place
-    while server.service.clients.client_count and time.monotonic() < deadline:
+    while server.backend.speech.queues.client_count and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert server.service.clients.client_count == 0, "the stalled stream was never dropped"
+    assert server.backend.speech.queues.client_count == 0, "the stalled stream was never dropped"
 
 
 def stalled_outcomes(client) -> float:
@@ -195,14 +195,14 @@ def stalled_outcomes(client) -> float:
 
 def test_a_stalled_reader_is_cut_and_frees_the_engine(impatient):
     server, client = impatient, httpx.Client(base_url=impatient.url, timeout=120)
-    steps = server.service.model.tap.steps
+    steps = server.backend.engine.model.tap.steps
     # A small receive window, and nothing read: the server must stop generating ahead of the reader.
     text = " ".join([LONG] * 5)  # about 800 frames (3 MB of PCM): far more than socket buffers hold
     before = stalled_outcomes(client)
     stalled = raw_post(server.port, "/tts/stream", json.dumps({"text": text, "client_id": "stalled"}).encode(),
                        rcvbuf=4096)
     wait_until_dropped(server)
-    made = server.service.model.tap.steps - steps
+    made = server.backend.engine.model.tap.steps - steps
     assert made < expected_frames(text) // 2  # generation stopped long before the utterance's end
     assert stalled_outcomes(client) == before + 1
 
@@ -272,7 +272,7 @@ def test_a_reader_that_stalls_after_generation_ended_is_cut_too(impatient):
 
 def test_clients_in_flight_are_bounded(custom_voice_dir):
     """Requests without a client id each get a queue of their own: --max-clients bounds them all."""
-    from qwen_stream.clients import ClientQueues, ServerBusy
+    from qwen_stream.speech.queues import ClientQueues, ServerBusy
 
     async def fill():
         queues = ClientQueues(engine=None, max_queue=2, max_clients=2)

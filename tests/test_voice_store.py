@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from qwen_stream import voice_library
-from qwen_stream.voice_library import BrokenVoice, InsufficientStorage, VoiceLibrary, VoiceRecord
-from qwen_stream.voices import wav_bytes
+from qwen_stream.speech.voice_store import BrokenVoice, InsufficientStorage, VoiceLibrary, VoiceRecord
+from qwen_stream.cloning import wav_bytes
 
 BUILTINS = [VoiceRecord(id="Vivian", name="Vivian", kind="builtin", family="custom_voice")]
 
@@ -89,7 +89,7 @@ def test_a_damaged_voice_is_quarantined_at_load(tmp_path, caplog, case):
     good, bad = add(library, name="Good"), add(library)
     damage(tmp_path / bad.id, good)
 
-    with caplog.at_level(logging.WARNING, logger="qwen_stream.voice_library"):
+    with caplog.at_level(logging.WARNING, logger="qwen_stream.speech.voice_store"):
         reloaded = VoiceLibrary(tmp_path, BUILTINS)
     assert stored_ids(reloaded) == [good.id]  # the good voice is listed once, the damaged one not at all
     assert reloaded.get(good.id) == good and reloaded.get(bad.id) is None
@@ -156,7 +156,7 @@ def test_a_prompt_that_fails_to_load_marks_the_voice_broken(tmp_path, caplog, ca
     library = VoiceLibrary(tmp_path, BUILTINS)
     assert library.get(voice.id) == voice  # it looked fine at load
 
-    with caplog.at_level(logging.WARNING, logger="qwen_stream.voice_library"), pytest.raises(BrokenVoice) as e:
+    with caplog.at_level(logging.WARNING, logger="qwen_stream.speech.voice_store"), pytest.raises(BrokenVoice) as e:
         library.prompt(voice.id)
     assert voice.id in str(e.value) and "prompt.pt" in e.value.reason
     assert library.get(voice.id) is None and stored_ids(library) == []

@@ -294,10 +294,10 @@ def test_legacy_ref_audio_is_base64_only(server, client, tmp_path, reference_aud
     encoded = base64.b64encode(real_file.read_bytes()).decode()
     first = client.post("/tts/stream", json={"text": "Hi.", "ref_audio": encoded})
     assert first.status_code == 200 and len(first.content) % BYTES_PER_FRAME == 0 and first.content
-    cached = dict(server.service._legacy_prompts)
+    cached = dict(server.backend.voices._legacy_prompts)
     second = client.post("/tts/stream", json={"text": "Hi.", "ref_audio": "data:audio/wav;base64," + encoded})
     assert second.status_code == 200
-    assert server.service._legacy_prompts == cached and len(cached) == 1  # same content: same prompt, reused
+    assert server.backend.voices._legacy_prompts == cached and len(cached) == 1  # same content: same prompt, reused
     garbage = client.post("/tts/stream", json={"text": "Hi.", "ref_audio": base64.b64encode(b"noise" * 99).decode()})
     assert garbage.status_code == 400
 
@@ -365,7 +365,7 @@ def test_concurrent_uploads_keep_the_library_consistent(server, client, voices_d
 
 def test_least_recently_used_model_unloads(dirs, tmp_path, reference_audio):
     live = LiveServer(three_family_settings(dirs, tmp_path, max_loaded_models=2)).start()
-    registry = live.service.registry
+    registry = live.backend.engine.registry
     samples, rate = reference_audio
     try:
         with httpx.Client(base_url=live.url, timeout=300) as c:
@@ -402,10 +402,10 @@ def test_a_request_slow_to_prepare_still_plays_before_a_later_one(server, client
     results: dict = {}
     first.start()
     for _ in range(500):  # A's prompt is waiting on the engine thread, behind the hog's job
-        if server.service.engine.backlog > 0:
+        if server.backend.engine.backlog > 0:
             break
         threading.Event().wait(0.005)
-    assert server.service.engine.backlog > 0 and not hog.ended_at, "the hog ended too soon to test"
+    assert server.backend.engine.backlog > 0 and not hog.ended_at, "the hog ended too soon to test"
     second = speak_timed(server, {"text": "Second.", "voice": "Ryan", "client_id": "ordered-clone"})
     first.join(120)
     hog.join()

@@ -144,7 +144,7 @@ def console_errors(driver, allow: tuple[str, ...] = ()) -> list[dict]:
 
 
 def steps(server) -> int:
-    return server.service.model.tap.steps
+    return server.backend.engine.model.tap.steps
 
 
 # -- tests ------------------------------------------------------------------------------------------------
@@ -322,8 +322,8 @@ def test_error_message_from_the_server_is_shown(page, server):
 
 
 def test_loading_server_shows_a_message_until_ready(driver, server):
-    service = server.service
-    service.state = "loading"  # what /health and /tts/stream answer while the model loads
+    backend = server.backend
+    backend.state = "loading"  # what /health and /tts/stream answer while the model loads
     try:
         driver.get(server.url + "/")
         # The pill may say "loading" before the first /health answer: wait for the answer's banner itself.
@@ -335,7 +335,7 @@ def test_loading_server_shows_a_message_until_ready(driver, server):
         [request] = stats(driver)["requests"]
         assert request["httpStatus"] == 503 and "not_ready" in request["error"]
     finally:
-        service.state = "ready"
+        backend.state = "ready"
     wait_until(driver, "return window.qwenStream.stats.ready", timeout=10)
     assert driver.execute_script("return document.getElementById('serverState').dataset.state") == "ready"
     assert not driver.execute_script("return document.getElementById('banner').className.includes('show') "

@@ -9,10 +9,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..clients import QueueFull
 from ..generation import SynthesisError
-from ..service import InvalidRequest, NotFound, NotReady
-from ..voice_library import InsufficientStorage
+from ..speech.errors import InvalidRequest, NotFound, NotReady
+from ..speech.queues import QueueFull
+from ..speech.voice_store import InsufficientStorage
 
 log = logging.getLogger("qwen_stream.api")
 

@@ -21,10 +21,14 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI, Header, Request
 
 from ..audio import FORMATS, MAX_SPEED, MIN_SPEED, AudioPipeline, encode_stream
-from ..clients import valid_client_id
 from ..config import ServerSettings
-from ..service import InvalidRequest, StreamFailed
+from ..registry import ModelRegistry
 from ..settings import BYTES_PER_FRAME
+from ..speech.errors import InvalidRequest, StreamFailed
+from ..speech.queues import valid_client_id
+from ..speech.service import SpeechService
+from ..speech.startup import Server
+from ..speech.utterance import Utterance
 from .openai_protocol import (
     MODEL_ALIASES,
     OPENAI_VOICES,
@@ -33,7 +37,8 @@ from .openai_protocol import (
     ModelList,
     SpeechRequest,
 )
-from .streaming import RacingStreamingResponse, ticket_response
+from .state import server, speech
+from .streaming import RacingStreamingResponse, utterance_response
 from .tts import PCM_HEADERS
 
 log = logging.getLogger("qwen_stream.api")
@@ -48,22 +53,21 @@ def install(app: FastAPI, settings: ServerSettings) -> None:
     app.include_router(router)
 
 
-def served_voices(service) -> list[str]:
+def served_voices(registry: ModelRegistry) -> list[str]:
     """This server's own voice names for the table and the listing: the CustomVoice speakers when such a
     model is served (known from its config, loaded or not), else 'default'.
 
     The one place that reads voices off the models; the voice library takes over here."""
-    registry = service.registry
     speakers = list(registry.info("custom_voice").speakers) if registry.serves("custom_voice") else []
     return speakers or ["default"]
 
 
-def model_sources(service) -> list[tuple[str, str | None]]:
+def model_sources(server: Server) -> list[tuple[str, str | None]]:
     """The checkpoints this server serves, as (source, family): all of them once ready; before that, what
     --model-path says (its family is known once it loads)."""
-    if service.state == "ready":
-        return [(spec.source, spec.family) for spec in service.registry.specs.values()]
-    return [(service.settings.model_path, None)] if service.settings.model_path else []
+    if server.state == "ready":
+        return [(spec.source, spec.family) for spec in server.engine.registry.specs.values()]
+    return [(server.settings.model_path, None)] if server.settings.model_path else []
 
 
 class OpenAISpeech:
@@ -93,12 +97,12 @@ class OpenAISpeech:
 
     # -- models ---------------------------------------------------------------------------------------
     @staticmethod
-    def models(service) -> list[dict]:
+    def models(server: Server) -> list[dict]:
         """What /v1/models and /v1/audio/models list. `model` in a request picks nothing (the voice decides
         which served model speaks), so every entry says so: the checkpoints this server runs come first, with
         their family; OpenAI's names follow as aliases, since OpenAI clients offer them and send one."""
         cards: dict[str, dict] = {}
-        for source, family in model_sources(service):
+        for source, family in model_sources(server):
             # A local checkpoint is named by its directory, not its path on this machine.
             name = Path(source).name if Path(source).expanduser().is_dir() else source
             cards.setdefault(
@@ -123,17 +127,18 @@ class OpenAISpeech:
         return list(cards.values())
 
     # -- speech ---------------------------------------------------------------------------------------
-    async def speech(self, service, body: SpeechRequest, header_client_id: str | None) -> RacingStreamingResponse:
+    async def speech(
+        self, service: SpeechService, body: SpeechRequest, header_client_id: str | None
+    ) -> RacingStreamingResponse:
         client_id = _client_id(header_client_id, body.user)
         if not MIN_SPEED <= body.speed <= MAX_SPEED:
             raise InvalidRequest(
                 "invalid_speed", f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}"
             )
         fmt = FORMATS[body.response_format]
-        service.require_ready()
-        voice = self.voice(body.voice_name, served_voices(service))
+        voice = self.voice(body.voice_name, served_voices(service.engine.registry))
         try:
-            prepared = await service.prepare(
+            utterance = await service.prepare(
                 client_id, body.input, body.language, voice, body.instructions, body.normalize
             )
         except InvalidRequest as e:
@@ -143,21 +148,23 @@ class OpenAISpeech:
         try:
             pipeline = AudioPipeline(fmt, body.speed)
         except BaseException:
-            service.discard(prepared)  # give the client's queue place back at once
+            service.discard(utterance)  # give the client's queue place back at once
             raise
         try:
-            ticket = service.open(prepared)
+            service.open(utterance)
         except BaseException:
             pipeline.close()
             raise
-        audio = encode_stream(pipeline, service.pcm(ticket))
-        headers = dict(_STREAM_HEADERS, **{"X-Request-Id": ticket.id})
+        audio = encode_stream(pipeline, service.stream(utterance))
+        headers = dict(_STREAM_HEADERS, **{"X-Request-Id": utterance.id})
         if body.stream_format == "sse":
-            usage = _Usage(service, prepared, pipeline)
-            return ticket_response(service, ticket, _sse(audio, usage, ticket.id), "text/event-stream", headers)
+            usage = _Usage(service, utterance, pipeline)
+            return utterance_response(
+                service, utterance, _sse(audio, usage, utterance.id), "text/event-stream", headers
+            )
         if fmt.name == "pcm":
             headers.update(PCM_HEADERS)
-        return ticket_response(service, ticket, audio, fmt.media_type, headers)
+        return utterance_response(service, utterance, audio, fmt.media_type, headers)
 
 
 def _client_id(header: str | None, user: str | None) -> str:
@@ -176,17 +183,11 @@ class _Usage:
     counts the normalized text they read; output tokens = codec frames made (one per 80 ms of audio, before
     any speed change). Counted after the audio, so the first byte never waits for it."""
 
-    def __init__(self, service, prepared, pipeline: AudioPipeline):
-        self._service, self._prepared, self._pipeline = service, prepared, pipeline
+    def __init__(self, service: SpeechService, utterance: Utterance, pipeline: AudioPipeline):
+        self._service, self._utterance, self._pipeline = service, utterance, pipeline
 
     def __call__(self) -> dict:
-        texts = [s.text for s in self._prepared.segments]
-        loaded = self._service.registry.loaded()
-        if loaded:
-            tokenizer = loaded[0].tts.processor.tokenizer
-            input_tokens = sum(len(tokenizer(text)["input_ids"]) for text in texts)
-        else:  # every model was unloaded meanwhile (LRU): no tokenizer at hand, count characters
-            input_tokens = sum(len(text) for text in texts)
+        input_tokens = self._service.count_tokens(self._utterance.texts)
         output_tokens = math.ceil(self._pipeline.pcm_bytes / BYTES_PER_FRAME)
         return {
             "input_tokens": input_tokens,
@@ -237,13 +238,13 @@ async def create_speech(
     request: Request,
     x_client_id: str | None = Header(None, description="the caller's queue (wins over user)"),
 ):
-    return await request.app.state.openai.speech(request.app.state.service, body, x_client_id)
+    return await request.app.state.openai.speech(speech(request), body, x_client_id)
 
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request):
     openai: OpenAISpeech = request.app.state.openai
-    cards = openai.models(request.app.state.service)
+    cards = openai.models(server(request))
     return {
         "object": "list",
         "data": [dict(card, object="model", created=openai.created, owned_by="qwen-stream") for card in cards],
@@ -252,7 +253,7 @@ async def list_models(request: Request):
 
 @router.get("/v1/audio/models", response_model=AudioModelList)
 async def list_audio_models(request: Request):
-    cards = request.app.state.openai.models(request.app.state.service)
+    cards = request.app.state.openai.models(server(request))
     return {
         "models": [{"id": c["id"], "name": f"{c['id']} ({_kind_label(c)}; the voice picks the model)"} for c in cards]
     }
@@ -264,9 +265,7 @@ def _kind_label(card: dict) -> str:
 
 @router.get("/v1/audio/voices", response_model=AudioVoiceList)
 async def list_audio_voices(request: Request):
-    service = request.app.state.service
-    service.require_ready()
-    served = served_voices(service)
+    served = served_voices(server(request).engine.registry)
     table: Mapping[str, str] = request.app.state.openai.voice_table(served)
     ours = [{"id": v, "name": v} for v in served]
     aliases = [{"id": name, "name": f"{name} ({voice})"} for name, voice in table.items()]

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..clients import CLIENT_ID_PATTERN, DEFAULT_CLIENT
+from ..speech.queues import CLIENT_ID_PATTERN, DEFAULT_CLIENT
 
 
 class _Strict(BaseModel):

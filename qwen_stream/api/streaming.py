@@ -19,6 +19,9 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
+from ..speech.service import SpeechService
+from ..speech.utterance import Utterance
+
 
 class RacingStreamingResponse(StreamingResponse):
     # The signature is spelled out: FastAPI reads the default status_code off it for the OpenAPI schema.
@@ -89,15 +92,17 @@ class RacingStreamingResponse(StreamingResponse):
         return bounded
 
 
-def ticket_response(service, ticket, body, media_type: str, headers: Mapping[str, str]) -> RacingStreamingResponse:
+def utterance_response(
+    service: SpeechService, utterance: Utterance, body, media_type: str, headers: Mapping[str, str]
+) -> RacingStreamingResponse:
     """The response of one speech stream: raced against disconnect, a stalled reader and the engine's
-    giving up on it; a stall ends the ticket as `stalled`."""
+    giving up on it; a stall ends the utterance as `stalled`."""
     return RacingStreamingResponse(
         body,
         media_type=media_type,
         headers=headers,
-        abandon=ticket.abandoned,
+        abandon=utterance.abandoned,
         send_timeout=service.settings.send_timeout,
-        on_stall=lambda: service.stalled(ticket),
-        on_end=lambda: service.finished(ticket),
+        on_stall=lambda: service.stalled(utterance),
+        on_end=lambda: service.finished(utterance),
     )

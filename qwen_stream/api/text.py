@@ -9,8 +9,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from ..catalog import LANGUAGES
-from ..service import InvalidRequest
+from ..speech.checks import check_input_text
+from ..speech.errors import InvalidRequest
 from .protocol import NormalizeRequest, NormalizeResponse
+from .state import server
 
 router = APIRouter(tags=["text"])
 
@@ -29,7 +31,9 @@ async def languages():
 async def normalize_text(body: NormalizeRequest, request: Request):
     import normalization
 
-    request.app.state.service.check_input_text(body.text)  # the same limits as speech: this is its front end
+    check_input_text(
+        body.text, server(request).settings.max_text_chars
+    )  # the same limits as speech: this is its front end
     try:
         language = normalization.canonical_language(body.language)
     except normalization.UnsupportedLanguage as e:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Body, Query, Request
 
-from ..clients import CLIENT_ID_PATTERN, DEFAULT_CLIENT
 from ..settings import SAMPLE_RATE
+from ..speech.queues import CLIENT_ID_PATTERN, DEFAULT_CLIENT
 from .protocol import InterruptRequest, InterruptResponse, StreamRequest
-from .streaming import RacingStreamingResponse, ticket_response
+from .state import speech
+from .streaming import RacingStreamingResponse, utterance_response
 
 router = APIRouter(tags=["tts"])
 
@@ -31,9 +32,9 @@ PCM_HEADERS = {
     responses={200: {"content": {"audio/pcm": {}}, "description": "PCM16 LE 24 kHz mono, streamed"}},
 )
 async def tts_stream(body: StreamRequest, request: Request):
-    service = request.app.state.service
-    prepared = await service.prepare(
-        body.client_id,
+    service = speech(request)
+    utterance = await service.prepare(
+        body.client_id or DEFAULT_CLIENT,  # never None after validation; the type says what the JSON may hold
         body.text,
         body.language,
         body.voice,
@@ -42,9 +43,9 @@ async def tts_stream(body: StreamRequest, request: Request):
         ref_audio=body.ref_audio,
         max_frames=body.max_new_tokens,
     )
-    ticket = service.open(prepared)
-    headers = dict(PCM_HEADERS, **{"X-Request-Id": ticket.id})
-    return ticket_response(service, ticket, service.pcm(ticket), "audio/pcm", headers)
+    service.open(utterance)
+    headers = dict(PCM_HEADERS, **{"X-Request-Id": utterance.id})
+    return utterance_response(service, utterance, service.stream(utterance), "audio/pcm", headers)
 
 
 @router.post("/tts/interrupt", response_model=InterruptResponse)
@@ -56,7 +57,7 @@ async def tts_interrupt(
     # The query wins, then the JSON body; with neither (a bare POST, as the other server's clients send it)
     # the default queue is meant, the same one a /tts/stream request without client_id joins.
     target = client_id or (body.client_id if body is not None else None) or DEFAULT_CLIENT
-    return with_peer_fields(request.app.state.service.interrupt(target))
+    return with_peer_fields(speech(request).interrupt(target))
 
 
 def with_peer_fields(reply: dict) -> dict:

@@ -17,8 +17,9 @@ try:
 except ModuleNotFoundError:  # python-multipart < 0.0.13 names its module `multipart`
     from multipart.multipart import MultipartParser, parse_options_header  # type: ignore[no-redef]
 
-from ..service import InvalidRequest, NotFound
+from ..speech.errors import InvalidRequest, NotFound
 from .protocol import _Strict
+from .state import voices
 
 
 class _TextFieldsChecked:
@@ -146,7 +147,7 @@ class DesignRequest(_Strict):
 
 @router.get("/v1/voices")
 async def list_voices(request: Request):
-    return {"voices": [v.public() for v in request.app.state.service.voices()]}
+    return {"voices": [v.public() for v in voices(request).list()]}
 
 
 @router.post("/v1/voices", status_code=201)
@@ -160,31 +161,29 @@ async def upload_voice(
 ):
     _refuse_non_utf8(request)
     name = voice_name(name)
-    service = request.app.state.service
+    service = voices(request)
     data = await file.read(service.max_upload_bytes + 1)
     if not data:
         raise InvalidRequest("invalid_audio", "the uploaded file is empty")
-    record = await service.add_voice(data, name, transcript, mode, language)
+    record = await service.add(data, name, transcript, mode, language)
     return JSONResponse(record.public(), status_code=201)
 
 
 @router.post("/v1/voices/design", status_code=201)
 async def design_voice(body: DesignRequest, request: Request):
-    record = await request.app.state.service.design_voice(
-        voice_name(body.name), body.description, body.sample_text, body.language
-    )
+    record = await voices(request).design(voice_name(body.name), body.description, body.sample_text, body.language)
     return JSONResponse(record.public(), status_code=201)
 
 
 @router.get("/v1/voices/{voice_id}")
 async def get_voice(voice_id: str, request: Request):
-    return request.app.state.service.voice(voice_id).public()
+    return voices(request).get(voice_id).public()
 
 
 @router.get("/v1/voices/{voice_id}/audio")
 async def voice_audio(voice_id: str, request: Request):
-    service = request.app.state.service
-    record = service.voice(voice_id)
+    service = voices(request)
+    record = service.get(voice_id)
     path = await asyncio.to_thread(service.library.audio_path, record.id)  # a stat: off the event loop
     if path is None:
         raise NotFound(f"voice {voice_id!r} has no reference audio (built-in voices have none)")
@@ -193,5 +192,5 @@ async def voice_audio(voice_id: str, request: Request):
 
 @router.delete("/v1/voices/{voice_id}")
 async def delete_voice(voice_id: str, request: Request):
-    await request.app.state.service.delete_voice(voice_id)
+    await voices(request).delete(voice_id)
     return {"id": voice_id, "deleted": True}

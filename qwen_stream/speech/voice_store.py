@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from .catalog import SPEAKERS
-from .generation import valid_unicode
+from ..catalog import SPEAKERS
+from ..generation import valid_unicode
 
 log = logging.getLogger(__name__)
 
