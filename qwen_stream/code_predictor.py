@@ -4,7 +4,7 @@ Each talker step asks the code predictor for codebooks 1..15 with a full HF `gen
 At batch 1 that call's fixed overhead (config merging, processor and criteria set-up, cache and mask
 plumbing) costs more than the tiny forward passes themselves. This loop runs the same forward passes
 with the same cache type, the same logits warpers in HF's order and the same single `multinomial` draw
-per step, so for a given seed it yields the same codes (tests/test_engine.py checks it against HF).
+per step, so for a given seed it yields the same codes (tests/engine/test_engine.py checks it against HF).
 """
 
 from __future__ import annotations

@@ -49,14 +49,11 @@ class StreamingDecoder:
         if context_codes is not None and self._left_context > 0 and len(context_codes) > 0:
             self._history = list(context_codes[-self._left_context :])
         self._pending = 0
-        self.frames = 0
-        self.decode_calls = 0
 
     def push(self, frame: torch.Tensor) -> bytes | None:
         """Adds one frame (16 codes); returns PCM bytes when it completes a chunk."""
         self._history.append(frame)
         self._pending += 1
-        self.frames += 1
         if self._pending >= self._target:
             self._target = next(self._schedule)
             return self._emit()
@@ -71,7 +68,6 @@ class StreamingDecoder:
         context = min(self._left_context, len(self._history) - new)
         window = torch.stack(self._history[len(self._history) - new - context :])
         wav = self._decode(window, new)
-        self.decode_calls += 1
         self._pending = 0
         if len(self._history) > self._left_context:
             del self._history[: len(self._history) - self._left_context]

@@ -312,8 +312,6 @@ class Engine:
         self._wake = threading.Condition(self._lock)
         self._active: list[Job] = []
         self._pending: set[Job] = set()
-        self.frames_generated = 0  # monotonic, for checking that stopped work really stopped
-        self.jobs_run = 0
         self._thread = threading.Thread(target=self._run, name="qwen-stream-engine", daemon=True)
         self._thread.start()
 
@@ -399,11 +397,6 @@ class Engine:
     def model(self) -> LoadedModel | None:
         """The default family's model, when loaded."""
         return self.registry.peek()
-
-    @property
-    def active_jobs(self) -> list[Job]:
-        with self._lock:
-            return list(self._active)
 
     @property
     def idle(self) -> bool:
@@ -526,12 +519,9 @@ class Engine:
                 return
             log.exception("batch of %d failed (jobs %s)", len(live), [job.id for job in live])
             for job in live:
-                self.frames_generated += job.stats.frames
                 job.fail(error)
             return
         for job in live:
-            self.frames_generated += job.stats.frames
-            self.jobs_run += 1
             job.finish()
 
     def _contention(self, job: Job) -> Callable[[], bool]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -253,7 +252,3 @@ class LoadedModel:
             "dtype": str(self.placement.dtype).removeprefix("torch."),
             "attention": self.placement.attention,
         }
-
-
-def is_local_path(path: str) -> bool:
-    return os.path.isdir(os.path.expanduser(path))

@@ -1,7 +1,7 @@
 """Independent decoders for the encoded formats: none of them is FFmpeg, which made the streams.
 
 wav, mp3 and opus: libsndfile (through soundfile; mp3 via mpg123, opus via libopus and libogg).
-flac: the reference `flac` tool (Debian package flac); tests/test_audio.py also reads the FLAC file with
+flac: the reference `flac` tool (Debian package flac); tests/audio/test_audio.py also reads the FLAC file with
 libsndfile and FFmpeg, which need its length in STREAMINFO. aac: FAAD2's `faad` (Debian package faad), which
 reports AAC-LC at 24 kHz as 48 kHz (it allows for implicit SBR): compare durations, not sample counts."""
 

@@ -70,6 +70,11 @@ class InterruptResponse(BaseModel):
 class NormalizeRequest(_Strict):
     text: str = Field(max_length=100_000)
     language: str = Field("Auto", max_length=32)
+    normalize: bool = Field(
+        True,
+        description="false: only split into sentences and pick each one's language (no character changes): "
+        "the sentences a client sends one by one, as an LLM frontend does",
+    )
 
 
 class SegmentOut(BaseModel):

@@ -38,5 +38,7 @@ async def normalize_text(body: NormalizeRequest, request: Request):
         language = normalization.canonical_language(body.language)
     except normalization.UnsupportedLanguage as e:
         raise InvalidRequest("unknown_language", str(e)) from e
-    segments = await asyncio.wrap_future(normalization.normalize_in_worker(body.text, language))
+    segments = await asyncio.wrap_future(
+        normalization.normalize_in_worker(body.text, language, enable_tn=body.normalize)
+    )
     return {"segments": [{"text": s.text, "language": s.language} for s in segments]}

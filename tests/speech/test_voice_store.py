@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from qwen_stream import voice_library
+from qwen_stream.speech import voice_store as voice_library
 from qwen_stream.speech.voice_store import BrokenVoice, InsufficientStorage, VoiceLibrary, VoiceRecord
 from qwen_stream.cloning import wav_bytes
 

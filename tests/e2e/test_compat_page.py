@@ -27,8 +27,8 @@ import normalization
 from qwen_stream.config import load_settings
 from qwen_stream.settings import BYTES_PER_FRAME, FrameBudget
 
-from .browser import chromium
-from .live_server import LiveServer
+from tests.browser import chromium
+from tests.live_server import LiveServer
 
 MAX_FRAMES = 48  # the server's own cap per sentence: keeps the module fast on two CPU cores
 SUPPORTED = ["Auto", "Chinese", "English", "Japanese", "Korean", "German", "French", "Russian", "Portuguese",

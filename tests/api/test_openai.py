@@ -19,8 +19,8 @@ from qwen_stream.audio import FORMATS
 from qwen_stream.config import ServerSettings
 from qwen_stream.settings import BYTES_PER_FRAME, SAMPLE_RATE, SAMPLES_PER_FRAME, FrameBudget
 
-from .decoders import adts_header, decode
-from .live_server import LiveServer
+from tests.decoders import adts_header, decode
+from tests.live_server import LiveServer
 
 MAX_FRAMES = 150
 SHORT = "Hi there."  # 25 + 2 * 8 = 41 frames (3.3 s)

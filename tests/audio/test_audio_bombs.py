@@ -22,7 +22,7 @@ import soundfile as sf
 
 from qwen_stream.cloning import MAX_REFERENCE_SECONDS, VoiceError, decode_base64_audio, read_audio
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BOMB_MINUTES = 40
 PEAK_GROWTH_LIMIT_MIB = 100
 LIMIT_NAMED = f"at most {MAX_REFERENCE_SECONDS:g} s"

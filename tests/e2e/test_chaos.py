@@ -13,7 +13,7 @@ import pytest
 from qwen_stream.config import ServerSettings
 from qwen_stream.settings import BYTES_PER_FRAME
 
-from .live_server import LiveServer
+from tests.live_server import LiveServer
 
 TEXTS = ["Hi.", "Short and sweet.", "Numbers like 42 and 3:30pm get read out.", "一句中文。", "OK then."]
 

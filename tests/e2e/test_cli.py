@@ -20,7 +20,7 @@ from qwen_stream.generation import SynthesisRequest, Voice
 from qwen_stream.model import ModelLoadError, load_model, resolve_placement
 from qwen_stream.settings import EngineSettings, ModelSettings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
 
 

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from qwen_stream import voice_library
+from qwen_stream.speech import voice_store as voice_library
 from qwen_stream.config import ServerSettings
 from qwen_stream.settings import BYTES_PER_FRAME
 
-from .live_server import LiveServer
+from tests.live_server import LiveServer
 
 MAX_FRAMES = 40
 
@@ -235,7 +235,7 @@ def test_health_reports_no_damage_on_a_sound_library(client):
 
 
 def test_a_full_disk_gives_507_and_stores_nothing(client, voices_dir, monkeypatch):
-    # A full disk injected into the server's write (tests/test_voice_store.py fills a real tmpfs).
+    # A full disk injected into the server's write (tests/speech/test_voice_store.py fills a real tmpfs).
     def disk_full(path, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -389,7 +389,7 @@ def test_least_recently_used_model_unloads(dirs, tmp_path, reference_audio):
 
 
 def test_a_request_slow_to_prepare_still_plays_before_a_later_one(server, client, reference_audio):
-    from .test_server import Stream
+    from tests.api.test_server import Stream
 
     samples, rate = reference_audio
     fresh_audio = base64.b64encode(audio_file(samples * 0.9, rate)).decode()  # never seen: prompt to build

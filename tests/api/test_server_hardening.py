@@ -15,7 +15,7 @@ import pytest
 from qwen_stream.config import ServerSettings
 from qwen_stream.settings import BYTES_PER_FRAME, FrameBudget
 
-from .live_server import LiveServer
+from tests.live_server import LiveServer
 
 MAX_FRAMES = 400
 LONG = "This sentence is long enough to keep the engine busy for quite a few frames of audio."
@@ -169,8 +169,17 @@ def test_openai_requests_without_a_client_id_do_not_share_a_queue(server, client
     second = httpx.post(server.url + "/v1/audio/speech", json=dict(body, input="Short one."), timeout=120)
     assert second.status_code == 200 and second.content
     reader.join(120)
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("request id=")]
-    clients = {line.split("client=")[1].split()[0] for line in lines}
+
+    def logged_clients() -> set[str]:
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("request id=")]
+        return {line.split("client=")[1].split()[0] for line in lines}
+
+    # A request's line is written when the server has sent its last byte, which may come a moment after the
+    # client read it: wait for the condition (the bound only turns a hang into a failure).
+    deadline = time.monotonic() + 30
+    while len(logged_clients()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    clients = logged_clients()
     assert len(clients) == 2 and all(c.startswith("anonymous-") for c in clients)
 
 

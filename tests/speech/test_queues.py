@@ -13,7 +13,7 @@ from qwen_stream.events import End
 from qwen_stream.speech.queues import ClientQueues, QueueFull, ServerBusy
 from qwen_stream.speech.utterance import Utterance
 from qwen_stream.generation import SynthesisError, SynthesisRequest
-from tests.fake_engine import ENDLESS, FakeEngine, chunk_label
+from tests.speech.fake_engine import ENDLESS, FakeEngine, chunk_label
 
 SAFETY = 10.0  # seconds; only ever reached when something hangs
 
@@ -53,13 +53,13 @@ async def within(awaitable, timeout: float = SAFETY):
 
 
 async def play(utterance: Utterance) -> tuple[list[str], End]:
-    """Reads a utterance to its end: the labels of its chunks, and its End."""
+    """Reads an utterance to its end: the labels of its chunks, and its End."""
     labels: list[str] = []
     async for item in utterance.events():
         if isinstance(item, End):
             return labels, item
         labels.append(chunk_label(item))
-    raise AssertionError("a utterance's stream ended without an End")
+    raise AssertionError("an utterance's stream ended without an End")
 
 
 async def play_all(*utterances: Utterance) -> list[tuple[list[str], End]]:
@@ -479,3 +479,98 @@ def test_shutdown_ends_every_utterance():
         assert engine.submitted() == ["A1"]
 
     scenario(test)  # and no client state is left behind: drained() returns
+
+
+# -- open-ended utterances: text that arrives over time (a WebSocket context) ---------------------------
+def open_ended(queues: ClientQueues, client_id: str) -> Utterance:
+    """An utterance opened before its text: its sentences come with append(), its end with close_input()."""
+    utterance = queues.reserve(client_id, expire_after=None)
+    utterance.open()
+    return utterance
+
+
+def test_sentences_appended_over_time_play_in_order_and_close_input_ends_it():
+    async def test(engine, queues):
+        utterance = open_ended(queues, "a")
+        reader = asyncio.ensure_future(play(utterance))
+        utterance.append(req("S1"))
+        await until(lambda: engine.job("S1").ended, "S1 spoken")
+        assert not utterance.ended  # its input is still open: it waits for more text
+        utterance.append(req("S2"))
+        utterance.append(req("S3"))
+        utterance.close_input()
+        got, ended = await within(reader)
+        assert got == labels("S1") + labels("S2") + labels("S3") and ended.outcome == "done"
+        assert engine.started == ["S1", "S2", "S3"] and utterance.segment_count == 3
+
+    scenario(test)
+
+
+def test_the_next_utterance_of_a_client_waits_for_an_open_one_to_close():
+    async def test(engine, queues):
+        first = open_ended(queues, "a")
+        first.append(req("A1"))
+        second = queues.enqueue("a", [req("A2")], 2)
+        other = queues.enqueue("b", [req("B1")], 2)  # another client is not held back
+        await until(lambda: engine.job("A1").ended and engine.job("B1").ended, "A1 and B1 spoken")
+        await asyncio.sleep(0.02)
+        assert "A2" not in engine.started and not second.ended  # still behind the open utterance
+        first.close_input()
+        results = await play_all(first, second, other)
+        assert [e.outcome for _, e in results] == ["done", "done", "done"]
+        spans(engine, "A1", "A2")
+
+    scenario(test)
+
+
+def test_close_input_with_nothing_given_ends_it_done_without_the_engine():
+    async def test(engine, queues):
+        utterance = open_ended(queues, "a")
+        utterance.close_input()
+        got, ended = (await play_all(utterance))[0]
+        assert got == [] and ended.outcome == "done" and engine.started == []
+
+    scenario(test)
+
+
+def test_interrupt_while_an_utterance_waits_for_text_ends_it_and_later_text_is_ignored():
+    async def test(engine, queues):
+        utterance = open_ended(queues, "a")
+        utterance.append(req("A1"))
+        await until(lambda: engine.job("A1").ended, "A1 spoken")
+        assert queues.interrupt("a") == (True, 0)
+        utterance.append(req("A2"))  # the text the LLM was still writing: dropped, nothing raises
+        utterance.close_input()
+        _, ended = (await play_all(utterance))[0]
+        assert ended.outcome == "interrupted" and engine.started == ["A1"]
+
+    scenario(test)
+
+
+def test_text_after_close_input_is_refused():
+    async def test(engine, queues):
+        from qwen_stream.speech.utterance import InputClosed
+
+        utterance = open_ended(queues, "a")
+        utterance.append(req("A1"))
+        utterance.close_input()
+        with pytest.raises(InputClosed):
+            utterance.append(req("A2"))
+        _, ended = (await play_all(utterance))[0]
+        assert ended.outcome == "done" and engine.started == ["A1"]
+
+    scenario(test)
+
+
+def test_an_utterance_appended_while_its_sentence_runs_goes_on_without_a_gap_in_order():
+    async def test(engine, queues):
+        utterance = open_ended(queues, "a")
+        utterance.append(req("S1", 6))
+        await until(lambda: utterance.stats.frames >= 1, "S1's first chunk")
+        utterance.append(req("S2"))  # arrives while S1 is in the engine: queued behind it, never beside it
+        utterance.close_input()
+        got, ended = (await play_all(utterance))[0]
+        assert got == labels("S1", 6) + labels("S2") and ended.outcome == "done"
+        spans(engine, "S1", "S2")
+
+    scenario(test)

@@ -21,9 +21,9 @@ from qwen_stream.generation import SynthesisRequest
 from qwen_stream.speech.startup import Server
 from qwen_stream.settings import BYTES_PER_FRAME, FrameBudget
 
-from .live_server import LiveServer
+from tests.live_server import LiveServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAX_FRAMES = 150
 SHORT = "Hi there."
 LONG = "This sentence is long enough to keep the engine busy for quite a few frames of audio."
@@ -412,6 +412,10 @@ def test_normalize_route_and_opting_out(server, client):
     assert [s["language"] for s in segments] == ["English", "English"]
     assert "five dollars" in segments[0]["text"] and "three thirty" in segments[1]["text"].lower()
     assert client.post("/v1/normalize", json={"text": "x", "language": "Elvish"}).status_code == 400
+    # normalize false: the sentences as the client wrote them (the WebUI's conversation mode sends these).
+    split = client.post("/v1/normalize", json={"text": "It costs $5. Call at 3:30pm! 你好。", "normalize": False})
+    assert [(s["text"], s["language"]) for s in split.json()["segments"]] == [
+        ("It costs $5.", "English"), ("Call at 3:30pm!", "English"), ("你好。", "Chinese")]
 
     raw = "Pay $5."
     normalized = client.post("/tts/stream", json={"text": raw, "client_id": "tn"})

@@ -25,7 +25,7 @@ from qwen_stream.api.guards import FIELD_ALLOWANCE, BodyLimit, BodyLimits, Origi
 from qwen_stream.app import create_app
 from qwen_stream.config import ServerSettings
 
-from .live_server import LiveServer
+from tests.live_server import LiveServer
 
 KEY = "guard-key-5678"
 LOCAL = "http://127.0.0.1:9000"  # what a browser on this machine sends as Host and Origin for the default server

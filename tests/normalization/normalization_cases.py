@@ -1,4 +1,4 @@
-"""Expected readings for tests/test_normalization.py: (rule, language, input, expected output).
+"""Expected readings for tests/normalization/test_normalization.py: (rule, language, input, expected output).
 
 Each expected value was produced by the pipeline and then checked by ear: it is what a good reader
 says, not merely what the code emits. A string is a single segment; a list is several. Chinese rows

@@ -25,7 +25,7 @@ from qwen_stream.audio import (
 )
 from qwen_stream.settings import SAMPLE_RATE, SAMPLES_PER_FRAME
 
-from .decoders import decode, flac_streaminfo, pyav_decode
+from tests.decoders import decode, flac_streaminfo, pyav_decode
 
 # Chunk sizes as the server sends them (1, 2, 4, 4... frames), then an odd-sized tail.
 SCHEDULE = [1, 2, 4, 4, 4, 4]

@@ -19,9 +19,9 @@ import pytest
 
 from qwen_stream.config import OPTIONS
 
-from .conftest import CACHE
+from tests.conftest import CACHE
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Lines of qwen-tts and its dependencies that a first install showed at start or on every request.
 ALARMING = (
