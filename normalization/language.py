@@ -1,13 +1,17 @@
 """Language names and the offline per-sentence language pick.
 
-Script decides most cases (kana, Hangul, Han, Cyrillic). Latin text is English unless a small
-stopword-and-diacritics scorer is confident it is German, French, Spanish, Italian or Portuguese.
-Everything here is pure Python and needs no data files or downloads.
+Script decides where it is surer than statistics: kana -> Japanese, Hangul -> Korean, Han -> Chinese
+(Chinese with embedded English stays Chinese), more Cyrillic than Latin -> Russian. Latin text goes to
+the lingua detector (detector.py); when lingua is not confident (short or ambiguous text, below
+LINGUA_MIN_CONFIDENCE) a small stopword-and-diacritics scorer decides, and unsure means English.
+Nothing here downloads anything.
 """
 
 from __future__ import annotations
 
 import re
+
+from . import detector
 
 # The one list of the languages Qwen3-TTS speaks (display case, "Auto" first). It lives here, not in
 # qwen_stream/catalog.py, because this package is the lower layer: the server imports it, it imports nothing
@@ -77,8 +81,75 @@ def detect_language(sentence: str) -> str:
     if c["cyrillic"] > c["latin"]:
         return "Russian"
     if c["latin"]:
-        return detect_latin(sentence)
+        return _detect_latin_statistically(sentence)
     return "Auto"
+
+
+# lingua's confidences sum to 1 over the candidates. Above this the detector decides alone; below it
+# (one- to three-word sentences: "Fine." is 0.28 Italian, "Ciao, come stai?" 0.28 Portuguese) the
+# scorer below does, which needs function words or diacritics and defaults to English.
+LINGUA_MIN_CONFIDENCE = 0.5
+_LATIN_LANGUAGES = frozenset({"English", "German", "French", "Spanish", "Italian", "Portuguese"})
+
+
+def _detect_latin_statistically(sentence: str) -> str:
+    ranked = detector.confidences(sentence)
+    if ranked and ranked[0][1] >= LINGUA_MIN_CONFIDENCE and ranked[0][0] in _LATIN_LANGUAGES:
+        return ranked[0][0]
+    return detect_latin(sentence)
+
+
+def language_spans(text: str) -> list[tuple[str, str]]:
+    """Mixed text cut into (piece, language) runs, in order; the pieces joined give back ``text``.
+
+    Script runs first (a Han/kana/Hangul run is never cut by the detector); lingua then splits Latin
+    runs that mix languages ("Ich komme morgen, but I will be late."). Used for per-span decisions
+    inside one sentence; a segment sent to the model keeps one language.
+    """
+    pieces: list[tuple[str, str]] = []
+    for run, script in _script_runs(text):
+        if script == "latin" and len(run) <= detector.MAX_DETECT_CHARS:
+            found = detector.spans(run)
+            if len(found) > 1:
+                cuts = [0] + [start for start, _, _ in found[1:]] + [len(run)]
+                pieces.extend((run[a:b], lang) for a, b, (_, _, lang) in zip(cuts[:-1], cuts[1:], found, strict=True))
+                continue
+        language = detect_language(run) if script != "none" else "Auto"
+        pieces.append((run, language))
+    return _merge_same(pieces)
+
+
+def _script_of(ch: str) -> str:
+    counts = _count_scripts(ch)
+    if counts["kana"] or counts["han"] or counts["hangul"]:
+        return "cjk"
+    if counts["cyrillic"]:
+        return "cyrillic"
+    return "latin" if counts["latin"] else "none"
+
+
+def _script_runs(text: str) -> list[tuple[str, str]]:
+    """Runs of one script; characters without a script (digits, spaces, marks) join the run before."""
+    runs: list[list[str]] = []
+    for ch in text:
+        script = _script_of(ch)
+        if runs and (script == "none" or script == runs[-1][1] or runs[-1][1] == "none"):
+            runs[-1][0] += ch
+            if runs[-1][1] == "none":
+                runs[-1][1] = script
+        else:
+            runs.append([ch, script])
+    return [(run, script) for run, script in runs]
+
+
+def _merge_same(pieces: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    merged: list[tuple[str, str]] = []
+    for piece, lang in pieces:
+        if merged and (merged[-1][1] == lang or lang == "Auto"):
+            merged[-1] = (merged[-1][0] + piece, merged[-1][1])
+        else:
+            merged.append((piece, lang))
+    return merged
 
 
 # Frequent function words, chosen to overlap little with English and with each other. A word counts
