@@ -301,7 +301,11 @@ def _russian_years(text: str) -> str:
     def replace(m: re.Match[str]) -> str:
         return f"{numwords.ordinal(int(m.group(1)), 'Russian', case=cases[m.group(2)])} {m.group(2)}"
 
-    text = re.sub(r"(?<![\w.,])(\d{3,4})\s?г\.", lambda m: f"{m.group(1)} году" if _word_before(m.string, m.start()) == "в" else f"{m.group(1)} года", text)
+    def abbreviated(m: re.Match[str]) -> str:
+        noun = "году" if _word_before(m.string, m.start()).lower() == "в" else "года"
+        return f"{m.group(1)} {noun}" + ("." if m.end() == len(m.string) else "")  # "г." ended the sentence
+
+    text = re.sub(r"(?<![\w.,])(\d{3,4})\s?г\.", abbreviated, text)
     return re.sub(r"(?<![\w.,])(\d{1,4})[ \u00a0](год|году|года|годом)\b", replace, text)
 
 

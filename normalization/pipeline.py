@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from . import abbreviations, fixes_en, fixes_zh, spans, tn_worker
+from . import abbreviations, european, fixes_en, fixes_zh, japanese, korean, locales, spans, tn_worker
 from .language import detect_language
 from .markup import strip_markup
 from .splitting import cap_length, max_chars_for, split_sentences
@@ -74,20 +74,34 @@ def _normalize_chinese(text: str, spoken_words: Iterable[str], budget: spans.Gra
     return spans.normalize_spans(text, "Chinese", _chinese_grammar, budget)
 
 
+def _normalize_other(text: str, language: str, spoken_words: Iterable[str]) -> str:
+    # Acronyms are spelled before the number rules, as in Chinese: "die EU" -> "die E U", "GPT-4" -> "G P T 4".
+    text = abbreviations.spell_out(text, spoken_words, english=False)
+    if language == "Japanese":
+        return japanese.rewrite(text)
+    if language == "Korean":
+        return korean.rewrite(text)
+    return european.rewrite(text, language)
+
+
+_OTHER_LANGUAGES = frozenset(locales.EUROPEAN) | {"Japanese", "Korean"}
+
+
 def normalize_piece(
     text: str, language: str, spoken_words: Iterable[str] = (), budget: spans.GrammarBudget | None = None
 ) -> str:
-    """Text normalization of one sentence piece; languages without a grammar pass unchanged."""
+    """Text normalization of one sentence piece; "Auto" (a piece nothing decided) passes unchanged."""
     if budget is None:
         budget = spans.GrammarBudget()
-    if language in ("English", "Chinese"):
-        text = strip_markup(text)
+    if language == "Auto":
+        return text
+    text = strip_markup(text)
     if language == "English":
         text = _normalize_english(text, spoken_words, budget)
     elif language == "Chinese":
         text = _normalize_chinese(text, spoken_words, budget)
-    else:
-        return text
+    elif language in _OTHER_LANGUAGES:
+        text = _normalize_other(text, language, spoken_words)
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
