@@ -6,7 +6,8 @@
 
 All the work runs on one dedicated thread (see tn_worker). ``normalize`` blocks; from asyncio use
 ``await asyncio.wrap_future(normalize_in_worker(...))``. Nothing is loaded at import time; call
-``warmup()`` at server start so the first request does not pay ~1-2 s of grammar loading.
+``warmup()`` at server start so the first request does not pay ~1-2 s of grammar loading and ~1 s
+of language-detector loading.
 This package never imports torch. See docs/normalization.md for the rules.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent.futures import Future
 
-from . import tn_worker
+from . import detector, tn_worker
 from .abbreviations import SPOKEN_AS_WORDS
 from .language import LANGUAGES, UnsupportedLanguage, canonical_language
 from .pipeline import Segment, run
@@ -81,5 +82,9 @@ def normalize(
 
 
 def warmup() -> float:
-    """Load both grammars on the normalization thread now (idempotent); returns seconds taken."""
-    return tn_worker.warmup()
+    """Load the zh/en grammars and the language detector on the normalization thread now (idempotent).
+
+    Returns the seconds taken. The other languages' rules are cheap and load on first use.
+    """
+    seconds = tn_worker.warmup()
+    return seconds + tn_worker.submit(detector.warm).result()

@@ -62,13 +62,13 @@ def _form(value: int, noun: Noun, language: str, fractional: bool) -> str:
 
 
 def _decimal(whole: str, frac: str, language: str, gender: str = "bare", case: str = "n") -> str:
-    words = numwords.number(whole or "0", language, gender if not frac else "f" if language == "Russian" else "bare", case)
+    words = numwords.number(
+        whole or "0", language, gender if not frac else "f" if language == "Russian" else "bare", case
+    )
     if not frac:
         return words
     if language == "Russian" and len(frac) <= 3 and case == "n":
-        from num2words import num2words
-
-        return str(num2words(float(f"{int(whole or '0')}.{frac}"), lang="ru"))
+        return numwords.ru_decimal(whole, frac)  # "одна целая пять десятых"
     if language == "German" or frac.startswith("0") or len(frac) > 2:
         tail = numwords.digits(frac, language)  # German says decimals digit by digit: "drei Komma eins vier"
     else:
@@ -240,8 +240,10 @@ def _time(m: re.Match[str], language: str) -> str:
     if minute == 0:
         word = _HOUR_WORD.get(language, "")
         return f"{hours} {word}".strip() if hour != 1 else hours
-    return f"{hours} e {numwords.cardinal(minute, language)}" if language != "Spanish" else (
-        f"{hours} y {numwords.cardinal(minute, language)}"
+    return (
+        f"{hours} e {numwords.cardinal(minute, language)}"
+        if language != "Spanish"
+        else (f"{hours} y {numwords.cardinal(minute, language)}")
     )
 
 
@@ -254,7 +256,9 @@ _ORDINAL = {
     "Spanish": re.compile(r"(?<![\w.,])(\d{1,4})\.?(º|°|ª|er|ero|era|ro|ra|do|da|to|ta|vo|va|no|na|mo|ma)(?![\w])"),
     "Italian": re.compile(r"(?<![\w.,])(\d{1,4})\.?(º|°|ª|o|a)(?![\w])"),
     "Portuguese": re.compile(r"(?<![\w.,])(\d{1,4})\.?(º|°|ª|o|a)(?![\w])"),
-    "Russian": re.compile(r"(?<![\w.,])(\d{1,4})-(ого|его|ому|ему|ый|ий|ой|ая|ое|ые|ым|ом|ем|ых|их|ую|го|му|й|я|е|ю|х|м)(?![\w])"),
+    "Russian": re.compile(
+        r"(?<![\w.,])(\d{1,4})-(ого|его|ому|ему|ый|ий|ой|ая|ое|ые|ым|ом|ем|ых|их|ую|го|му|й|я|е|ю|х|м)(?![\w])"
+    ),
 }
 # Russian suffix -> (gender, case) of the ordinal it abbreviates.
 _RU_SUFFIX = {
@@ -295,7 +299,7 @@ def _next_word(text: str, end: int) -> str:
 
 
 def _russian_years(text: str) -> str:
-    """"в 2025 году" -> "в две тысячи двадцать пятом году" (an ordinal in the noun's case)."""
+    """ "в 2025 году" -> "в две тысячи двадцать пятом году" (an ordinal in the noun's case)."""
     cases = {"год": "n", "году": "prepositional", "года": "genitive", "годом": "instrumental"}
 
     def replace(m: re.Match[str]) -> str:
@@ -342,11 +346,15 @@ def rewrite(text: str, language: str) -> str:
         return _signed(m.group(1), said, language)
 
     text = _sub(rules.percent, percent, text)
-    text = _sub(rules.units, lambda m: _signed(m.group(1), _amount(m.group(2), units[m.group(3)], language), language), text)
+    text = _sub(
+        rules.units, lambda m: _signed(m.group(1), _amount(m.group(2), units[m.group(3)], language), language), text
+    )
     text = _sub(_ORDINAL[language], lambda m: _ordinal(m, language), text)
     if language in locales.RANGE_WORD:
         word = locales.RANGE_WORD[language]
-        text = _sub(rules.range, lambda m: f"{_plain(m.group(1), language)} {word} {_plain(m.group(2), language)}", text)
+        text = _sub(
+            rules.range, lambda m: f"{_plain(m.group(1), language)} {word} {_plain(m.group(2), language)}", text
+        )
 
     def number(m: re.Match[str]) -> str:
         case = "n"
@@ -358,7 +366,14 @@ def rewrite(text: str, language: str) -> str:
     return _sub(rules.number, number, text)
 
 
-_CENTS_JOIN = {"German": " und ", "French": " et ", "Spanish": " con ", "Italian": " e ", "Portuguese": " e ", "Russian": " "}
+_CENTS_JOIN = {
+    "German": " und ",
+    "French": " et ",
+    "Spanish": " con ",
+    "Italian": " e ",
+    "Portuguese": " e ",
+    "Russian": " ",
+}
 
 
 def _signed(sign: str | None, said: str, language: str) -> str:

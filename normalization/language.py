@@ -68,7 +68,20 @@ def _count_scripts(text: str) -> dict[str, int]:
 
 def detect_language(sentence: str) -> str:
     """The language of one sentence, or 'Auto' when it has no letters to decide on."""
+    return guess_language(sentence)[0]
+
+
+def guess_language(sentence: str) -> tuple[str, bool]:
+    """(language, sure): ``sure`` is False for Latin text that neither lingua nor the scorer could place
+    and that is English only by default ("Pesa 200 kg."); the pipeline lets such a sentence take a
+    sure Latin-script neighbour's language."""
     c = _count_scripts(sentence)
+    if c["latin"] and not (c["kana"] or c["hangul"] or c["han"]) and c["cyrillic"] <= c["latin"]:
+        return _detect_latin_statistically(sentence)
+    return _detect_by_script(c), True
+
+
+def _detect_by_script(c: dict[str, int]) -> str:
     # Japanese mixes kanji with kana; a tenth of kana is plenty, a stray の in Chinese is not.
     if c["kana"] and c["kana"] * 10 >= c["kana"] + c["han"]:
         return "Japanese"
@@ -80,8 +93,6 @@ def detect_language(sentence: str) -> str:
         return "Japanese"
     if c["cyrillic"] > c["latin"]:
         return "Russian"
-    if c["latin"]:
-        return _detect_latin_statistically(sentence)
     return "Auto"
 
 
@@ -89,14 +100,24 @@ def detect_language(sentence: str) -> str:
 # (one- to three-word sentences: "Fine." is 0.28 Italian, "Ciao, come stai?" 0.28 Portuguese) the
 # scorer below does, which needs function words or diacritics and defaults to English.
 LINGUA_MIN_CONFIDENCE = 0.5
+# A clear lead decides too: "Er lief gestern 5 km in 25 min." is 0.49 German, 0.26 English.
+LINGUA_MIN_LEAD = (0.4, 0.2)
 _LATIN_LANGUAGES = frozenset({"English", "German", "French", "Spanish", "Italian", "Portuguese"})
 
 
-def _detect_latin_statistically(sentence: str) -> str:
+LATIN_LANGUAGES = _LATIN_LANGUAGES
+
+
+def _detect_latin_statistically(sentence: str) -> tuple[str, bool]:
     ranked = detector.confidences(sentence)
-    if ranked and ranked[0][1] >= LINGUA_MIN_CONFIDENCE and ranked[0][0] in _LATIN_LANGUAGES:
-        return ranked[0][0]
-    return detect_latin(sentence)
+    if ranked and ranked[0][0] in _LATIN_LANGUAGES:
+        top = ranked[0][1]
+        lead = top - (ranked[1][1] if len(ranked) > 1 else 0.0)
+        if top >= LINGUA_MIN_CONFIDENCE or (top >= LINGUA_MIN_LEAD[0] and lead >= LINGUA_MIN_LEAD[1]):
+            return ranked[0][0], True
+    language, sure = _score_latin(sentence)
+    # An English word or two ("in", "a") is no proof when lingua leans to another language.
+    return language, sure and (language != "English" or not ranked or ranked[0][0] == "English")
 
 
 def language_spans(text: str) -> list[tuple[str, str]]:
@@ -220,7 +241,11 @@ _ORDER = ("German", "French", "Spanish", "Italian", "Portuguese")  # tie-break a
 
 
 def detect_latin(sentence: str) -> str:
-    """English, German, French, Spanish, Italian or Portuguese for Latin-script text."""
+    """English, German, French, Spanish, Italian or Portuguese for Latin-script text (the scorer alone)."""
+    return _score_latin(sentence)[0]
+
+
+def _score_latin(sentence: str) -> tuple[str, bool]:
     lowered = sentence.lower()
     words = {w.replace("’", "'") for w in _WORD.findall(lowered)}
     scores = {lang: float(len(words & stop)) for lang, stop in _STOPWORDS_SETS.items()}
@@ -233,5 +258,5 @@ def detect_latin(sentence: str) -> str:
     best = max(_ORDER, key=lambda lang: scores[lang])
     # Unsure means English: that is the default voice and the normalizer we have.
     if scores[best] >= 2 and scores[best] > english:
-        return best
-    return "English"
+        return best, True
+    return "English", english >= 1

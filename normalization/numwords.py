@@ -31,7 +31,8 @@ MAX_CARDINAL_DIGITS = 15
 
 
 def _num2words(value: int, language: str, **kw: str) -> str:
-    from num2words import num2words  # imported on first use: nothing happens at package import
+    # Imported on first use: nothing happens at package import. num2words ships no type information.
+    from num2words import num2words  # type: ignore[import-untyped]
 
     return str(num2words(value, lang=CODES[language], **kw))
 
@@ -119,3 +120,10 @@ def magnitude_int(run: str) -> int:
 def year_de(year: int) -> str:
     """German years 1100-1999 in hundreds: 1999 -> 'neunzehnhundertneunundneunzig'."""
     return _num2words(year, "German", to="year")
+
+
+def ru_decimal(whole: str, frac: str) -> str:
+    """Russian decimals in fractions, as they are said: '1', '5' -> 'одна целая пять десятых'."""
+    from num2words import num2words
+
+    return str(num2words(float(f"{int(whole or '0')}.{frac}"), lang="ru"))

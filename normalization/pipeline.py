@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from . import abbreviations, european, fixes_en, fixes_zh, japanese, korean, locales, spans, tn_worker
-from .language import detect_language
+from .language import LATIN_LANGUAGES, guess_language
 from .markup import strip_markup
 from .splitting import cap_length, max_chars_for, split_sentences
 
@@ -45,7 +45,16 @@ def _nearest_decided(picked: list[str]) -> list[int | None]:
 def _languages(sentences: list[str], language: str) -> list[str]:
     if language != "Auto":
         return [language] * len(sentences)
-    picked = [detect_language(s) for s in sentences]
+    guesses = [guess_language(s) for s in sentences]
+    # A short Latin sentence nothing could place ("Pesa 200 kg.") speaks the language of its nearest
+    # sure neighbour when that is a Latin-script language too; otherwise it stays English.
+    sure = [lang if certain else "Auto" for lang, certain in guesses]
+    nearest_sure = _nearest_decided(sure)
+    picked = []
+    for (lang, certain), j in zip(guesses, nearest_sure, strict=True):
+        if not certain and j is not None and sure[j] in LATIN_LANGUAGES:
+            lang = sure[j]
+        picked.append(lang)
     # A sentence without letters ("2025.", "14:30!") speaks the language of its nearest neighbour.
     nearest = _nearest_decided(picked)
     return [picked[j] if j is not None else lang for lang, j in zip(picked, nearest, strict=True)]

@@ -76,7 +76,9 @@ def _word_start(text: str, end: int) -> int:
 
 # German writes ordinals with a period: "am 3. März", "der 3. Platz". Such a period is no end when a
 # month name follows it or an article or preposition stands before the number.
-_GERMAN_MONTHS = frozenset("Januar Jänner Februar März April Mai Juni Juli August September Oktober November Dezember".split())
+_GERMAN_MONTHS = frozenset(
+    "Januar Jänner Februar März April Mai Juni Juli August September Oktober November Dezember".split()
+)
 _GERMAN_BEFORE_ORDINAL = frozenset("am im vom zum zur beim der die das dem den des ab bis seit".split())
 _WORD_AFTER = re.compile(r"\s*(\w+)")
 _WORD_BEFORE = re.compile(r"(\w+)\s*$")

@@ -93,3 +93,13 @@ def test_detector_loads_lazily_and_offline() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "fünf Euro" in done.stdout and "пять рублей" in done.stdout and done.stdout.strip().endswith("ok")
+
+
+def test_an_unplaceable_short_sentence_takes_its_latin_neighbours_language() -> None:
+    segments = normalize("Ich wohne in Berlin. Er lief 5 km in 25 min.")
+    assert [s.language for s in segments] == ["German", "German"]
+    assert segments[1].text == "Er lief fünf Kilometer in fünfundzwanzig Minuten."
+    assert [s.language for s in normalize("Hola, ¿cómo estás? Pesa 200 kg.")] == ["Spanish", "Spanish"]
+    # A Chinese neighbour does not make a Latin sentence Chinese; an English one stays English.
+    assert [s.language for s in normalize("你好。Ok.")] == ["Chinese", "English"]
+    assert [s.language for s in normalize("It is heavy. Fine.")] == ["English", "English"]
