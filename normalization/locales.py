@@ -128,7 +128,9 @@ _UNIT_SPECS = {
         TB: Terabyte | Terabyte | n
         kW: Kilowatt | Kilowatt | n
         W: Watt | Watt | n
-        kWh: Kilowattstunde | Kilowattstunden | f""",
+        kWh: Kilowattstunde | Kilowattstunden | f
+        Mio.: Million | Millionen | f
+        Mrd.: Milliarde | Milliarden | f""",
     "French": """
         km: kilomètre | kilomètres | m
         m: mètre | mètres | m
@@ -236,7 +238,10 @@ _UNIT_SPECS = {
         ТБ TB: терабайт | терабайта | терабайт | m
         кВт kW: киловатт | киловатта | киловатт | m
         Вт W: ватт | ватта | ватт | m
-        кВт·ч kWh: киловатт-час | киловатт-часа | киловатт-часов | m""",
+        кВт·ч kWh: киловатт-час | киловатт-часа | киловатт-часов | m
+        млн: миллион | миллиона | миллионов | m
+        млрд: миллиард | миллиарда | миллиардов | m
+        тыс.: тысяча | тысячи | тысяч | f""",
 }
 UNITS = {lang: _table(spec) for lang, spec in _UNIT_SPECS.items()}
 

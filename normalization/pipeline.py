@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from . import abbreviations, european, fixes_en, fixes_zh, japanese, korean, locales, spans, tn_worker
+from . import abbreviations, european, fixes_en, fixes_zh, japanese, korean, locales, spans, tn_worker, web
 from .language import LATIN_LANGUAGES, guess_language
 from .markup import strip_markup
 from .splitting import cap_length, max_chars_for, split_sentences
@@ -84,6 +84,9 @@ def _normalize_chinese(text: str, spoken_words: Iterable[str], budget: spans.Gra
 
 
 def _normalize_other(text: str, language: str, spoken_words: Iterable[str]) -> str:
+    if language in locales.EUROPEAN:
+        # Addresses first, in the language's words, so that neither spell-out nor the number rules see them.
+        text = web.read_web_addresses(text, language)
     # Acronyms are spelled before the number rules, as in Chinese: "die EU" -> "die E U", "GPT-4" -> "G P T 4".
     text = abbreviations.spell_out(text, spoken_words, english=False)
     if language == "Japanese":

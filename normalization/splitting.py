@@ -39,6 +39,8 @@ _PERIOD = re.compile(r"\." + _CLOSE + rf"(?=\s|$|[{_CJK_CHAR}])")
 _NEVER_END = frozenset(
     "mr mrs ms dr prof st mt jr sr vs e.g i.e cf approx fig no nos vol pp gen col lt sgt capt rev hon gov "
     "sen rep dept est ca ext tel".split()
+    # German and Russian number abbreviations: "2 Mio. Euro", "2 тыс. человек", "в 1999 г. было".
+    + "mio mrd tsd тыс г руб".split()
 )
 # Dotted month and weekday abbreviations never end a sentence either; compared case-sensitively so
 # that "I sat." still ends one.
