@@ -319,6 +319,33 @@ def _sub(pattern: re.Pattern[str], fn: Callable[[re.Match[str]], str], text: str
     return pattern.sub(fn, text) if any(ch.isdigit() for ch in text) else text
 
 
+# "v1.2.3", "1.2.3" and "Version 2.0": numbers joined by the language's word for the dot.
+_VERSION_WORDS = "version versión versione versão версия версии версию"
+_VERSION = re.compile(
+    r"(?:(?<![\w.,])(v)(\d+(?:\.\d+)+)|(?<![\w.,])(\d+\.\d+\.\d+(?:\.\d+)*)"
+    rf"|\b((?i:{'|'.join(_VERSION_WORDS.split())}))\s(\d+\.\d+))(?![\w]|[.,]\d)"
+)
+_DOT_WORD = {
+    "German": ("Version", "Punkt"),
+    "French": ("version", "point"),
+    "Spanish": ("versión", "punto"),
+    "Italian": ("versione", "punto"),
+    "Portuguese": ("versão", "ponto"),
+    "Russian": ("версия", "точка"),
+}
+
+
+def _version(m: re.Match[str], language: str) -> str:
+    prefix, dot = _DOT_WORD[language]
+    written = m.group(2) or m.group(3) or m.group(5)
+    if m.group(3) and language in locales.THOUSANDS_DOT and re.fullmatch(r"\d{1,3}(?:\.\d{3})+", written):
+        return written  # "1.234.567" is a number with thousands dots, not a version
+    said = f" {dot} ".join(numwords.number(part, language) for part in written.split("."))
+    if m.group(4):
+        return f"{m.group(4)} {said}"
+    return f"{prefix} {said}" if m.group(1) else said
+
+
 def rewrite(text: str, language: str) -> str:
     """Every number form of ``text`` in words of ``language`` (one of locales.EUROPEAN)."""
     if not any(ch.isdigit() for ch in text):
@@ -327,6 +354,7 @@ def rewrite(text: str, language: str) -> str:
     currencies = locales.CURRENCIES[language]
     units = locales.UNITS[language]
     text = _dates(text, rules, language)
+    text = _VERSION.sub(lambda m: _version(m, language), text)  # after dates: "14.03.2025" is one
     text = _phones(text, language)
     if language == "Russian":
         text = _russian_years(text)

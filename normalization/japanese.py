@@ -45,9 +45,12 @@ _DATE = re.compile(r"(?<![\d/.-])(\d{4})[/.-](\d{1,2})[/.-](\d{1,2})(?![\d/.-])"
 _TIME = re.compile(r"(?<![\d:])([01]?\d|2[0-3])[:：]([0-5]\d)(?![\d:])")
 _MONEY = re.compile(rf"([¥￥$€£₩])\s?({_NUM})")
 _UNIT = re.compile(
-    rf"(?<![\d.,])(-)?({_NUM})\s?({'|'.join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))})(?![A-Za-z])"
+    rf"(?:(?<![A-Za-z0-9.,-])(-))?(?<![\d.,])({_NUM})\s?"
+    rf"({'|'.join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))})(?![A-Za-z])"
 )
-_PLAIN = re.compile(rf"(?<![\d.,])(-)?({_NUM})(?![\d])")
+# A minus only where no Latin word or number stands before it ("気温は-5℃" has one).
+_PLAIN = re.compile(rf"(?:(?<![A-Za-z0-9.,-])(-))?(?<![\d.,])({_NUM})(?![\d])")
+_RANGE = re.compile(r"(?<=\d)\s?[-~〜–]\s?(?=\d)")
 
 
 def kanji(written: str) -> str:
@@ -74,6 +77,7 @@ def rewrite(text: str) -> str:
     text = _PHONE.sub(_phone, text)
     text = _DATE.sub(lambda m: f"{kanji(m.group(1))}年{kanji(m.group(2))}月{kanji(m.group(3))}日", text)
     text = _TIME.sub(_time, text)
+    text = _RANGE.sub("から", text)  # "3-5人" -> "三から五人"
     text = _MONEY.sub(lambda m: kanji(m.group(2)) + _CURRENCY_BEFORE[m.group(1)], text)
     text = _UNIT.sub(lambda m: ("マイナス" if m.group(1) else "") + kanji(m.group(2)) + _UNITS[m.group(3)], text)
     return _PLAIN.sub(lambda m: ("マイナス" if m.group(1) else "") + kanji(m.group(2)), text)

@@ -48,11 +48,15 @@ _DATE = re.compile(r"(?<![\d/.-])(\d{4})[/.-] ?(\d{1,2})[/.-] ?(\d{1,2})\.?(?![\
 _TIME = re.compile(r"(?<![\d:])([01]?\d|2[0-3]):([0-5]\d)(?![\d:])")
 _MONEY = re.compile(rf"([₩$€¥£])\s?({_NUM})")
 _UNIT = re.compile(
-    rf"(?<![\d.,])(-)?({_NUM})\s?({'|'.join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))})(?![A-Za-z])"
+    rf"(?:(?<![A-Za-z0-9.,-])(-))?(?<![\d.,])({_NUM})\s?"
+    rf"({'|'.join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))})(?![A-Za-z])"
 )
 _NATIVE = re.compile(rf"(?<![\d.,])(\d{{1,2}})\s?({'|'.join(_NATIVE_COUNTERS)})")
+_NATIVE_RANGE = re.compile(rf"(?<![\d.,])(\d{{1,2}})\s?[-~〜–]\s?(\d{{1,2}})\s?({'|'.join(_NATIVE_COUNTERS)})")
 _MONTH = re.compile(r"(?<![\d.,])(\d{1,2})\s?월")
-_PLAIN = re.compile(rf"(?<![\d.,])(-)?({_NUM})(?![\d])")
+# A minus only where no Latin word or number stands before it ("気温は-5℃" has one).
+_PLAIN = re.compile(rf"(?:(?<![A-Za-z0-9.,-])(-))?(?<![\d.,])({_NUM})(?![\d])")
+_RANGE = re.compile(r"(?<=\d)\s?[-~〜–]\s?(?=\d)")
 
 
 def native(n: int) -> str:
@@ -81,6 +85,13 @@ def _counted(m: re.Match[str]) -> str:
     return f"{native(n)} {m.group(2)}" if 1 <= n <= 99 else f"{sino(m.group(1))} {m.group(2)}"
 
 
+def _counted_range(m: re.Match[str]) -> str:
+    low, high = int(m.group(1)), int(m.group(2))
+    if not (1 <= low <= 99 and 1 <= high <= 99):
+        return m.group()
+    return f"{native(low)}에서 {native(high)} {m.group(3)}"  # "3-5개" -> "세에서 다섯 개"
+
+
 def _time(m: re.Match[str]) -> str:
     hour, minute = int(m.group(1)), int(m.group(2))
     said = f"{native(hour)} 시" if hour else "영 시"
@@ -96,5 +107,7 @@ def rewrite(text: str) -> str:
     text = _MONEY.sub(lambda m: f"{sino(m.group(2))} {_CURRENCY_BEFORE[m.group(1)]}", text)
     text = _UNIT.sub(lambda m: ("마이너스 " if m.group(1) else "") + f"{sino(m.group(2))} {_UNITS[m.group(3)]}", text)
     text = _MONTH.sub(_month, text)
+    text = _NATIVE_RANGE.sub(_counted_range, text)
     text = _NATIVE.sub(_counted, text)
+    text = _RANGE.sub("에서 ", text)  # "3-5" -> "삼에서 오"
     return _PLAIN.sub(lambda m: ("마이너스 " if m.group(1) else "") + sino(m.group(2)), text)

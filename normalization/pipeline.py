@@ -83,12 +83,17 @@ def _normalize_chinese(text: str, spoken_words: Iterable[str], budget: spans.Gra
     return spans.normalize_spans(text, "Chinese", _chinese_grammar, budget)
 
 
+# A hyphen between a Latin or Cyrillic word and a number joins a name ("GPT-4", "COVID-19"); it is no minus.
+_NAME_HYPHEN = re.compile(r"(?<=[A-Za-zА-Яа-яЁё])-(?=\d)")
+
+
 def _normalize_other(text: str, language: str, spoken_words: Iterable[str]) -> str:
     if language in locales.EUROPEAN:
         # Addresses first, in the language's words, so that neither spell-out nor the number rules see them.
         text = web.read_web_addresses(text, language)
     # Acronyms are spelled before the number rules, as in Chinese: "die EU" -> "die E U", "GPT-4" -> "G P T 4".
     text = abbreviations.spell_out(text, spoken_words, english=False)
+    text = _NAME_HYPHEN.sub(" ", text)
     if language == "Japanese":
         return japanese.rewrite(text)
     if language == "Korean":

@@ -164,4 +164,16 @@ CASES: list[tuple[str, str, str]] = [
     ('Russian', 'Пришло 2 тыс. человек.', 'Пришло две тысячи человек.'),
     ('Russian', 'Бюджет 5 млн рублей.', 'Бюджет пять миллионов рублей.'),
     ('Russian', 'В 1999 г. было холодно.', 'В тысяча девятьсот девяносто девятом году было холодно.'),
+    # names with a hyphen, versions, ranges
+    ('German', 'GPT-4 ist gut.', 'G P T vier ist gut.'),
+    ('German', 'Installiere v1.2.3 jetzt.', 'Installiere Version eins Punkt zwei Punkt drei jetzt.'),
+    ('Spanish', 'La versión 3.11 es nueva.', 'La versión tres punto once es nueva.'),
+    ('Russian', 'Версия 2.0 вышла.', 'Версия два точка ноль вышла.'),
+    ('French', 'COVID-19 a tout changé.', 'COVID dix-neuf a tout changé.'),
+    ('Japanese', '3-5人で来てください。', '三から五人で来てください。'),
+    ('Japanese', 'GPT-4は強いです。', 'G P T 四は強いです。'),
+    ('Japanese', '午後3時に会いましょう。', '午後三時に会いましょう。'),
+    ('Korean', '3-5개 주세요.', '세에서 다섯 개 주세요.'),
+    ('Korean', 'GPT-4는 좋아요.', 'G P T 사는 좋아요.'),
+    ('Korean', '버스로 10-20분 걸려요.', '버스로 십에서 이십분 걸려요.'),
 ]
