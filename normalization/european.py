@@ -6,7 +6,9 @@ pynini==2.1.6.post1 while WeTextProcessing runs on pynini 2.1.7 (one environment
 its grammars compile on first use per language (minutes on our CI machines). num2words gives the number
 words (with Russian case and gender); what is language-specific about the written forms (decimal comma,
 thousands dot or space, "14h30", "1er", "3.", "5-го", "12,50 €") is below, one pass per form, each
-writing final words. docs/normalization.md has the table of what is read and the known limits.
+writing final words. Dates and times are in european_dates.py, written ordinals in european_ordinals.py;
+this module runs the pass and reads phone numbers, money, percentages, units, versions, ranges and
+plain numbers. docs/normalization.md has the table of what is read and the known limits.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from . import locales, numwords
+from . import european_dates, european_ordinals, locales, numwords
+from .european_dates import SPACE as _SPACE
+from .european_dates import word_before as _word_before
 from .locales import Noun
 
 # Every pattern's number is left-bounded so that "v1,5", "A4" or "x2" are not numbers.
 _LEFT = r"(?<![\w.,])"
 _RIGHT = r"(?![\w])"
-_SPACE = "[ \u00a0\u202f]"  # French and Russian put a (narrow) no-break space in numbers and before units
 _THOUSANDS = {
     True: r"\d{1,3}(?:\.\d{3})+",  # German, Spanish, Italian, Portuguese: 1.234.567
     False: rf"\d{{1,3}}(?:{_SPACE}\d{{3}})+",  # French, Russian: 1 234 567
@@ -98,11 +101,6 @@ class _Rules:
         unit_alts = "|".join(re.escape(k) for k in sorted(units, key=len, reverse=True))
         self.units = re.compile(rf"{_LEFT}([-−](?=\d))?({num}){_SPACE}?({unit_alts})(?![\w/])")
         self.percent = re.compile(rf"{_LEFT}([-−]?)({num}){_SPACE}?%")
-        months = "|".join(locales.MONTHS[language])
-        self.numeric_date = re.compile(r"(?<![\w.,/-])(\d{1,2})([./])(\d{1,2})\2(\d{4})(?![\w]|[./]\d)")
-        self.iso_date = re.compile(r"(?<![\w.,/-])(\d{4})-(\d{2})-(\d{2})(?![\w]|[-.]\d)")
-        dot = r"\.?" if language == "German" else ""
-        self.named_date = re.compile(rf"{_LEFT}(\d{{1,2}}){dot}(?:er|º|°)?({_SPACE}(?:de{_SPACE})?)({months})\b")
         self.range = re.compile(rf"{_LEFT}({num})\s?[-–]\s?({num}){_RIGHT}")
         self.number = re.compile(rf"{_LEFT}([-−](?=\d))?({num}){_RIGHT}")
 
@@ -151,168 +149,12 @@ def _french_pairs(group: str) -> str:
     )
 
 
-# --- dates, times ------------------------------------------------------------------------------------------
-
-
-def _day(day: int, language: str, before: str) -> str:
-    if language == "German":
-        # "der vierzehnte März", "am vierzehnten März"
-        words = numwords.ordinal(day, language)
-        return words + "n" if before.lower() in locales.GERMAN_DATIVE_WORDS else words
-    if language == "Russian":
-        # "14 марта" said as a date of something: "четырнадцатого марта" (genitive, the usual reading).
-        return numwords.ordinal(day, language, gender="n", case="genitive")
-    if day == 1 and language in ("French", "Italian", "Portuguese", "Spanish"):
-        return numwords.ordinal(1, language) if language != "Spanish" else "uno"
-    return numwords.cardinal(day, language)
-
-
-def _year(year: int, language: str) -> str:
-    if language == "German" and 1100 <= year <= 1999:
-        return numwords.year_de(year)  # neunzehnhundertneunundneunzig
-    if language == "Russian":
-        return numwords.ordinal(year, language, case="genitive")  # "две тысячи двадцать пятого (года)"
-    return numwords.cardinal(year, language)
-
-
-def _word_before(text: str, start: int) -> str:
-    m = re.search(r"(\w+)\W*$", text[max(0, start - 40) : start])
-    return m.group(1) if m else ""
-
-
-def _date(text: str, start: int, day: int, month: int, year: int | None, language: str) -> str | None:
-    if not (1 <= day <= 31 and 1 <= month <= 12):
-        return None
-    said_day = _day(day, language, _word_before(text, start))
-    fmt = locales.DATE_FORMAT[language]
-    if year is None:
-        fmt = fmt.split(" {y}")[0].removesuffix(" de")
-        if language == "Russian":
-            fmt = "{d} {m}"
-    return fmt.format(d=said_day, m=locales.MONTHS[language][month - 1], y=_year(year or 0, language))
-
-
-def _dates(text: str, rules: _Rules, language: str) -> str:
-    def numeric(m: re.Match[str]) -> str:
-        said = _date(m.string, m.start(), int(m.group(1)), int(m.group(3)), int(m.group(4)), language)
-        return said if said is not None else m.group()
-
-    def iso(m: re.Match[str]) -> str:
-        said = _date(m.string, m.start(), int(m.group(3)), int(m.group(2)), int(m.group(1)), language)
-        return said if said is not None else m.group()
-
-    def named(m: re.Match[str]) -> str:
-        day = int(m.group(1))
-        if not 1 <= day <= 31:
-            return m.group()
-        return f"{_day(day, language, _word_before(m.string, m.start()))}{m.group(2)}{m.group(3)}"
-
-    text = rules.numeric_date.sub(numeric, text)
-    text = rules.iso_date.sub(iso, text)
-    return rules.named_date.sub(named, text)
-
-
-_HOUR_WORD = {"German": "Uhr", "French": "heures", "Spanish": "horas", "Portuguese": "horas"}
-# "14:30", "14.30 Uhr", "14h30", "14 h 30", "14h"
-_TIME = re.compile(
-    r"(?<![\w.,:])([01]?\d|2[0-3])(?:(:)([0-5]\d)|\.([0-5]\d)(?=\s?Uhr)|\s?h(?:\s?([0-5]\d))?)(?:\s?Uhr)?(?![\w]|[:.]\d)"
-)
-
-
-def _time(m: re.Match[str], language: str) -> str:
-    hour = int(m.group(1))
-    minute_text = m.group(3) or m.group(4) or m.group(5)
-    h_form = m.group(2) is None and m.group(4) is None
-    if h_form and language not in ("French", "Portuguese"):
-        return m.group()  # "5 h" is a duration outside French and Portuguese: the unit rule reads it
-    minute = int(minute_text) if minute_text else 0
-    if language == "Russian":
-        said = numwords.cardinal(hour, language)
-        if minute == 0:
-            return f"{said} ноль-ноль"
-        return f"{said} {'ноль ' if minute < 10 else ''}{numwords.cardinal(minute, language)}"
-    gender = "f" if language in ("French", "Spanish", "Italian", "Portuguese") else "m"
-    hours = numwords.cardinal(hour, language, gender)
-    if language == "German":
-        hours = "ein" if hour == 1 else hours
-        return f"{hours} Uhr" + (f" {numwords.cardinal(minute, language)}" if minute else "")
-    if language == "French":
-        noun = "heure" if hour < 2 else "heures"
-        return f"{hours} {noun}" + (f" {numwords.cardinal(minute, language, 'f')}" if minute else "")
-    if minute == 0:
-        word = _HOUR_WORD.get(language, "")
-        return f"{hours} {word}".strip() if hour != 1 else hours
-    return (
-        f"{hours} e {numwords.cardinal(minute, language)}"
-        if language != "Spanish"
-        else (f"{hours} y {numwords.cardinal(minute, language)}")
-    )
-
-
-# --- ordinals ----------------------------------------------------------------------------------------------
-
-_ORDINAL = {
-    # "der 3. Platz": a number with a period before a word (the splitter keeps "3. Platz" together).
-    "German": re.compile(r"(?<![\w.,])(\d{1,4})\.(?=[ \u00a0]+[^\W\d_])"),
-    "French": re.compile(r"(?<![\w.,])(\d{1,4})(er|re|ère|e|ème|eme|nd|nde)(?![\w])"),
-    "Spanish": re.compile(r"(?<![\w.,])(\d{1,4})\.?(º|°|ª|er|ero|era|ro|ra|do|da|to|ta|vo|va|no|na|mo|ma)(?![\w])"),
-    "Italian": re.compile(r"(?<![\w.,])(\d{1,4})\.?(º|°|ª|o|a)(?![\w])"),
-    "Portuguese": re.compile(r"(?<![\w.,])(\d{1,4})\.?(º|°|ª|o|a)(?![\w])"),
-    "Russian": re.compile(
-        r"(?<![\w.,])(\d{1,4})-(ого|его|ому|ему|ый|ий|ой|ая|ое|ые|ым|ом|ем|ых|их|ую|го|му|й|я|е|ю|х|м)(?![\w])"
-    ),
-}
-# Russian suffix -> (gender, case) of the ordinal it abbreviates.
-_RU_SUFFIX = {
-    "й": ("m", "n"), "ый": ("m", "n"), "ий": ("m", "n"), "ой": ("m", "n"),
-    "я": ("f", "n"), "ая": ("f", "n"),
-    "е": ("n", "n"), "ое": ("n", "n"),
-    "го": ("m", "genitive"), "ого": ("m", "genitive"), "его": ("m", "genitive"),
-    "му": ("m", "dative"), "ому": ("m", "dative"), "ему": ("m", "dative"),
-    "м": ("m", "prepositional"), "ом": ("m", "prepositional"), "ем": ("m", "prepositional"),
-    "ю": ("f", "accusative"), "ую": ("f", "accusative"),
-}  # fmt: skip
-
-
-def _ordinal(m: re.Match[str], language: str) -> str:
-    value = int(m.group(1))
-    suffix = m.group(2) if language != "German" else ""
-    if language == "German":
-        words = numwords.ordinal(value, language)
-        return words + "n" if _word_before(m.string, m.start()).lower() in locales.GERMAN_DATIVE_WORDS else words
-    if language == "Russian":
-        if suffix in ("х", "ых", "их", "ые", "ым"):
-            return m.group()  # plural forms ("5-х годах"): num2words has no plural ordinals; left as written
-        gender, case = _RU_SUFFIX.get(suffix, ("m", "n"))
-        return numwords.ordinal(value, language, gender=gender, case=case)
-    feminine = suffix in ("ª", "a", "re", "ère", "nde", "ra", "era", "da", "ta", "va", "na", "ma")
-    words = numwords.ordinal(value, language, gender="f" if feminine else "m")
-    if language == "Spanish" and suffix == "er":
-        words = re.sub(r"(primer|tercer)o$", r"\1", words)  # "1er piso" -> "primer piso"
-    return words
-
-
 # --- the pass ----------------------------------------------------------------------------------------------
 
 
 def _next_word(text: str, end: int) -> str:
     m = re.match(r"\s*(\w+)", text[end : end + 40])
     return m.group(1) if m else ""
-
-
-def _russian_years(text: str) -> str:
-    """ "в 2025 году" -> "в две тысячи двадцать пятом году" (an ordinal in the noun's case)."""
-    cases = {"год": "n", "году": "prepositional", "года": "genitive", "годом": "instrumental"}
-
-    def replace(m: re.Match[str]) -> str:
-        return f"{numwords.ordinal(int(m.group(1)), 'Russian', case=cases[m.group(2)])} {m.group(2)}"
-
-    def abbreviated(m: re.Match[str]) -> str:
-        noun = "году" if _word_before(m.string, m.start()).lower() == "в" else "года"
-        return f"{m.group(1)} {noun}" + ("." if m.end() == len(m.string) else "")  # "г." ended the sentence
-
-    text = re.sub(r"(?<![\w.,])(\d{3,4})\s?г\.", abbreviated, text)
-    return re.sub(r"(?<![\w.,])(\d{1,4})[ \u00a0](год|году|года|годом)\b", replace, text)
 
 
 def _sub(pattern: re.Pattern[str], fn: Callable[[re.Match[str]], str], text: str) -> str:
@@ -353,12 +195,12 @@ def rewrite(text: str, language: str) -> str:
     rules = _rules_for(language)
     currencies = locales.CURRENCIES[language]
     units = locales.UNITS[language]
-    text = _dates(text, rules, language)
+    text = european_dates.read_dates(text, language)
     text = _VERSION.sub(lambda m: _version(m, language), text)  # after dates: "14.03.2025" is one
     text = _phones(text, language)
     if language == "Russian":
-        text = _russian_years(text)
-    text = _sub(_TIME, lambda m: _time(m, language), text)
+        text = european_dates.read_russian_years(text)
+    text = european_dates.read_times(text, language)
 
     def money(m: re.Match[str], symbol: str, written: str) -> str:
         main, cents = currencies[symbol]
@@ -379,7 +221,7 @@ def rewrite(text: str, language: str) -> str:
     text = _sub(
         rules.units, lambda m: _signed(m.group(1), _amount(m.group(2), units[m.group(3)], language), language), text
     )
-    text = _sub(_ORDINAL[language], lambda m: _ordinal(m, language), text)
+    text = european_ordinals.read_ordinals(text, language)
     if language in locales.RANGE_WORD:
         word = locales.RANGE_WORD[language]
         text = _sub(
@@ -423,7 +265,7 @@ _FEMININE_ENDING = {
 def _plain(written: str, language: str, case: str = "n", next_word: str = "") -> str:
     whole, frac = _parse(written)
     if language == "German" and not frac and len(whole) == 4 and 1100 <= int(whole) <= 1999:
-        return _year(int(whole), language)  # a bare 4-digit number in that range is said as a year
+        return numwords.year_de(int(whole))  # a bare 4-digit number in that range is said as a year
     gender = "bare"  # "eins", "uno", "um": the form said alone
     if next_word.isalpha() and (language != "German" or next_word[:1].isupper()):
         feminine = _FEMININE_ENDING.get(language)
