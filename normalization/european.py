@@ -70,7 +70,7 @@ def _decimal(whole: str, frac: str, language: str, gender: str = "bare", case: s
     )
     if not frac:
         return words
-    if language == "Russian" and len(frac) <= 3 and case == "n":
+    if language == "Russian" and len(frac) <= 3 and case == "n" and len(whole) <= numwords.MAX_CARDINAL_DIGITS:
         return numwords.ru_decimal(whole, frac)  # "одна целая пять десятых"
     if language == "German" or frac.startswith("0") or len(frac) > 2:
         tail = numwords.digits(frac, language)  # German says decimals digit by digit: "drei Komma eins vier"

@@ -49,7 +49,10 @@ _UNIT = re.compile(
     rf"({'|'.join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))})(?![A-Za-z])"
 )
 # A minus only where no Latin word or number stands before it ("気温は-5℃" has one).
-_PLAIN = re.compile(rf"(?:(?<![A-Za-z0-9.,-])(-))?(?<![\d.,])({_NUM})(?![\d])")
+_LEFTOVER = re.compile(r"\d+")
+# "v1.2.3", "1.2.3": each part a number, the dots said.
+_VERSION = re.compile(r"(?<![A-Za-z0-9.])(v)?(\d+(?:\.\d+){2,}|(?<=v)\d+\.\d+)(?![\d.]*\d)")
+_PLAIN = re.compile(rf"(?:(?<![A-Za-z0-9.,-])(-))?(?<![\d.])({_NUM})(?![\d])")
 _RANGE = re.compile(r"(?<=\d)\s?[-~〜–]\s?(?=\d)")
 
 
@@ -71,13 +74,19 @@ def _time(m: re.Match[str]) -> str:
     return f"{kanji(str(hour))}時" + (f"{kanji(str(minute))}分" if minute else "")
 
 
+def _version(m: re.Match[str]) -> str:
+    return ("バージョン" if m.group(1) else "") + "点".join(kanji(part) for part in m.group(2).split("."))
+
+
 def rewrite(text: str) -> str:
     if not any(ch.isdigit() for ch in text):
         return text
     text = _PHONE.sub(_phone, text)
     text = _DATE.sub(lambda m: f"{kanji(m.group(1))}年{kanji(m.group(2))}月{kanji(m.group(3))}日", text)
+    text = _VERSION.sub(_version, text)  # after dates: "2025.03.14" is one
     text = _TIME.sub(_time, text)
     text = _RANGE.sub("から", text)  # "3-5人" -> "三から五人"
     text = _MONEY.sub(lambda m: kanji(m.group(2)) + _CURRENCY_BEFORE[m.group(1)], text)
     text = _UNIT.sub(lambda m: ("マイナス" if m.group(1) else "") + kanji(m.group(2)) + _UNITS[m.group(3)], text)
-    return _PLAIN.sub(lambda m: ("マイナス" if m.group(1) else "") + kanji(m.group(2)), text)
+    text = _PLAIN.sub(lambda m: ("マイナス" if m.group(1) else "") + kanji(m.group(2)), text)
+    return _LEFTOVER.sub(lambda m: kanji(m.group()), text)  # digits after a stray "." ("v1.2.3")

@@ -55,7 +55,10 @@ _NATIVE = re.compile(rf"(?<![\d.,])(\d{{1,2}})\s?({'|'.join(_NATIVE_COUNTERS)})"
 _NATIVE_RANGE = re.compile(rf"(?<![\d.,])(\d{{1,2}})\s?[-~〜–]\s?(\d{{1,2}})\s?({'|'.join(_NATIVE_COUNTERS)})")
 _MONTH = re.compile(r"(?<![\d.,])(\d{1,2})\s?월")
 # A minus only where no Latin word or number stands before it ("気温は-5℃" has one).
-_PLAIN = re.compile(rf"(?:(?<![A-Za-z0-9.,-])(-))?(?<![\d.,])({_NUM})(?![\d])")
+_LEFTOVER = re.compile(r"\d+")
+# "v1.2.3", "1.2.3": each part a number, the dots said.
+_VERSION = re.compile(r"(?<![A-Za-z0-9.])(v)?(\d+(?:\.\d+){2,}|(?<=v)\d+\.\d+)(?![\d.]*\d)")
+_PLAIN = re.compile(rf"(?:(?<![A-Za-z0-9.,-])(-))?(?<![\d.])({_NUM})(?![\d])")
 _RANGE = re.compile(r"(?<=\d)\s?[-~〜–]\s?(?=\d)")
 
 
@@ -98,11 +101,16 @@ def _time(m: re.Match[str]) -> str:
     return said + (f" {sino(m.group(2))} 분" if minute else "")
 
 
+def _version(m: re.Match[str]) -> str:
+    return ("버전 " if m.group(1) else "") + " 점 ".join(sino(part) for part in m.group(2).split("."))
+
+
 def rewrite(text: str) -> str:
     if not any(ch.isdigit() for ch in text):
         return text
     text = _PHONE.sub(lambda m: ", ".join("".join(_SINO_DIGITS[int(d)] for d in g) for g in m.group().split("-")), text)
     text = _DATE.sub(lambda m: f"{m.group(1)}년 {m.group(2)}월 {m.group(3)}일", text)
+    text = _VERSION.sub(_version, text)  # after dates: "2025.03.14" is one
     text = _TIME.sub(_time, text)
     text = _MONEY.sub(lambda m: f"{sino(m.group(2))} {_CURRENCY_BEFORE[m.group(1)]}", text)
     text = _UNIT.sub(lambda m: ("마이너스 " if m.group(1) else "") + f"{sino(m.group(2))} {_UNITS[m.group(3)]}", text)
@@ -110,4 +118,5 @@ def rewrite(text: str) -> str:
     text = _NATIVE_RANGE.sub(_counted_range, text)
     text = _NATIVE.sub(_counted, text)
     text = _RANGE.sub("에서 ", text)  # "3-5" -> "삼에서 오"
-    return _PLAIN.sub(lambda m: ("마이너스 " if m.group(1) else "") + sino(m.group(2)), text)
+    text = _PLAIN.sub(lambda m: ("마이너스 " if m.group(1) else "") + sino(m.group(2)), text)
+    return _LEFTOVER.sub(lambda m: sino(m.group()), text)  # digits after a stray "." ("v1.2.3")

@@ -92,3 +92,10 @@ def test_pathological_input_finishes_fast(language: str) -> None:
         assert segments and all(s.text for s in segments)
     # About 0.5 s of CPU on a 2-core CI machine; a quadratic pattern would take minutes.
     assert time.process_time() - started < 30
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_piece_with_huge_decimals_is_read_digit_by_digit(language: str) -> None:
+    # normalize_piece gets no length cap: int() of a 5000-digit run would raise (Python's 4300-digit limit).
+    out = normalize_piece("9" * 5000 + ",5 " + "1" * 5000 + "." + "2" * 5000, language)
+    assert out and not any(ch.isdigit() for ch in out)
