@@ -1,4 +1,5 @@
-"""Text front end: sentence splitting, language pick, abbreviation spell-out and WeTextProcessing TN.
+"""Text front end: sentence splitting, language pick, abbreviation spell-out and text normalization
+(WeTextProcessing for Chinese and English, num2words and our rules for the other eight languages).
 
     segments = normalize("我用iPhone打电话，价格是¥1200.50。It costs $12.50!")
     # [Segment(text='我用iPhone打电话，价格是一千二百元五角。', language='Chinese'),
@@ -18,7 +19,7 @@ from concurrent.futures import Future
 
 from . import detector, tn_worker
 from .abbreviations import SPOKEN_AS_WORDS
-from .language import LANGUAGES, UnsupportedLanguage, canonical_language
+from .language import LANGUAGES, UnsupportedLanguage, canonical_language, language_spans
 from .pipeline import Segment, run
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Segment",
     "UnsupportedLanguage",
     "canonical_language",
+    "language_spans",
     "normalize",
     "normalize_in_worker",
     "warmup",

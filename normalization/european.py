@@ -267,7 +267,22 @@ def _plain(written: str, language: str, case: str = "n", next_word: str = "") ->
     if language == "German" and not frac and len(whole) == 4 and 1100 <= int(whole) <= 1999:
         return numwords.year_de(int(whole))  # a bare 4-digit number in that range is said as a year
     gender = "bare"  # "eins", "uno", "um": the form said alone
-    if next_word.isalpha() and (language != "German" or next_word[:1].isupper()):
+    if language == "Russian":
+        gender = _russian_gender(numwords.magnitude_int(whole), next_word.lower()) if not frac else "m"
+    elif next_word.isalpha() and (language != "German" or next_word[:1].isupper()):
         feminine = _FEMININE_ENDING.get(language)
         gender = "f" if feminine and feminine.search(next_word) else "m"
     return _decimal(whole, frac, language, gender, case)
+
+
+def _russian_gender(value: int, noun: str) -> str:
+    """The gender a Russian noun after ``value`` shows in its ending: after 1 the nominative singular
+    ("одна книга", "одно окно"), after 2-4 the genitive singular ("две книги", "два стола")."""
+    last = value % 10
+    if value % 100 in (11, 12, 13, 14) or not noun.isalpha():
+        return "m"
+    if last == 1:
+        return "f" if noun.endswith(("а", "я")) else "n" if noun.endswith(("о", "е")) else "m"
+    if last == 2:  # only "два"/"две" differ; 3 and 4 have one form
+        return "f" if noun.endswith(("ы", "и")) else "m"
+    return "m"
