@@ -1,9 +1,10 @@
 """Numbers, dates, times, money, percentages, units, ordinals and phone numbers for German, French,
 Spanish, Italian, Portuguese and Russian.
 
-Why our own rules over num2words and not NVIDIA's nemo-text-processing grammars: nemo pins
-pynini==2.1.6.post1 while WeTextProcessing runs on pynini 2.1.7 (one environment cannot hold both), and
-its grammars compile on first use per language (minutes on our CI machines). num2words gives the number
+Why num2words plus our rules rather than NVIDIA's nemo-text-processing grammars: nemo pins
+pynini==2.1.6.post1 while WeTextProcessing runs on pynini 2.1.7 (one environment cannot hold both), its
+grammars compile on first use per language (63 s for German here) and then take 0.4-1.3 s per sentence,
+a hundred times the budget (measurements in docs/normalization.md). num2words gives the number
 words (with Russian case and gender); what is language-specific about the written forms (decimal comma,
 thousands dot or space, "14h30", "1er", "3.", "5-го", "12,50 €") is below, one pass per form, each
 writing final words. Dates and times are in european_dates.py, written ordinals in european_ordinals.py;
