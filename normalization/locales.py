@@ -129,6 +129,7 @@ _UNIT_SPECS = {
         kW: Kilowatt | Kilowatt | n
         W: Watt | Watt | n
         kWh: Kilowattstunde | Kilowattstunden | f
+        mAh: Milliamperestunde | Milliamperestunden | f
         Mio.: Million | Millionen | f
         Mrd.: Milliarde | Milliarden | f""",
     "French": """
@@ -151,7 +152,8 @@ _UNIT_SPECS = {
         To TB: téraoctet | téraoctets | m
         kW: kilowatt | kilowatts | m
         W: watt | watts | m
-        kWh: kilowattheure | kilowattheures | m""",
+        kWh: kilowattheure | kilowattheures | m
+        mAh: milliampère-heure | milliampères-heures | m""",
     "Spanish": """
         km: kilómetro | kilómetros | m
         m: metro | metros | m
@@ -173,7 +175,8 @@ _UNIT_SPECS = {
         TB: terabyte | terabytes | m
         kW: kilovatio | kilovatios | m
         W: vatio | vatios | m
-        kWh: kilovatio hora | kilovatios hora | m""",
+        kWh: kilovatio hora | kilovatios hora | m
+        mAh: miliamperio hora | miliamperios hora | m""",
     "Italian": """
         km: chilometro | chilometri | m
         m: metro | metri | m
@@ -195,7 +198,8 @@ _UNIT_SPECS = {
         TB: terabyte | terabyte | m
         kW: chilowatt | chilowatt | m
         W: watt | watt | m
-        kWh: chilowattora | chilowattora | m""",
+        kWh: chilowattora | chilowattora | m
+        mAh: milliampere ora | milliampere ora | m""",
     "Portuguese": """
         km: quilómetro | quilómetros | m
         m: metro | metros | m
@@ -217,7 +221,8 @@ _UNIT_SPECS = {
         TB: terabyte | terabytes | m
         kW: quilowatt | quilowatts | m
         W: watt | watts | m
-        kWh: quilowatt-hora | quilowatts-hora | m""",
+        kWh: quilowatt-hora | quilowatts-hora | m
+        mAh: miliampere-hora | miliamperes-hora | m""",
     "Russian": """
         км km: километр | километра | километров | m
         м m: метр | метра | метров | m
@@ -239,6 +244,7 @@ _UNIT_SPECS = {
         кВт kW: киловатт | киловатта | киловатт | m
         Вт W: ватт | ватта | ватт | m
         кВт·ч kWh: киловатт-час | киловатт-часа | киловатт-часов | m
+        мА·ч mAh: миллиампер-час | миллиампер-часа | миллиампер-часов | m
         млн: миллион | миллиона | миллионов | m
         млрд: миллиард | миллиарда | миллиардов | m
         тыс.: тысяча | тысячи | тысяч | f""",

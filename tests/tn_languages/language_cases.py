@@ -184,4 +184,9 @@ CASES: list[tuple[str, str, str]] = [
     ('Russian', 'Это 1 окно.', 'Это одно окно.'),
     ('Russian', 'Купил 22 книги.', 'Купил двадцать две книги.'),
     ('Russian', 'Около 2 недель.', 'Около двух недель.'),
+    # battery capacity, as in the Chinese and English tables
+    ('German', 'Der Akku hat 5000 mAh.', 'Der Akku hat fünftausend Milliamperestunden.'),
+    ('French', 'La batterie fait 5000mAh.', 'La batterie fait cinq mille milliampères-heures.'),
+    ('Japanese', 'バッテリーは5000mAhです。', 'バッテリーは五千ミリアンペア時です。'),
+    ('Korean', '배터리는 5000mAh입니다.', '배터리는 오천 밀리암페어시입니다.'),
 ]
