@@ -60,7 +60,10 @@ def test_mixed_chinese_english_text_per_sentence() -> None:
 
 def test_mixed_text_per_span() -> None:
     spans = language_spans("我用iPhone打电话，价格是5元。It costs five dollars! Das ist nicht teuer.")
-    assert "".join(piece for piece, _ in spans) == "我用iPhone打电话，价格是5元。It costs five dollars! Das ist nicht teuer."
+    assert (
+        "".join(piece for piece, _ in spans)
+        == "我用iPhone打电话，价格是5元。It costs five dollars! Das ist nicht teuer."
+    )
     assert [lang for _, lang in spans] == ["Chinese", "English", "Chinese", "English", "German"]
     assert spans[1][0] == "iPhone"
     assert language_spans("Ich komme morgen zu spät, but I will bring the documents tomorrow.")[-1][1] == "English"

@@ -38,7 +38,9 @@ def test_no_digit_left(language: str, text: str, expected: str) -> None:
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_text_without_digits_is_unchanged(language: str) -> None:
-    text = {"Japanese": "こんにちは。", "Korean": "안녕하세요.", "Russian": "Привет, как дела?"}.get(language, "Hallo, ça va?")
+    text = {"Japanese": "こんにちは。", "Korean": "안녕하세요.", "Russian": "Привет, как дела?"}.get(
+        language, "Hallo, ça va?"
+    )
     assert normalize_piece(text, language) == text
 
 
