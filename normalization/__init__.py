@@ -1,4 +1,5 @@
-"""Text front end: sentence splitting, language pick, abbreviation spell-out and WeTextProcessing TN.
+"""Text front end: sentence splitting, language pick, abbreviation spell-out and text normalization
+(WeTextProcessing for Chinese and English, num2words and our rules for the other eight languages).
 
     segments = normalize("我用iPhone打电话，价格是¥1200.50。It costs $12.50!")
     # [Segment(text='我用iPhone打电话，价格是一千二百元五角。', language='Chinese'),
@@ -6,7 +7,8 @@
 
 All the work runs on one dedicated thread (see tn_worker). ``normalize`` blocks; from asyncio use
 ``await asyncio.wrap_future(normalize_in_worker(...))``. Nothing is loaded at import time; call
-``warmup()`` at server start so the first request does not pay ~1-2 s of grammar loading.
+``warmup()`` at server start so the first request does not pay ~1-2 s of grammar loading and ~1 s
+of language-detector loading.
 This package never imports torch. See docs/normalization.md for the rules.
 """
 
@@ -15,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent.futures import Future
 
-from . import tn_worker
+from . import detector, tn_worker
 from .abbreviations import SPOKEN_AS_WORDS
-from .language import LANGUAGES, UnsupportedLanguage, canonical_language
+from .language import LANGUAGES, UnsupportedLanguage, canonical_language, language_spans
 from .pipeline import Segment, run
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "Segment",
     "UnsupportedLanguage",
     "canonical_language",
+    "language_spans",
     "normalize",
     "normalize_in_worker",
     "warmup",
@@ -81,5 +84,9 @@ def normalize(
 
 
 def warmup() -> float:
-    """Load both grammars on the normalization thread now (idempotent); returns seconds taken."""
-    return tn_worker.warmup()
+    """Load the zh/en grammars and the language detector on the normalization thread now (idempotent).
+
+    Returns the seconds taken. The other languages' rules are cheap and load on first use.
+    """
+    seconds = tn_worker.warmup()
+    return seconds + tn_worker.submit(detector.warm).result()

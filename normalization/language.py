@@ -1,13 +1,17 @@
 """Language names and the offline per-sentence language pick.
 
-Script decides most cases (kana, Hangul, Han, Cyrillic). Latin text is English unless a small
-stopword-and-diacritics scorer is confident it is German, French, Spanish, Italian or Portuguese.
-Everything here is pure Python and needs no data files or downloads.
+Script decides where it is surer than statistics: kana -> Japanese, Hangul -> Korean, Han -> Chinese
+(Chinese with embedded English stays Chinese), more Cyrillic than Latin -> Russian. Latin text goes to
+the lingua detector (detector.py); when lingua is not confident (short or ambiguous text, below
+LINGUA_MIN_CONFIDENCE) a small stopword-and-diacritics scorer decides, and unsure means English.
+Nothing here downloads anything.
 """
 
 from __future__ import annotations
 
 import re
+
+from . import detector
 
 # The one list of the languages Qwen3-TTS speaks (display case, "Auto" first). It lives here, not in
 # qwen_stream/catalog.py, because this package is the lower layer: the server imports it, it imports nothing
@@ -64,7 +68,20 @@ def _count_scripts(text: str) -> dict[str, int]:
 
 def detect_language(sentence: str) -> str:
     """The language of one sentence, or 'Auto' when it has no letters to decide on."""
+    return guess_language(sentence)[0]
+
+
+def guess_language(sentence: str) -> tuple[str, bool]:
+    """(language, sure): ``sure`` is False for Latin text that neither lingua nor the scorer could place
+    and that is English only by default ("Pesa 200 kg."); the pipeline lets such a sentence take a
+    sure Latin-script neighbour's language."""
     c = _count_scripts(sentence)
+    if c["latin"] and not (c["kana"] or c["hangul"] or c["han"]) and c["cyrillic"] <= c["latin"]:
+        return _detect_latin_statistically(sentence)
+    return _detect_by_script(c), True
+
+
+def _detect_by_script(c: dict[str, int]) -> str:
     # Japanese mixes kanji with kana; a tenth of kana is plenty, a stray の in Chinese is not.
     if c["kana"] and c["kana"] * 10 >= c["kana"] + c["han"]:
         return "Japanese"
@@ -76,9 +93,84 @@ def detect_language(sentence: str) -> str:
         return "Japanese"
     if c["cyrillic"] > c["latin"]:
         return "Russian"
-    if c["latin"]:
-        return detect_latin(sentence)
     return "Auto"
+
+
+# lingua's confidences sum to 1 over the candidates. Above this the detector decides alone; below it
+# (one- to three-word sentences: "Fine." is 0.28 Italian, "Ciao, come stai?" 0.28 Portuguese) the
+# scorer below does, which needs function words or diacritics and defaults to English.
+LINGUA_MIN_CONFIDENCE = 0.5
+# A clear lead decides too: "Er lief gestern 5 km in 25 min." is 0.49 German, 0.26 English.
+LINGUA_MIN_LEAD = (0.4, 0.2)
+_LATIN_LANGUAGES = frozenset({"English", "German", "French", "Spanish", "Italian", "Portuguese"})
+
+
+LATIN_LANGUAGES = _LATIN_LANGUAGES
+
+
+def _detect_latin_statistically(sentence: str) -> tuple[str, bool]:
+    ranked = detector.confidences(sentence)
+    if ranked and ranked[0][0] in _LATIN_LANGUAGES:
+        top = ranked[0][1]
+        lead = top - (ranked[1][1] if len(ranked) > 1 else 0.0)
+        if top >= LINGUA_MIN_CONFIDENCE or (top >= LINGUA_MIN_LEAD[0] and lead >= LINGUA_MIN_LEAD[1]):
+            return ranked[0][0], True
+    language, sure = _score_latin(sentence)
+    # An English word or two ("in", "a") is no proof when lingua leans to another language.
+    return language, sure and (language != "English" or not ranked or ranked[0][0] == "English")
+
+
+def language_spans(text: str) -> list[tuple[str, str]]:
+    """Mixed text cut into (piece, language) runs, in order; the pieces joined give back ``text``.
+
+    Script runs first (a Han/kana/Hangul run is never cut by the detector); lingua then splits Latin
+    runs that mix languages ("Ich komme morgen, but I will be late."). Used for per-span decisions
+    inside one sentence; a segment sent to the model keeps one language.
+    """
+    pieces: list[tuple[str, str]] = []
+    for run, script in _script_runs(text):
+        if script == "latin" and len(run) <= detector.MAX_DETECT_CHARS:
+            found = detector.spans(run)
+            if len(found) > 1:
+                cuts = [0] + [start for start, _, _ in found[1:]] + [len(run)]
+                pieces.extend((run[a:b], lang) for a, b, (_, _, lang) in zip(cuts[:-1], cuts[1:], found, strict=True))
+                continue
+        language = detect_language(run) if script != "none" else "Auto"
+        pieces.append((run, language))
+    return _merge_same(pieces)
+
+
+def _script_of(ch: str) -> str:
+    counts = _count_scripts(ch)
+    if counts["kana"] or counts["han"] or counts["hangul"]:
+        return "cjk"
+    if counts["cyrillic"]:
+        return "cyrillic"
+    return "latin" if counts["latin"] else "none"
+
+
+def _script_runs(text: str) -> list[tuple[str, str]]:
+    """Runs of one script; characters without a script (digits, spaces, marks) join the run before."""
+    runs: list[list[str]] = []
+    for ch in text:
+        script = _script_of(ch)
+        if runs and (script == "none" or script == runs[-1][1] or runs[-1][1] == "none"):
+            runs[-1][0] += ch
+            if runs[-1][1] == "none":
+                runs[-1][1] = script
+        else:
+            runs.append([ch, script])
+    return [(run, script) for run, script in runs]
+
+
+def _merge_same(pieces: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    merged: list[tuple[str, str]] = []
+    for piece, lang in pieces:
+        if merged and (merged[-1][1] == lang or lang == "Auto"):
+            merged[-1] = (merged[-1][0] + piece, merged[-1][1])
+        else:
+            merged.append((piece, lang))
+    return merged
 
 
 # Frequent function words, chosen to overlap little with English and with each other. A word counts
@@ -149,7 +241,11 @@ _ORDER = ("German", "French", "Spanish", "Italian", "Portuguese")  # tie-break a
 
 
 def detect_latin(sentence: str) -> str:
-    """English, German, French, Spanish, Italian or Portuguese for Latin-script text."""
+    """English, German, French, Spanish, Italian or Portuguese for Latin-script text (the scorer alone)."""
+    return _score_latin(sentence)[0]
+
+
+def _score_latin(sentence: str) -> tuple[str, bool]:
     lowered = sentence.lower()
     words = {w.replace("’", "'") for w in _WORD.findall(lowered)}
     scores = {lang: float(len(words & stop)) for lang, stop in _STOPWORDS_SETS.items()}
@@ -162,5 +258,5 @@ def detect_latin(sentence: str) -> str:
     best = max(_ORDER, key=lambda lang: scores[lang])
     # Unsure means English: that is the default voice and the normalizer we have.
     if scores[best] >= 2 and scores[best] > english:
-        return best
-    return "English"
+        return best, True
+    return "English", english >= 1

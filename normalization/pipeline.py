@@ -6,8 +6,8 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from . import abbreviations, fixes_en, fixes_zh, spans, tn_worker
-from .language import detect_language
+from . import abbreviations, european, fixes_en, fixes_zh, japanese, korean, locales, spans, tn_worker, web
+from .language import LATIN_LANGUAGES, guess_language
 from .markup import strip_markup
 from .splitting import cap_length, max_chars_for, split_sentences
 
@@ -45,7 +45,16 @@ def _nearest_decided(picked: list[str]) -> list[int | None]:
 def _languages(sentences: list[str], language: str) -> list[str]:
     if language != "Auto":
         return [language] * len(sentences)
-    picked = [detect_language(s) for s in sentences]
+    guesses = [guess_language(s) for s in sentences]
+    # A short Latin sentence nothing could place ("Pesa 200 kg.") speaks the language of its nearest
+    # sure neighbour when that is a Latin-script language too; otherwise it stays English.
+    sure = [lang if certain else "Auto" for lang, certain in guesses]
+    nearest_sure = _nearest_decided(sure)
+    picked = []
+    for (lang, certain), j in zip(guesses, nearest_sure, strict=True):
+        if not certain and j is not None and sure[j] in LATIN_LANGUAGES:
+            lang = sure[j]
+        picked.append(lang)
     # A sentence without letters ("2025.", "14:30!") speaks the language of its nearest neighbour.
     nearest = _nearest_decided(picked)
     return [picked[j] if j is not None else lang for lang, j in zip(picked, nearest, strict=True)]
@@ -74,20 +83,42 @@ def _normalize_chinese(text: str, spoken_words: Iterable[str], budget: spans.Gra
     return spans.normalize_spans(text, "Chinese", _chinese_grammar, budget)
 
 
+# A hyphen between a Latin or Cyrillic word and a number joins a name ("GPT-4", "COVID-19"); it is no minus.
+_NAME_HYPHEN = re.compile(r"(?<=[A-Za-zА-Яа-яЁё])-(?=\d)")
+
+
+def _normalize_other(text: str, language: str, spoken_words: Iterable[str]) -> str:
+    if language in locales.EUROPEAN:
+        # Addresses first, in the language's words, so that neither spell-out nor the number rules see them.
+        text = web.read_web_addresses(text, language)
+    # Acronyms are spelled before the number rules, as in Chinese: "die EU" -> "die E U", "GPT-4" -> "G P T 4".
+    text = abbreviations.spell_out(text, spoken_words, english=False)
+    text = _NAME_HYPHEN.sub(" ", text)
+    if language == "Japanese":
+        return japanese.rewrite(text)
+    if language == "Korean":
+        return korean.rewrite(text)
+    return european.rewrite(text, language)
+
+
+_OTHER_LANGUAGES = frozenset(locales.EUROPEAN) | {"Japanese", "Korean"}
+
+
 def normalize_piece(
     text: str, language: str, spoken_words: Iterable[str] = (), budget: spans.GrammarBudget | None = None
 ) -> str:
-    """Text normalization of one sentence piece; languages without a grammar pass unchanged."""
+    """Text normalization of one sentence piece; "Auto" (a piece nothing decided) passes unchanged."""
     if budget is None:
         budget = spans.GrammarBudget()
-    if language in ("English", "Chinese"):
-        text = strip_markup(text)
+    if language == "Auto":
+        return text
+    text = strip_markup(text)
     if language == "English":
         text = _normalize_english(text, spoken_words, budget)
     elif language == "Chinese":
         text = _normalize_chinese(text, spoken_words, budget)
-    else:
-        return text
+    elif language in _OTHER_LANGUAGES:
+        text = _normalize_other(text, language, spoken_words)
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 

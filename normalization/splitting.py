@@ -39,6 +39,8 @@ _PERIOD = re.compile(r"\." + _CLOSE + rf"(?=\s|$|[{_CJK_CHAR}])")
 _NEVER_END = frozenset(
     "mr mrs ms dr prof st mt jr sr vs e.g i.e cf approx fig no nos vol pp gen col lt sgt capt rev hon gov "
     "sen rep dept est ca ext tel".split()
+    # German and Russian number abbreviations: "2 Mio. Euro", "2 тыс. человек", "в 1999 г. было".
+    + "mio mrd tsd тыс г руб".split()
 )
 # Dotted month and weekday abbreviations never end a sentence either; compared case-sensitively so
 # that "I sat." still ends one.
@@ -74,6 +76,24 @@ def _word_start(text: str, end: int) -> int:
     return start
 
 
+# German writes ordinals with a period: "am 3. März", "der 3. Platz". Such a period is no end when a
+# month name follows it or an article or preposition stands before the number.
+_GERMAN_MONTHS = frozenset(
+    "Januar Jänner Februar März April Mai Juni Juli August September Oktober November Dezember".split()
+)
+_GERMAN_BEFORE_ORDINAL = frozenset("am im vom zum zur beim der die das dem den des ab bis seit".split())
+_WORD_AFTER = re.compile(r"\s*(\w+)")
+_WORD_BEFORE = re.compile(r"(\w+)\s*$")
+
+
+def _german_ordinal(text: str, start: int, after: int) -> bool:
+    following = _WORD_AFTER.match(text, after)
+    if following and following.group(1) in _GERMAN_MONTHS:
+        return True
+    preceding = _WORD_BEFORE.search(text, max(0, start - 8), start)
+    return bool(preceding and preceding.group(1).lower() in _GERMAN_BEFORE_ORDINAL and following)
+
+
 def _period_ends_sentence(text: str, dot: int, after: int) -> bool:
     start = _word_start(text, dot)
     if start < 0:
@@ -88,6 +108,8 @@ def _period_ends_sentence(text: str, dot: int, after: int) -> bool:
         return next_upper
     if len(word) == 1 and word.isupper():
         return not next_upper  # an initial: "John F. Kennedy"
+    if word.isdigit() and len(word) <= 2 and _german_ordinal(text, start, after):
+        return False
     if word.isdigit():
         # "1. First step" after a line start or another sentence is a list marker, not an end. (Each
         # run of blanks is walked only for the word right after it: linear over the text.)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from . import numwords
 from .numbers import en_cardinal, en_digits, zh_cardinal, zh_digits
 
 _TLDS = (
@@ -57,6 +58,24 @@ _SYMBOLS = {
         "~": "波浪号",
     },
 }
+# The other languages, in the same order: . / @ - _ : ? = & # % + ~
+_OTHER_SYMBOLS = {
+    "German": "Punkt|Schrägstrich|at|Bindestrich|Unterstrich|Doppelpunkt|Fragezeichen|gleich|und|Raute|Prozent|"
+    "plus|Tilde",
+    "French": "point|barre oblique|arobase|tiret|tiret bas|deux-points|point d'interrogation|égal|et|dièse|pour cent|"
+    "plus|tilde",
+    "Spanish": "punto|barra|arroba|guion|guion bajo|dos puntos|interrogación|igual|y|almohadilla|por ciento|más|"
+    "virgulilla",
+    "Italian": "punto|barra|chiocciola|trattino|trattino basso|due punti|punto interrogativo|uguale|e|cancelletto|"
+    "percento|più|tilde",
+    "Portuguese": "ponto|barra|arroba|hífen|sublinhado|dois pontos|ponto de interrogação|igual|e|cardinal|por cento|"
+    "mais|til",
+    "Russian": "точка|слэш|собака|дефис|подчёркивание|двоеточие|вопросительный знак|равно|и|решётка|процент|плюс|"
+    "тильда",
+}
+_SYMBOLS.update(
+    {lang: dict(zip("./@-_:?=&#%+~", words.split("|"), strict=True)) for lang, words in _OTHER_SYMBOLS.items()}
+)
 # Short labels said letter by letter; a longer label without a vowel too ("www", "bbc", "cn").
 _SPELLED = frozenset("io ai uk us de eu edu gg".split())
 
@@ -77,13 +96,15 @@ def _read(address: str, language: str) -> str:
             short = len(part) <= 2 and not part.startswith("0")
             if english:
                 words.append(en_cardinal(int(part)) if short else en_digits(part))
-            else:
+            elif language == "Chinese":
                 words.append(zh_cardinal(int(part)) if short else zh_digits(part))
+            else:
+                words.append(numwords.cardinal(int(part), language) if short else numwords.digits(part, language))
         elif part.isalpha():
             words.append(_read_label(part))
         else:
             words.append(symbols.get(part, part))
-    return " ".join(words) if english else _join_zh(words)
+    return _join_zh(words) if language == "Chinese" else " ".join(words)
 
 
 def _join_zh(words: list[str]) -> str:
@@ -110,7 +131,7 @@ def _sub(pattern: re.Pattern[str], text: str, language: str) -> str:
 
 
 def read_web_addresses(text: str, language: str) -> str:
-    """Rewrite e-mail addresses and URLs for ``language`` ("English" or "Chinese")."""
+    """Rewrite e-mail addresses and URLs for ``language`` (English, Chinese or one in _OTHER_SYMBOLS)."""
     if "." not in text:
         return text
     if "@" in text:
