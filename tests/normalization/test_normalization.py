@@ -71,7 +71,7 @@ def test_auto_picks_the_normalizer_per_sentence() -> None:
     assert segments == [
         Segment("我在二零二五年毕业。", "Chinese"),
         Segment("It costs twelve dollars fifty cents!", "English"),
-        Segment("Das ist nicht teuer, nur 5 Euro.", "German"),  # no grammar for German: unchanged
+        Segment("Das ist nicht teuer, nur fünf Euro.", "German"),  # German rules (docs/normalization.md)
     ]
 
 

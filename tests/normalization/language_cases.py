@@ -1,4 +1,4 @@
-"""Expected readings per language for tests/tn_languages/test_languages.py: (language, input, expected).
+"""Expected readings per language for tests/normalization/test_languages.py: (language, input, expected).
 
 Written from each language's own conventions: decimal commas and thousands dots (German, Spanish, Italian,
 Portuguese) or spaces (French, Russian), the currency sign after the number, "14h30", "1er", "2.ª", "3.",
