@@ -70,9 +70,10 @@ class TalkerLogits:
         vocab = torch.arange(vocab_size, device=device)
         self._eos = vocab == sampling.eos_id
         self._suppress = torch.isin(vocab, torch.tensor(sampling.suppress_tokens, dtype=torch.long, device=device))
-        self._warpers: LogitsProcessorList = (
-            _warpers(sampling.temperature, sampling.top_k, sampling.top_p) if sampling.do_sample else LogitsProcessorList()
-        )
+        # HF adds the warpers only when sampling; greedy takes the argmax of the processed scores.
+        self._warpers = LogitsProcessorList()
+        if sampling.do_sample:
+            self._warpers = _warpers(sampling.temperature, sampling.top_k, sampling.top_p)
 
     def __call__(self, logits: torch.Tensor, seen: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
         """logits (B, V) float32; seen (B, V) bool; generated (B,) tokens sampled so far per row."""
@@ -107,8 +108,9 @@ class BatchedCodePredictor:
     Every row's prompt is the same two positions (`[past_hidden, embed(cb0)]`), so no padding is needed and the
     cache starts empty at each frame."""
 
-    def __init__(self, code_predictor: torch.nn.Module, sampling: TalkerSampling):
-        self._cp: Any = code_predictor  # a qwen_tts module; torch types its submodules as Tensor | Module
+    def __init__(self, code_predictor: Any, sampling: TalkerSampling):
+        # A qwen_tts module, used untyped: torch types its submodules as Tensor | Module.
+        self._cp = code_predictor
         self._do_sample = sampling.subtalker_do_sample
         self._warpers = _warpers(sampling.subtalker_temperature, sampling.subtalker_top_k, sampling.subtalker_top_p)
         self._steps = len(self._cp.lm_head)
