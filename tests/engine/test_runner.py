@@ -13,6 +13,7 @@ from qwen_stream import prompts
 from qwen_stream.code_predictor import install_fast_code_predictor, uninstall_fast_code_predictor
 from qwen_stream.generation import SynthesisError, SynthesisRequest, Voice, build_generate_inputs
 from qwen_stream.runner import NewRow, TalkerRunner
+from qwen_stream.sampling import draw
 from qwen_stream.settings import SamplingSettings
 from qwen_stream.voices import clone_prompt
 
@@ -107,6 +108,18 @@ def logit_bias(model, token: int, bias: float):
         yield
     finally:
         handle.remove()
+
+
+def test_batched_draws_equal_torch_multinomial_row_by_row():
+    """`draw` skips multinomial's host read-back; each row must still get what multinomial gives it."""
+    scores = torch.randn(3, 2048, generator=torch.Generator().manual_seed(0)) * 4
+    scores[1, :1000] = -float("inf")  # what top-k and suppressed tokens leave behind
+    ours = [torch.Generator().manual_seed(seed) for seed in (5, 6, 7)]
+    theirs = [torch.Generator().manual_seed(seed) for seed in (5, 6, 7)]
+    probs = torch.softmax(scores, dim=-1)
+    for _ in range(20):
+        expected = [int(torch.multinomial(probs[i : i + 1], 1, generator=g)) for i, g in enumerate(theirs)]
+        assert draw(scores, ours, do_sample=True).tolist() == expected
 
 
 # -- batch 1 equals the library -------------------------------------------------------------------------
