@@ -197,6 +197,8 @@ class TalkerRunner:
     def _admit(self, new: NewRow) -> Admission:
         try:
             check_request(self.model, new.request)
+            if new.max_frames is not None and new.max_frames < 1:
+                raise ValueError("max_frames must be >= 1")
             prompt = capture_prompt(self.model, new.request, self.sampling)
             self._configure(prompt)
             generator = new.generator or self._generator(new.request.seed)

@@ -217,6 +217,25 @@ def test_a_row_yields_the_same_frames_whenever_it_joins(custom_voice_model, refe
     assert driver.runner.free_slots == 3
 
 
+def test_clone_rows_of_both_modes_share_a_batch_without_changing_their_frames(base_model, reference_audio):
+    """Base prompts differ most in shape: an ICL prompt carries the reference's codes, and its text is fed
+    one position per step (trailing text), ending at different steps per row."""
+    samples, rate = reference_audio
+    icl = Voice(clone=clone_prompt(base_model, samples, rate, "This is the reference transcript."))
+    xvector = Voice(clone=clone_prompt(base_model, samples, rate, None))
+    rows = {
+        "icl": SynthesisRequest("The cloned voice continues its reference.", "English", icl, seed=31, max_frames=10),
+        "xvector": SynthesisRequest("Short.", "English", xvector, seed=32, max_frames=14),
+    }
+    driver = Driver(TalkerRunner(base_model, SAMPLING, max_batch=2))
+    driver.join(xvector=rows["xvector"])
+    driver.step(3)
+    driver.join(icl=rows["icl"])
+    driver.finish()
+    for name, request in rows.items():
+        assert torch.equal(driver.codes(name), solo(base_model, request)), name
+
+
 def test_leaving_trims_the_cache_to_what_remaining_rows_attend(custom_voice_model):
     runner = TalkerRunner(custom_voice_model, SAMPLING, max_batch=2)
     short, long = runner.prefill([NewRow(MATES["short"]), NewRow(MATES["long"])])
