@@ -267,12 +267,39 @@ class TalkerRunner:
     @torch.inference_mode()
     def step(self) -> StepResult:
         """One frame for every live row. Rows whose frame is their last (EOS sampled next, or `max_frames`
-        reached) leave the batch before this returns."""
+        reached) leave the batch before this returns. If the step itself fails (out of memory, say), every
+        row leaves, since each is half-advanced, and the error propagates; the runner stays usable."""
         if self._batch is None:
             return StepResult([], StepTimings(0.0, 0.0, 0.0))
-        assert self._logits is not None and self._predictor is not None
         start = self._clock()
-        talker, rows, batch = self._talker, self._rows, self._batch
+        try:
+            codes, tokens, predicted = self._advance(self._batch)
+        except BaseException:
+            self._drop(range(len(self._rows)))
+            raise
+        stepped = self._clock()
+        assert self._logits is not None
+        rows = self._rows
+        frames, ended = [], []
+        for index, (row, token) in enumerate(zip(rows, tokens, strict=True)):
+            row.frames += 1
+            row.text_step += 1
+            end: End | None = None
+            if token == self._logits.sampling.eos_id:
+                end = "eos"
+            elif row.max_frames is not None and row.frames >= row.max_frames:
+                end = "cap"
+            if end is not None:
+                ended.append(index)
+            frames.append(RowFrame(row.slot, codes[index], end))
+        if ended:
+            self._drop(ended)
+        return StepResult(frames, StepTimings(predicted - start, stepped - predicted, self._clock() - start))
+
+    def _advance(self, batch: _Batch) -> tuple[torch.Tensor, list[int], float]:
+        """Frames (B, 16) and the next tokens, with the batch moved one position on."""
+        assert self._logits is not None and self._predictor is not None
+        talker, rows = self._talker, self._rows
         generators = [row.generator for row in rows]
         first = talker.get_input_embeddings()(batch.tokens.unsqueeze(1))
         rest = self._predictor(torch.cat([batch.hidden, first], dim=1), generators)
@@ -289,23 +316,7 @@ class TalkerRunner:
         batch.positions = batch.positions + 1
         batch.generated = batch.generated + 1
         batch.seen.scatter_(1, tokens.unsqueeze(1), True)
-        stepped = self._clock()
-
-        frames, ended = [], []
-        for index, (row, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
-            row.frames += 1
-            row.text_step += 1
-            end: End | None = None
-            if token == self._logits.sampling.eos_id:
-                end = "eos"
-            elif row.max_frames is not None and row.frames >= row.max_frames:
-                end = "cap"
-            if end is not None:
-                ended.append(index)
-            frames.append(RowFrame(row.slot, codes[index], end))
-        if ended:
-            self._drop(ended)
-        return StepResult(frames, StepTimings(predicted - start, stepped - predicted, self._clock() - start))
+        return codes, tokens.tolist(), predicted  # the step's one read-back: EOS is decided on the host
 
     def _text_input(self, row: _Row) -> torch.Tensor:
         """The library adds `trailing_text_hidden[:, generation_step]` while text remains, else the pad."""

@@ -298,6 +298,25 @@ def test_more_rows_than_free_slots_is_refused_whole(custom_voice_model):
     assert runner.free_slots == 1 and runner.live_rows == []
 
 
+def test_a_failing_step_empties_the_batch_and_the_runner_goes_on(custom_voice_model, references, monkeypatch):
+    runner = TalkerRunner(custom_voice_model, SAMPLING, max_batch=2)
+    runner.prefill([NewRow(MATES["short"]), NewRow(MATES["long"])])
+    runner.step()
+
+    def out_of_memory(*args):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(runner, "_predictor", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        runner.step()
+    assert runner.live_rows == [] and runner.free_slots == 2 and runner.cache_length == 0
+    monkeypatch.undo()
+    driver = Driver(runner)
+    driver.join(probe=PROBE)
+    driver.finish()
+    assert torch.equal(driver.codes("probe"), references["probe"])
+
+
 # -- a failing prompt fails its row only -----------------------------------------------------------------
 
 
