@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
 
 from .generation import SynthesisRequest, check_request
+from .kv import DynamicRows, Joining, StaticRows
 from .model import LoadedModel
 from .prompts import Prompt, capture_prompt
 from .sampling import BatchedCodePredictor, TalkerLogits, TalkerSampling, draw
@@ -80,70 +80,32 @@ class _Row:
     frames: int = 0
 
 
-@dataclass
-class _Batch:
-    """Row i of every tensor (and of the cache) is the runner's i-th row."""
-
-    cache: DynamicCache
-    mask: torch.Tensor  # (B, T) long: 0 on each row's left padding
-    positions: torch.Tensor  # (B,) the rope position of each row's next token
-    tokens: torch.Tensor  # (B,) the codebook-0 token sampled last: the first code of the next frame
-    hidden: torch.Tensor  # (B, 1, D) the talker's last hidden state: the code predictor's first input
-    seen: torch.Tensor  # (B, V) bool: tokens sampled so far, for the repetition penalty
-    generated: torch.Tensor  # (B,) tokens sampled so far, for min_new_tokens
-
-    _ROWS = ("positions", "tokens", "hidden", "seen", "generated")
-
-    def extend(self, other: _Batch) -> None:
-        width = max(self.mask.shape[1], other.mask.shape[1])
-        grow, pad = width - self.mask.shape[1], width - other.mask.shape[1]
-        for ours, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
-            ours.keys = torch.cat([_pad_left(ours.keys, grow), _pad_left(theirs.keys, pad)])
-            ours.values = torch.cat([_pad_left(ours.values, grow), _pad_left(theirs.values, pad)])
-        self.mask = torch.cat([F.pad(self.mask, (grow, 0)), F.pad(other.mask, (pad, 0))])
-        for name in self._ROWS:
-            setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
-
-    def select(self, keep: torch.Tensor) -> None:
-        mask = self.mask.index_select(0, keep)
-        # The columns only the departed rows' longer histories needed.
-        trim = int(mask.any(dim=0).long().argmax())
-        self.mask = mask[:, trim:]
-        for layer in self.cache.layers:
-            layer.keys = _cached(layer.keys).index_select(0, keep)[:, :, trim:]
-            layer.values = _cached(layer.values).index_select(0, keep)[:, :, trim:]
-        for name in self._ROWS:
-            setattr(self, name, getattr(self, name).index_select(0, keep))
-
-
-def _cached(tensor: torch.Tensor | None) -> torch.Tensor:
-    assert tensor is not None, "a prefilled cache layer holds tensors"
-    return tensor
-
-
-def _pad_left(kv: torch.Tensor | None, columns: int) -> torch.Tensor:
-    return F.pad(_cached(kv), (0, 0, columns, 0))
-
-
 class TalkerRunner:
     """Owns the talker's decode loop for up to `max_batch` rows. Not thread-safe: one thread (the engine's)
-    calls `prefill`, `step` and `release`, and nothing else generates with the model meanwhile."""
+    calls `prefill`, `step` and `release`, and nothing else generates with the model meanwhile.
 
-    def __init__(self, model: LoadedModel, sampling: SamplingSettings, max_batch: int):
+    `max_len` None: the cache grows and shrinks with the rows (kv.DynamicRows). A number: the cache is
+    preallocated for `max_batch` rows of `max_len` positions and every step has the same shapes
+    (kv.StaticRows); a row's frames are then capped so that its prompt and frames fit in `max_len`."""
+
+    def __init__(self, model: LoadedModel, sampling: SamplingSettings, max_batch: int, max_len: int | None = None):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
+        if max_len is not None and max_len < 2:
+            raise ValueError("max_len must be >= 2")
         talker: Any = model.inner.talker
         if getattr(talker.config, "sliding_window", None) is not None:
             raise NotImplementedError("a talker with sliding-window attention")  # its cache layers roll
         self.model = model
         self.sampling = sampling
         self.max_batch = max_batch
+        self.max_len = max_len
         self._talker = talker
         self._device = model.device
         self._vocab = int(talker.config.vocab_size)
         self._free = list(range(max_batch))
-        self._rows: list[_Row] = []  # in batch order
-        self._batch: _Batch | None = None
+        self._order: list[_Row | None] = []  # batch index -> row; None: a free slot that still runs (static)
+        self._store: DynamicRows | StaticRows | None = None
         # Built from the first captured prompt: the library decides sampling there (checkpoint defaults).
         self._logits: TalkerLogits | None = None
         self._predictor: BatchedCodePredictor | None = None
@@ -158,30 +120,34 @@ class TalkerRunner:
     @property
     def live_rows(self) -> list[int]:
         """Slots in use, in batch order."""
-        return [row.slot for row in self._rows]
+        return [row.slot for row in self._order if row is not None]
 
     @property
     def cache_length(self) -> int:
-        """Columns of the batch KV cache: the longest live row's history plus the padding others need."""
-        return 0 if self._batch is None else int(self._batch.mask.shape[1])
+        """Columns of the batch KV cache in use: the longest live history plus the padding others need."""
+        return 0 if self._store is None or not self.live_rows else self._store.length
 
     def release(self, slot: int) -> None:
         """The row in `slot` leaves now (cancel, cap); the others are not disturbed."""
-        for index, row in enumerate(self._rows):
-            if row.slot == slot:
+        for index, row in enumerate(self._order):
+            if row is not None and row.slot == slot:
                 self._drop([index])
                 return
         raise ValueError(f"slot {slot} is not in use")
 
     def _drop(self, indices: Sequence[int]) -> None:
-        gone = set(indices)
-        self._free.extend(self._rows[i].slot for i in gone)
-        keep = [i for i in range(len(self._rows)) if i not in gone]
-        self._rows = [self._rows[i] for i in keep]
-        if not keep:
-            self._batch = None
-        elif self._batch is not None:
-            self._batch.select(torch.tensor(keep, dtype=torch.long, device=self._device))
+        gone = [i for i in indices if self._order[i] is not None]
+        self._free.extend(row.slot for row in (self._order[i] for i in gone) if row is not None)
+        if isinstance(self._store, DynamicRows):
+            if len(gone) == len(self._order):
+                self._store, self._order = None, []
+                return
+            self._store.remove(gone)
+            self._order = [row for i, row in enumerate(self._order) if i not in set(gone)]
+        elif self._store is not None:
+            self._store.remove(gone)
+            for i in gone:
+                self._order[i] = None
 
     # -- joining -------------------------------------------------------------------------------------------
 
@@ -197,21 +163,36 @@ class TalkerRunner:
     def _admit(self, new: NewRow) -> Admission:
         try:
             check_request(self.model, new.request)
-            if new.max_frames is not None and new.max_frames < 1:
+            max_frames = new.max_frames if new.max_frames is not None else new.request.max_frames
+            if max_frames is not None and max_frames < 1:
                 raise ValueError("max_frames must be >= 1")
             prompt = capture_prompt(self.model, new.request, self.sampling)
+            if self.max_len is not None:
+                room = self.max_len - prompt.embeds.shape[1]
+                if room < 1:
+                    raise ValueError(f"a prompt of {prompt.embeds.shape[1]} positions leaves no room in {self.max_len}")
+                max_frames = room if max_frames is None else min(max_frames, room)
             self._configure(prompt)
             generator = new.generator or self._generator(new.request.seed)
             joining = self._prefill(prompt, generator)
         except Exception as error:  # this row's own failure; nothing of it reached the batch
             return Admission(slot=None, error=error)
         slot = self._free.pop(0)
-        max_frames = new.max_frames if new.max_frames is not None else new.request.max_frames
-        self._rows.append(_Row(slot, generator, prompt.trailing_text, max_frames))
-        if self._batch is None:
-            self._batch = joining
+        row = _Row(slot, generator, prompt.trailing_text, max_frames)
+        if self._store is None:
+            if self.max_len is None:
+                self._store = DynamicRows(joining)
+                self._order = [row]
+            else:
+                self._store = StaticRows(joining, slot, self.max_batch, self.max_len, self._talker.config)
+                self._order = [None] * self.max_batch
+                self._order[slot] = row
+            return Admission(slot=slot)
+        index = self._store.add(joining, slot)
+        if index == len(self._order):
+            self._order.append(row)
         else:
-            self._batch.extend(joining)
+            self._order[index] = row
         return Admission(slot=slot)
 
     def _configure(self, prompt: Prompt) -> None:
@@ -231,23 +212,28 @@ class TalkerRunner:
             generator.manual_seed(seed)
         return generator
 
-    def _prefill(self, prompt: Prompt, generator: torch.Generator) -> _Batch:
+    def _prefill(self, prompt: Prompt, generator: torch.Generator) -> Joining:
         assert self._logits is not None
         length = prompt.embeds.shape[1]
         cache = DynamicCache()
         mask = torch.ones(1, length, dtype=torch.long, device=self._device)
         positions = torch.arange(length, device=self._device).view(1, 1, -1).expand(3, 1, -1)
-        hidden, logits = self._forward(prompt.embeds, mask, positions, cache)
+        hidden, logits = self._forward(prompt.embeds, mask, positions, cache, torch.arange(length, device=self._device))
         none = torch.zeros(1, dtype=torch.long, device=self._device)
         seen = torch.zeros(1, self._vocab, dtype=torch.bool, device=self._device)
         token = draw(self._logits(logits, seen, none), [generator], self._logits.sampling.do_sample)
         seen[0, token] = True
-        return _Batch(cache, mask, none + length, token, hidden[:, -1:], seen, none + 1)
+        return Joining(cache, none + length, token, hidden[:, -1:], seen, none + 1)
 
     # -- the step ------------------------------------------------------------------------------------------
 
     def _forward(
-        self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache
+        self,
+        embeds: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        cache: Any,
+        cache_position: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The talker's forward without its side effect (it stores rope deltas on the module, for the whole
         batch): the last hidden state (B, L, D) and the float32 logits of the last position (B, V)."""
@@ -257,7 +243,7 @@ class TalkerRunner:
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
-            cache_position=torch.arange(mask.shape[1] - embeds.shape[1], mask.shape[1], device=self._device),
+            cache_position=cache_position,
         )
         hidden = out.last_hidden_state
         # The head over every position, as the library does at prefill (then HF takes the last one).
@@ -269,19 +255,20 @@ class TalkerRunner:
         """One frame for every live row. Rows whose frame is their last (EOS sampled next, or `max_frames`
         reached) leave the batch before this returns. If the step itself fails (out of memory, say), every
         row leaves, since each is half-advanced, and the error propagates; the runner stays usable."""
-        if self._batch is None:
+        if self._store is None or not self.live_rows:
             return StepResult([], StepTimings(0.0, 0.0, 0.0))
         start = self._clock()
         try:
-            codes, tokens, predicted = self._advance(self._batch)
+            codes, tokens, predicted = self._advance(self._store)
         except BaseException:
-            self._drop(range(len(self._rows)))
+            self._drop(range(len(self._order)))
             raise
         stepped = self._clock()
         assert self._logits is not None
-        rows = self._rows
         frames, ended = [], []
-        for index, (row, token) in enumerate(zip(rows, tokens, strict=True)):
+        for index, (row, token) in enumerate(zip(self._order, tokens, strict=True)):
+            if row is None:
+                continue
             row.frames += 1
             row.text_step += 1
             end: End | None = None
@@ -296,31 +283,29 @@ class TalkerRunner:
             self._drop(ended)
         return StepResult(frames, StepTimings(predicted - start, stepped - predicted, self._clock() - start))
 
-    def _advance(self, batch: _Batch) -> tuple[torch.Tensor, list[int], float]:
+    def _advance(self, store: DynamicRows | StaticRows) -> tuple[torch.Tensor, list[int], float]:
         """Frames (B, 16) and the next tokens, with the batch moved one position on."""
         assert self._logits is not None and self._predictor is not None
-        talker, rows = self._talker, self._rows
-        generators = [row.generator for row in rows]
-        first = talker.get_input_embeddings()(batch.tokens.unsqueeze(1))
-        rest = self._predictor(torch.cat([batch.hidden, first], dim=1), generators)
+        talker, order = self._talker, self._order
+        generators = [row.generator if row is not None else None for row in order]
+        first = talker.get_input_embeddings()(store.tokens.unsqueeze(1))
+        rest = self._predictor(torch.cat([store.hidden, first], dim=1), generators)
         predicted = self._clock()
 
         tables = talker.code_predictor.get_input_embeddings()
         embeds = torch.cat([first] + [tables[i](rest[:, i : i + 1]) for i in range(rest.shape[1])], dim=1)
-        embeds = embeds.sum(1, keepdim=True) + torch.cat([self._text_input(row) for row in rows])
-        mask = F.pad(batch.mask, (0, 1), value=1)
-        hidden, logits = self._forward(embeds, mask, batch.positions.view(1, -1, 1).expand(3, -1, 1), batch.cache)
-        tokens = draw(self._logits(logits, batch.seen, batch.generated), generators, self._logits.sampling.do_sample)
-        codes = torch.cat([batch.tokens.unsqueeze(1), rest], dim=1)
-        batch.mask, batch.hidden, batch.tokens = mask, hidden[:, -1:], tokens
-        batch.positions = batch.positions + 1
-        batch.generated = batch.generated + 1
-        batch.seen.scatter_(1, tokens.unsqueeze(1), True)
+        embeds = embeds.sum(1, keepdim=True) + torch.cat([self._text_input(row) for row in order])
+        mask, cache_position = store.next_column()
+        positions = store.positions.view(1, -1, 1).expand(3, -1, 1)
+        hidden, logits = self._forward(embeds, mask, positions, store.cache, cache_position)
+        tokens = draw(self._logits(logits, store.seen, store.generated), generators, self._logits.sampling.do_sample)
+        codes = torch.cat([store.tokens.unsqueeze(1), rest], dim=1)
+        store.commit(mask, hidden[:, -1:], tokens)
         return codes, tokens.tolist(), predicted  # the step's one read-back: EOS is decided on the host
 
-    def _text_input(self, row: _Row) -> torch.Tensor:
+    def _text_input(self, row: _Row | None) -> torch.Tensor:
         """The library adds `trailing_text_hidden[:, generation_step]` while text remains, else the pad."""
-        if row.text_step < row.trailing_text.shape[1]:
+        if row is not None and row.text_step < row.trailing_text.shape[1]:
             return row.trailing_text[:, row.text_step].unsqueeze(1)
         assert self._pad is not None
         return self._pad

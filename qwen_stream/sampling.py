@@ -92,15 +92,19 @@ class TalkerLogits:
         return scores
 
 
-def draw(scores: torch.Tensor, generators: Sequence[torch.Generator], do_sample: bool) -> torch.Tensor:
-    """One token per row, (B,) long. Row i draws from generators[i] only."""
+def draw(scores: torch.Tensor, generators: Sequence[torch.Generator | None], do_sample: bool) -> torch.Tensor:
+    """One token per row, (B,) long. Row i draws from generators[i] only; a row without one (a free slot
+    of a static batch) draws nothing and gets the most likely token."""
     if not do_sample:
         return torch.argmax(scores, dim=-1)
     probs = torch.softmax(scores, dim=-1)
     # `torch.multinomial(p, 1, generator=g)` is `argmax(p / q)` with q ~ Exp(1) drawn from g, after a check of
     # p that reads a value back to the host. Drawing q row by row keeps every row's draws; one division and
     # one argmax serve the batch, and no host read-back stalls a GPU (16 draws per row per step).
-    noise = torch.cat([torch.empty_like(probs[i : i + 1]).exponential_(generator=g) for i, g in enumerate(generators)])
+    noise = torch.ones_like(probs)
+    for i, generator in enumerate(generators):
+        if generator is not None:
+            noise[i : i + 1].exponential_(generator=generator)
     return torch.argmax(probs / noise, dim=-1)
 
 
@@ -118,7 +122,7 @@ class BatchedCodePredictor:
         self._warpers = _warpers(sampling.subtalker_temperature, sampling.subtalker_top_k, sampling.subtalker_top_p)
         self._steps = len(self._cp.lm_head)
 
-    def __call__(self, prompt: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    def __call__(self, prompt: torch.Tensor, generators: Sequence[torch.Generator | None]) -> torch.Tensor:
         """prompt (B, 2, D_talker) -> codes (B, 15) long."""
         cp = self._cp
         cache = DynamicCache()
