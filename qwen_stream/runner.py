@@ -127,6 +127,7 @@ class TalkerRunner:
         """Columns of the batch KV cache in use: the longest live history plus the padding others need."""
         return 0 if self._store is None or not self.live_rows else self._store.length
 
+    @torch.inference_mode()
     def release(self, slot: int) -> None:
         """The row in `slot` leaves now (cancel, cap); the others are not disturbed."""
         for index, row in enumerate(self._order):

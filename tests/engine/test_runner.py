@@ -83,8 +83,8 @@ class Driver:
         return torch.stack(self.frames[name])
 
 
-def solo(model, request: SynthesisRequest, sampling: SamplingSettings = SAMPLING) -> torch.Tensor:
-    driver = Driver(TalkerRunner(model, sampling, max_batch=1))
+def solo(model, request: SynthesisRequest, sampling=SAMPLING, max_len: int | None = None) -> torch.Tensor:
+    driver = Driver(TalkerRunner(model, sampling, max_batch=1, max_len=max_len))
     driver.join(row=request)
     driver.finish()
     return driver.codes("row")
@@ -110,6 +110,15 @@ def logit_bias(model, token: int, bias: float):
         handle.remove()
 
 
+# The two cache layouts (kv.py). The static one is small enough that rows hit its end and shift left.
+STATIC_LEN = 104
+
+
+@pytest.fixture(params=[None, STATIC_LEN], ids=["dynamic", "static"])
+def max_len(request):
+    return request.param
+
+
 def test_batched_draws_equal_torch_multinomial_row_by_row():
     """`draw` skips multinomial's host read-back; each row must still get what multinomial gives it."""
     scores = torch.randn(3, 2048, generator=torch.Generator().manual_seed(0)) * 4
@@ -125,9 +134,10 @@ def test_batched_draws_equal_torch_multinomial_row_by_row():
 # -- batch 1 equals the library -------------------------------------------------------------------------
 
 
-def test_custom_voice_frames_equal_library_generate(custom_voice_model):
+def test_custom_voice_frames_equal_library_generate(custom_voice_model, max_len):
     request = speak(TEXT, seed=11, frames=20)
-    assert torch.equal(solo(custom_voice_model, request), library_frames(custom_voice_model, request, 20))
+    expected = library_frames(custom_voice_model, request, 20)
+    assert torch.equal(solo(custom_voice_model, request, max_len=max_len), expected)
 
 
 REPEATED = 100
@@ -156,20 +166,21 @@ def test_voice_design_frames_equal_library_generate(voice_design_model):
     assert torch.equal(solo(voice_design_model, request), library_frames(voice_design_model, request, 16))
 
 
+@pytest.mark.parametrize("max_len", [None, 160], ids=["dynamic", "static"])
 @pytest.mark.parametrize("ref_text", [None, "This is the reference transcript."], ids=["xvector", "icl"])
-def test_base_clone_frames_equal_library_generate(base_model, reference_audio, ref_text):
+def test_base_clone_frames_equal_library_generate(base_model, reference_audio, ref_text, max_len):
     samples, rate = reference_audio
     voice = Voice(clone=clone_prompt(base_model, samples, rate, ref_text))
     request = SynthesisRequest(TEXT, "English", voice, seed=3, max_frames=14)
-    assert torch.equal(solo(base_model, request), library_frames(base_model, request, 14))
+    assert torch.equal(solo(base_model, request, max_len=max_len), library_frames(base_model, request, 14))
 
 
-def test_eos_ends_rows_as_the_library_does_and_frees_their_slots(custom_voice_model):
+def test_eos_ends_rows_as_the_library_does_and_frees_their_slots(custom_voice_model, max_len):
     model = custom_voice_model
     requests = {f"r{seed}": speak(f"Sentence number {seed} ends early.", seed=seed, frames=30) for seed in (1, 2, 3)}
     with logit_bias(model, model.eos_id, 3.0):
         expected = {name: library_frames(model, request, 30) for name, request in requests.items()}
-        driver = Driver(TalkerRunner(model, SAMPLING, max_batch=3))
+        driver = Driver(TalkerRunner(model, SAMPLING, max_batch=3, max_len=max_len))
         driver.join(**requests)
         driver.finish()
     lengths = sorted(len(codes) for codes in expected.values())
@@ -197,8 +208,8 @@ def references(custom_voice_model):
 
 
 @pytest.mark.parametrize("k", [0, 1, 4, 9])
-def test_a_row_yields_the_same_frames_whenever_it_joins(custom_voice_model, references, k):
-    driver = Driver(TalkerRunner(custom_voice_model, SAMPLING, max_batch=3))
+def test_a_row_yields_the_same_frames_whenever_it_joins(custom_voice_model, references, k, max_len):
+    driver = Driver(TalkerRunner(custom_voice_model, SAMPLING, max_batch=3, max_len=max_len))
     driver.join(short=MATES["short"], long=MATES["long"])
     driver.step(k)
     driver.join(probe=PROBE)
@@ -217,7 +228,8 @@ def test_a_row_yields_the_same_frames_whenever_it_joins(custom_voice_model, refe
     assert driver.runner.free_slots == 3
 
 
-def test_clone_rows_of_both_modes_share_a_batch_without_changing_their_frames(base_model, reference_audio):
+@pytest.mark.parametrize("max_len", [None, 160], ids=["dynamic", "static"])
+def test_clone_rows_of_both_modes_share_a_batch_without_changing_their_frames(base_model, reference_audio, max_len):
     """Base prompts differ most in shape: an ICL prompt carries the reference's codes, and its text is fed
     one position per step (trailing text), ending at different steps per row."""
     samples, rate = reference_audio
@@ -227,7 +239,7 @@ def test_clone_rows_of_both_modes_share_a_batch_without_changing_their_frames(ba
         "icl": SynthesisRequest("The cloned voice continues its reference.", "English", icl, seed=31, max_frames=10),
         "xvector": SynthesisRequest("Short.", "English", xvector, seed=32, max_frames=14),
     }
-    driver = Driver(TalkerRunner(base_model, SAMPLING, max_batch=2))
+    driver = Driver(TalkerRunner(base_model, SAMPLING, max_batch=2, max_len=max_len))
     driver.join(xvector=rows["xvector"])
     driver.step(3)
     driver.join(icl=rows["icl"])
@@ -236,7 +248,7 @@ def test_clone_rows_of_both_modes_share_a_batch_without_changing_their_frames(ba
         assert torch.equal(driver.codes(name), solo(base_model, request)), name
 
 
-def test_leaving_trims_the_cache_to_what_remaining_rows_attend(custom_voice_model):
+def test_leaving_trims_the_dynamic_cache_to_what_remaining_rows_attend(custom_voice_model):
     runner = TalkerRunner(custom_voice_model, SAMPLING, max_batch=2)
     short, long = runner.prefill([NewRow(MATES["short"]), NewRow(MATES["long"])])
     alone = TalkerRunner(custom_voice_model, SAMPLING, max_batch=1)
@@ -253,9 +265,11 @@ def test_leaving_trims_the_cache_to_what_remaining_rows_attend(custom_voice_mode
 # -- slots -----------------------------------------------------------------------------------------------
 
 
-def test_no_slot_leaks_over_many_random_joins_and_releases(custom_voice_model, references):
+@pytest.mark.parametrize("max_len", [None, 34], ids=["dynamic", "static"])
+def test_no_slot_leaks_over_many_random_joins_and_releases(custom_voice_model, references, max_len):
     rng = random.Random(0)
-    runner = TalkerRunner(custom_voice_model, SAMPLING, max_batch=3)
+    runner = TalkerRunner(custom_voice_model, SAMPLING, max_batch=3, max_len=max_len)
+    lengths = []
     texts = ["One.", "Two words.", "Three words here.", "四个字。"]
     joined = 0
     for op in range(300):
@@ -278,17 +292,21 @@ def test_no_slot_leaks_over_many_random_joins_and_releases(custom_voice_model, r
         live = runner.live_rows
         assert len(set(live)) == len(live) and runner.free_slots + len(live) == 3
         assert runner.cache_length == 0 or live
+        lengths.append(runner.cache_length)
     assert joined > 100
+    if max_len is not None:  # the buffer filled up, so later steps shifted every row left
+        assert max(lengths) == max_len
     for slot in runner.live_rows:
         runner.release(slot)
     assert runner.free_slots == 3 and runner.cache_length == 0
     with pytest.raises(ValueError):
         runner.release(0)
-    # After all that churn a fresh row still makes exactly its solo frames.
+    # After all that churn a fresh row still makes exactly its solo frames (as many as fit).
     driver = Driver(runner)
-    driver.join(probe=PROBE)
+    driver.join(probe=MATES["short"])
     driver.finish()
-    assert torch.equal(driver.codes("probe"), references["probe"])
+    assert torch.equal(driver.codes("probe"), references["short"][: len(driver.frames["probe"])])
+    assert len(driver.frames["probe"]) == (20 if max_len is None else max_len - 21)
 
 
 def test_more_rows_than_free_slots_is_refused_whole(custom_voice_model):
@@ -298,8 +316,8 @@ def test_more_rows_than_free_slots_is_refused_whole(custom_voice_model):
     assert runner.free_slots == 1 and runner.live_rows == []
 
 
-def test_a_failing_step_empties_the_batch_and_the_runner_goes_on(custom_voice_model, references, monkeypatch):
-    runner = TalkerRunner(custom_voice_model, SAMPLING, max_batch=2)
+def test_a_failing_step_empties_the_batch_and_the_runner_goes_on(custom_voice_model, references, monkeypatch, max_len):
+    runner = TalkerRunner(custom_voice_model, SAMPLING, max_batch=2, max_len=max_len)
     runner.prefill([NewRow(MATES["short"]), NewRow(MATES["long"])])
     runner.step()
 
@@ -320,7 +338,7 @@ def test_a_failing_step_empties_the_batch_and_the_runner_goes_on(custom_voice_mo
 # -- a failing prompt fails its row only -----------------------------------------------------------------
 
 
-def test_a_failing_prompt_fails_only_its_row(custom_voice_model, references, monkeypatch):
+def test_a_failing_prompt_fails_only_its_row(custom_voice_model, references, monkeypatch, max_len):
     broken = speak("This prompt breaks inside the library's prompt code.", seed=1, frames=5)
     real_build = prompts.build_generate_inputs
 
@@ -330,7 +348,7 @@ def test_a_failing_prompt_fails_only_its_row(custom_voice_model, references, mon
         return real_build(model, requests)
 
     monkeypatch.setattr(prompts, "build_generate_inputs", build)
-    driver = Driver(TalkerRunner(custom_voice_model, SAMPLING, max_batch=4))
+    driver = Driver(TalkerRunner(custom_voice_model, SAMPLING, max_batch=4, max_len=max_len))
     driver.join(short=MATES["short"])
     driver.step(2)
     errors = driver.join(
@@ -345,3 +363,17 @@ def test_a_failing_prompt_fails_only_its_row(custom_voice_model, references, mon
     driver.finish()
     assert torch.equal(driver.codes("probe"), references["probe"])
     assert torch.equal(driver.codes("short"), references["short"])
+
+
+# -- the static layout's limits ----------------------------------------------------------------------------
+
+
+def test_a_static_cache_caps_frames_to_what_fits_and_refuses_prompts_that_do_not(custom_voice_model, references):
+    prompt_length = 44  # PROBE's
+    runner = TalkerRunner(custom_voice_model, SAMPLING, max_batch=2, max_len=prompt_length + 5)
+    driver = Driver(runner)
+    errors = driver.join(probe=PROBE, long=MATES["long"])
+    assert errors["probe"] is None and "no room" in str(errors["long"])
+    driver.finish()
+    assert driver.ends["probe"] == "cap"
+    assert torch.equal(driver.codes("probe"), references["probe"][:5])
