@@ -2,7 +2,9 @@
 lean code predictor) on the same requests.
 
     python benchmarks/bench_runner.py [--model-path DIR --device cuda] [--frames 50] [--runs 3] [--batches 1,2,4]
+                                      [--max-len 256] [--threads 1]
 
+The runner runs in both cache layouts (kv.py): dynamic, and static with `--max-len` positions per row.
 Both paths make codes only (no PCM decode). "frames/s" counts frames of all rows together per second of
 generation. For the runner it is reported twice: steps only, and with the rows' prefills included, which is
 what today's path always includes. On a shared CPU the figures are indicative only."""
@@ -55,6 +57,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batches", default="1,2,4")
+    parser.add_argument("--max-len", type=int, default=256, help="positions per row of the static layout")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -78,9 +81,9 @@ def main() -> None:
             for i in range(batch)
         ]
 
-    def runner_run(batch: int) -> tuple[float, float, float, float]:
+    def runner_run(batch: int, max_len: int | None) -> tuple[float, float, float, float]:
         """Seconds: prefill of all rows, then median step, code predictor, talker per step."""
-        runner = TalkerRunner(model, sampling, max_batch=batch)
+        runner = TalkerRunner(model, sampling, max_batch=batch, max_len=max_len)
         sync()
         t0 = time.perf_counter()
         admitted = runner.prefill([NewRow(r, max_frames=args.frames) for r in requests(batch)])
@@ -106,23 +109,14 @@ def main() -> None:
 
     rows = []
     for batch in (int(b) for b in args.batches.split(",")):
-        runner_run(batch), today_run(batch)  # warm-up
-        runs = [runner_run(batch) for _ in range(args.runs)]
-        prefill, step, predictor, talker = (median([r[i] for r in runs]) for i in range(4))
-        today = median([today_run(batch) for _ in range(args.runs)])
-        frames = batch * args.frames
-        rows.append(
-            (
-                batch,
-                1000 * step,
-                1000 * predictor,
-                1000 * talker,
-                1000 * prefill / batch,
-                batch / step,
-                frames / (prefill + step * args.frames),
-                frames / today,
-            )
-        )
+        today_run(batch)  # warm-up
+        today = batch * args.frames / median([today_run(batch) for _ in range(args.runs)])
+        for layout, max_len in (("dynamic", None), (f"static {args.max_len}", args.max_len)):
+            runner_run(batch, max_len)  # warm-up
+            runs = [runner_run(batch, max_len) for _ in range(args.runs)]
+            prefill, step, predictor, talker = (median([r[i] for r in runs]) for i in range(4))
+            with_prefill = batch * args.frames / (prefill + step * args.frames)
+            rows.append((batch, layout, step, predictor, talker, prefill / batch, batch / step, with_prefill, today))
 
     print(
         f"# bench_runner: {machine()}, threads {torch.get_num_threads()}, model {model.source} "
@@ -130,14 +124,14 @@ def main() -> None:
         f"median of {args.runs} runs"
     )
     print(
-        "| batch | runner ms/step | code predictor ms | talker ms | prefill ms/row | runner frames/s "
+        "| batch | layout | runner ms/step | code predictor ms | talker ms | prefill ms/row | runner frames/s "
         "| runner frames/s incl. prefill | today's path frames/s |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for batch, step, predictor, talker, prefill, fps, fps_all, today in rows:
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for batch, layout, step, predictor, talker, prefill, fps, fps_all, today in rows:
         print(
-            f"| {batch} | {step:.1f} | {predictor:.1f} | {talker:.1f} | {prefill:.1f} | {fps:.0f} | {fps_all:.0f} "
-            f"| {today:.0f} |"
+            f"| {batch} | {layout} | {1000 * step:.1f} | {1000 * predictor:.1f} | {1000 * talker:.1f} "
+            f"| {1000 * prefill:.1f} | {fps:.0f} | {fps_all:.0f} | {today:.0f} |"
         )
 
 

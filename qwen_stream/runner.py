@@ -2,14 +2,14 @@
 
 `TalkerRunner` replaces the talker's HF `generate` (qwen-tts 0.1.1; see DESIGN.md section 3). A row's prompt
 is the library's own (prompts.py). The row is prefilled alone (a batch of one) and its KV joins the batch
-cache right-aligned: every row writes the same cache column at each step, a row's left padding is masked,
-and its positions are its own (prompt length + tokens so far), which is what the library's rope delta
-computes. Rows leave by being dropped from the batch tensors; columns that no remaining row attends to are
-trimmed off the left.
+cache right-aligned (kv.py): every row writes the same cache column at each step, a row's left padding is
+masked, and its positions are its own (prompt length + tokens so far), which is what the library's rope
+delta computes. Frames leave through `step()`'s result, not through the tap: the runner calls the talker's
+inner model, so the forward hook on the talker never fires.
 
-The cache is a DynamicCache whose per-layer tensors grow by one column per step (eager, no preallocation);
-a static max_batch x max_len cache for CUDA graphs is a later step. Sampling is per row (sampling.py), so a
-row's codes do not depend on its batch mates beyond the floating-point noise of batched kernels.
+Sampling is per row (sampling.py), so a row's codes do not depend on its batch mates beyond the
+floating-point noise of batched kernels, too small to change a code in the tests. Everything runs eagerly;
+with `max_len` set, every step has the same shapes, which CUDA graphs will need.
 """
 
 from __future__ import annotations
@@ -262,7 +262,8 @@ class TalkerRunner:
         try:
             codes, tokens, predicted = self._advance(self._store)
         except BaseException:
-            self._drop(range(len(self._order)))
+            self._free.extend(row.slot for row in self._order if row is not None)
+            self._store, self._order = None, []  # a static store may hold half a step's masks: rebuild it
             raise
         stepped = self._clock()
         assert self._logits is not None
