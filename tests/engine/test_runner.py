@@ -129,6 +129,10 @@ def test_batched_draws_equal_torch_multinomial_row_by_row():
     for _ in range(20):
         expected = [int(torch.multinomial(probs[i : i + 1], 1, generator=g)) for i, g in enumerate(theirs)]
         assert draw(scores, ours, do_sample=True).tolist() == expected
+    # A free slot of a static batch has no generator: it draws nothing and the others' draws are unchanged.
+    before = [g.get_state() for g in ours]
+    assert draw(scores, [ours[0], None, ours[2]], do_sample=True)[1] == scores[1].argmax()
+    assert torch.equal(ours[1].get_state(), before[1]) and not torch.equal(ours[0].get_state(), before[0])
 
 
 # -- batch 1 equals the library -------------------------------------------------------------------------
