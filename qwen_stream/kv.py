@@ -13,6 +13,7 @@ padding is masked. Two layouts:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -71,8 +72,9 @@ class DynamicRows:
             setattr(self, name, torch.cat([getattr(self, name), getattr(row, name)]))
         return self.mask.shape[0] - 1
 
-    def remove(self, indices: list[int]) -> None:
-        keep = [i for i in range(self.mask.shape[0]) if i not in set(indices)]
+    def remove(self, indices: Collection[int]) -> None:
+        gone = set(indices)
+        keep = [i for i in range(self.mask.shape[0]) if i not in gone]
         index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
         mask = self.mask.index_select(0, index)
         trim = int(mask.any(dim=0).long().argmax())  # the columns only the departed rows' histories needed
@@ -130,8 +132,8 @@ class StaticRows:
             getattr(self, name)[slot] = getattr(row, name)[0]
         return slot
 
-    def remove(self, indices: list[int]) -> None:
-        self.mask[indices] = 0
+    def remove(self, indices: Collection[int]) -> None:
+        self.mask[sorted(indices)] = 0
         if not bool(self.mask.any()):
             self.write = 0
 

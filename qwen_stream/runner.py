@@ -137,14 +137,14 @@ class TalkerRunner:
         raise ValueError(f"slot {slot} is not in use")
 
     def _drop(self, indices: Sequence[int]) -> None:
-        gone = [i for i in indices if self._order[i] is not None]
-        self._free.extend(row.slot for row in (self._order[i] for i in gone) if row is not None)
+        gone = {i for i in indices if self._order[i] is not None}
+        self._free.extend(row.slot for row in (self._order[i] for i in sorted(gone)) if row is not None)
         if isinstance(self._store, DynamicRows):
             if len(gone) == len(self._order):
                 self._store, self._order = None, []
                 return
             self._store.remove(gone)
-            self._order = [row for i, row in enumerate(self._order) if i not in set(gone)]
+            self._order = [row for i, row in enumerate(self._order) if i not in gone]
         elif self._store is not None:
             self._store.remove(gone)
             for i in gone:
