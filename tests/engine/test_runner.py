@@ -196,6 +196,16 @@ def test_eos_ends_rows_as_the_library_does_and_frees_their_slots(custom_voice_mo
     assert driver.runner.free_slots == 3 and driver.runner.live_rows == []
 
 
+def test_the_runner_leaves_the_model_as_the_generation_path_expects_it(custom_voice_model):
+    """Runner and today's engine share loaded models during the move: no tap steps, no patched generate, no
+    rope deltas stored on the talker."""
+    talker = custom_voice_model.inner.talker
+    steps, deltas = custom_voice_model.tap.steps, talker.rope_deltas
+    solo(custom_voice_model, speak(TEXT, seed=1, frames=3))
+    assert custom_voice_model.tap.steps == steps and talker.rope_deltas is deltas
+    assert "generate" not in vars(talker)
+
+
 # -- join / leave invariance ---------------------------------------------------------------------------
 
 PROBE = speak("The probe row says this sentence.", seed=7, frames=12, speaker="Vivian")
