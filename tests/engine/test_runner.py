@@ -165,9 +165,10 @@ def test_operator_sampling_is_applied_as_the_library_applies_it(custom_voice_mod
     assert (expected[:, 0] == REPEATED).sum() > 1
 
 
-def test_voice_design_frames_equal_library_generate(voice_design_model):
+def test_voice_design_frames_equal_library_generate(voice_design_model, max_len):
     request = SynthesisRequest(TEXT, "English", Voice(instruct="A calm, low voice."), seed=5, max_frames=16)
-    assert torch.equal(solo(voice_design_model, request), library_frames(voice_design_model, request, 16))
+    expected = library_frames(voice_design_model, request, 16)
+    assert torch.equal(solo(voice_design_model, request, max_len=max_len), expected)
 
 
 @pytest.mark.parametrize("max_len", [None, 160], ids=["dynamic", "static"])
@@ -391,3 +392,28 @@ def test_a_static_cache_caps_frames_to_what_fits_and_refuses_prompts_that_do_not
     driver.finish()
     assert driver.ends["probe"] == "cap"
     assert torch.equal(driver.codes("probe"), references["probe"][:5])
+
+
+# -- on a GPU, when there is one --------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("max_len", [None, 128], ids=["dynamic", "static"])
+def test_on_cuda_rows_match_the_library_alone_and_in_a_batch(custom_voice_dir, max_len):
+    """A row's CUDA generator seeded like `torch.manual_seed` seeds the library's; float32, so batched kernels
+    differ from batch-1 ones by rounding only."""
+    from qwen_stream.model import load_model
+    from qwen_stream.settings import ModelSettings
+
+    model = load_model(ModelSettings(path=str(custom_voice_dir), device="cuda", dtype="fp32"))
+    probe = speak(TEXT, seed=11, frames=20)
+    expected = library_frames(model, probe, 20)
+    assert torch.equal(solo(model, probe, max_len=max_len).cpu(), expected.cpu())
+    driver = Driver(TalkerRunner(model, SAMPLING, max_batch=3, max_len=max_len))
+    driver.join(short=MATES["short"])
+    driver.step(2)
+    driver.join(probe=probe, late=MATES["late"])
+    driver.step(4)
+    driver.release("short")
+    driver.finish()
+    assert torch.equal(driver.codes("probe").cpu(), expected.cpu())
