@@ -34,3 +34,5 @@ for size in 0.6b 1.7b; do
     --frames 200 --runs 5
 done
 step decoder-1.7b python3 benchmarks/bench_decoder.py --model-path /tmp/cv-1.7b --device cuda
+step runner-1.7b python3 benchmarks/bench_runner.py --model-path /tmp/cv-1.7b --device cuda --frames 60 --runs 2 \
+  --batches 1,4,16 --max-len 512

@@ -1,0 +1,139 @@
+"""TalkerRunner step time at batch 1, 2, 4, next to today's generation path (HF `generate` around the talker,
+lean code predictor) on the same requests.
+
+    python benchmarks/bench_runner.py [--model-path DIR --device cuda] [--frames 50] [--runs 3] [--batches 1,2,4]
+                                      [--max-len 256] [--threads 1]
+
+The runner runs in both cache layouts (kv.py): dynamic, and static with `--max-len` positions per row.
+Both paths make codes only (no PCM decode). "frames/s" counts frames of all rows together per second of
+generation. For the runner it is reported twice: steps only, and with the rows' prefills included, which is
+what today's path always includes. On a shared CPU the figures are indicative only."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from benchmarks._common import add_model_args, machine, median, model_path  # noqa: E402
+
+TEXTS = [
+    "Streaming speech synthesis should start talking almost at once.",
+    "A second sentence, of about the same length as the first one.",
+    "The third row speaks while the others are still speaking.",
+    "And a fourth, so that a batch of four has four different prompts.",
+]
+
+
+class _Sink:
+    def __init__(self, cap: int):
+        self.frames, self.cap = 0, cap
+
+    @property
+    def stopped(self) -> bool:
+        return self.frames >= self.cap
+
+    def on_frame(self, codes) -> None:
+        self.frames += 1
+
+    def on_eos(self) -> None:
+        self.frames = self.cap
+
+    def on_error(self, error) -> None:
+        raise error
+
+    def on_stopped(self) -> None:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_args(parser)
+    parser.add_argument("--frames", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batches", default="1,2,4")
+    parser.add_argument("--max-len", type=int, default=256, help="positions per row of the static layout")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from qwen_stream.generation import SynthesisRequest, Voice, generate_streaming
+    from qwen_stream.model import load_model
+    from qwen_stream.runner import NewRow, TalkerRunner
+    from qwen_stream.settings import ModelSettings, SamplingSettings
+
+    model = load_model(ModelSettings(path=model_path(args), device=args.device, dtype=args.dtype))
+    if model.family != "custom_voice":
+        raise SystemExit("bench_runner speaks built-in speakers: use a CustomVoice checkpoint")
+    speakers = model.speakers
+    sampling = SamplingSettings()
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+
+    def requests(batch: int) -> list[SynthesisRequest]:
+        return [
+            SynthesisRequest(TEXTS[i % len(TEXTS)], "English", Voice(speaker=speakers[i % len(speakers)]), seed=i)
+            for i in range(batch)
+        ]
+
+    def runner_run(batch: int, max_len: int | None) -> tuple[float, float, float, float]:
+        """Seconds: prefill of all rows, then median step, code predictor, talker per step."""
+        runner = TalkerRunner(model, sampling, max_batch=batch, max_len=max_len)
+        sync()
+        t0 = time.perf_counter()
+        admitted = runner.prefill([NewRow(r, max_frames=args.frames) for r in requests(batch)])
+        sync()
+        prefill = time.perf_counter() - t0
+        if any(a.error for a in admitted):
+            raise SystemExit(f"prefill failed: {[a.error for a in admitted]}")
+        totals, predictor, talker = [], [], []
+        while runner.live_rows:
+            timings = runner.step().timings
+            totals.append(timings.total_s)
+            predictor.append(timings.code_predictor_s)
+            talker.append(timings.talker_s)
+        return prefill, median(totals), median(predictor), median(talker)
+
+    def today_run(batch: int) -> float:
+        sinks = [_Sink(args.frames) for _ in range(batch)]
+        sync()
+        t0 = time.perf_counter()
+        generate_streaming(model, requests(batch), sinks, sampling, max_new_frames=args.frames)
+        sync()
+        return time.perf_counter() - t0
+
+    rows = []
+    for batch in (int(b) for b in args.batches.split(",")):
+        today_run(batch)  # warm-up
+        today = batch * args.frames / median([today_run(batch) for _ in range(args.runs)])
+        for layout, max_len in (("dynamic", None), (f"static {args.max_len}", args.max_len)):
+            runner_run(batch, max_len)  # warm-up
+            runs = [runner_run(batch, max_len) for _ in range(args.runs)]
+            prefill, step, predictor, talker = (median([r[i] for r in runs]) for i in range(4))
+            with_prefill = batch * args.frames / (prefill + step * args.frames)
+            rows.append((batch, layout, step, predictor, talker, prefill / batch, batch / step, with_prefill, today))
+
+    print(
+        f"# bench_runner: {machine()}, threads {torch.get_num_threads()}, model {model.source} "
+        f"({model.placement.dtype}, {model.placement.attention}), {args.frames} frames per row, "
+        f"median of {args.runs} runs"
+    )
+    print(
+        "| batch | layout | runner ms/step | code predictor ms | talker ms | prefill ms/row | runner frames/s "
+        "| runner frames/s incl. prefill | today's path frames/s |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for batch, layout, step, predictor, talker, prefill, fps, fps_all, today in rows:
+        print(
+            f"| {batch} | {layout} | {1000 * step:.1f} | {1000 * predictor:.1f} | {1000 * talker:.1f} "
+            f"| {1000 * prefill:.1f} | {fps:.0f} | {fps_all:.0f} | {today:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""The talker step, owned by us: rows join and leave a running batch between steps.
+
+`TalkerRunner` replaces the talker's HF `generate` (qwen-tts 0.1.1; see DESIGN.md section 3). A row's prompt
+is the library's own (prompts.py). The row is prefilled alone (a batch of one) and its KV joins the batch
+cache right-aligned (kv.py): every row writes the same cache column at each step, a row's left padding is
+masked, and its positions are its own (prompt length + tokens so far), which is what the library's rope
+delta computes. Frames leave through `step()`'s result, not through the tap: the runner calls the talker's
+inner model, so the forward hook on the talker never fires.
+
+Sampling is per row (sampling.py), so a row's codes do not depend on its batch mates beyond the
+floating-point noise of batched kernels, too small to change a code in the tests. Everything runs eagerly;
+with `max_len` set, every step has the same shapes, which CUDA graphs will need.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+from .generation import SynthesisRequest, check_request
+from .kv import DynamicRows, Joining, StaticRows
+from .model import LoadedModel
+from .prompts import Prompt, capture_prompt
+from .sampling import BatchedCodePredictor, TalkerLogits, TalkerSampling, draw
+from .settings import SamplingSettings
+
+End = Literal["eos", "cap"]
+
+
+@dataclass(frozen=True)
+class NewRow:
+    """A request entering the batch. Without a generator, one is seeded from `request.seed` (or at random).
+    `max_frames` (default: `request.max_frames`; None: no cap) ends the row after that many frames."""
+
+    request: SynthesisRequest
+    generator: torch.Generator | None = None
+    max_frames: int | None = None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The outcome of one `NewRow`: the slot it runs in, or why its prompt failed."""
+
+    slot: int | None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class RowFrame:
+    slot: int
+    codes: torch.Tensor  # (16,) long: codebook 0 from the talker, 1..15 from the code predictor
+    end: End | None  # set on the row's last frame; its slot is free again when step() returns
+
+
+@dataclass(frozen=True)
+class StepTimings:
+    code_predictor_s: float
+    talker_s: float  # the talker's forward, logits processing and draws
+    total_s: float
+
+
+@dataclass(frozen=True)
+class StepResult:
+    frames: list[RowFrame]
+    timings: StepTimings
+
+
+@dataclass
+class _Row:
+    slot: int
+    generator: torch.Generator
+    trailing_text: torch.Tensor
+    max_frames: int | None
+    text_step: int = 0  # the library's `generation_step`, which it keeps for the whole batch
+    frames: int = 0
+
+
+class TalkerRunner:
+    """Owns the talker's decode loop for up to `max_batch` rows. Not thread-safe: one thread (the engine's)
+    calls `prefill`, `step` and `release`, and nothing else generates with the model meanwhile.
+
+    `max_len` None: the cache grows and shrinks with the rows (kv.DynamicRows). A number: the cache is
+    preallocated for `max_batch` rows of `max_len` positions and every step has the same shapes
+    (kv.StaticRows); a row's frames are then capped so that its prompt and frames fit in `max_len`."""
+
+    def __init__(self, model: LoadedModel, sampling: SamplingSettings, max_batch: int, max_len: int | None = None):
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        if max_len is not None and max_len < 2:
+            raise ValueError("max_len must be >= 2")
+        talker: Any = model.inner.talker
+        if getattr(talker.config, "sliding_window", None) is not None:
+            raise NotImplementedError("a talker with sliding-window attention")  # its cache layers roll
+        self.model = model
+        self.sampling = sampling
+        self.max_batch = max_batch
+        self.max_len = max_len
+        self._talker = talker
+        self._device = model.device
+        self._vocab = int(talker.config.vocab_size)
+        self._free = list(range(max_batch))
+        self._order: list[_Row | None] = []  # batch index -> row; None: a free slot that still runs (static)
+        self._store: DynamicRows | StaticRows | None = None
+        # Built from the first captured prompt: the library decides sampling there (checkpoint defaults).
+        self._logits: TalkerLogits | None = None
+        self._predictor: BatchedCodePredictor | None = None
+        self._pad: torch.Tensor | None = None
+
+    # -- slots ---------------------------------------------------------------------------------------------
+
+    @property
+    def free_slots(self) -> int:
+        return len(self._free)
+
+    @property
+    def live_rows(self) -> list[int]:
+        """Slots in use, in batch order."""
+        return [row.slot for row in self._order if row is not None]
+
+    @property
+    def cache_length(self) -> int:
+        """Columns of the batch KV cache in use: the longest live history plus the padding others need."""
+        return 0 if self._store is None or not self.live_rows else self._store.length
+
+    @torch.inference_mode()
+    def release(self, slot: int) -> None:
+        """The row in `slot` leaves now (cancel, cap); the others are not disturbed."""
+        for index, row in enumerate(self._order):
+            if row is not None and row.slot == slot:
+                self._drop([index])
+                return
+        raise ValueError(f"slot {slot} is not in use")
+
+    def _drop(self, indices: Sequence[int]) -> None:
+        gone = {i for i in indices if self._order[i] is not None}
+        self._free.extend(row.slot for row in (self._order[i] for i in sorted(gone)) if row is not None)
+        if isinstance(self._store, DynamicRows):
+            if len(gone) == len(self._order):
+                self._store, self._order = None, []
+                return
+            self._store.remove(gone)
+            self._order = [row for i, row in enumerate(self._order) if i not in gone]
+        elif self._store is not None:
+            self._store.remove(gone)
+            for i in gone:
+                self._order[i] = None
+
+    # -- joining -------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def prefill(self, rows: Sequence[NewRow]) -> list[Admission]:
+        """Prefills each row alone and adds it to the batch; it makes its first frame at the next `step()`.
+        A row whose prompt fails gets its error back and takes no slot; the other rows are unaffected.
+        More rows than free slots is refused whole (ValueError): admission is the scheduler's decision."""
+        if len(rows) > len(self._free):
+            raise ValueError(f"{len(rows)} rows for {len(self._free)} free slots")
+        return [self._admit(row) for row in rows]
+
+    def _admit(self, new: NewRow) -> Admission:
+        try:
+            check_request(self.model, new.request)
+            max_frames = new.max_frames if new.max_frames is not None else new.request.max_frames
+            if max_frames is not None and max_frames < 1:
+                raise ValueError("max_frames must be >= 1")
+            prompt = capture_prompt(self.model, new.request, self.sampling)
+            if self.max_len is not None:
+                room = self.max_len - prompt.embeds.shape[1]
+                if room < 1:
+                    raise ValueError(f"a prompt of {prompt.embeds.shape[1]} positions leaves no room in {self.max_len}")
+                max_frames = room if max_frames is None else min(max_frames, room)
+            self._configure(prompt)
+            generator = new.generator or self._generator(new.request.seed)
+            joining = self._prefill(prompt, generator)
+        except Exception as error:  # this row's own failure; nothing of it reached the batch
+            return Admission(slot=None, error=error)
+        slot = self._free.pop(0)
+        row = _Row(slot, generator, prompt.trailing_text, max_frames)
+        if self._store is None:
+            if self.max_len is None:
+                self._store = DynamicRows(joining)
+                self._order = [row]
+            else:
+                self._store = StaticRows(joining, slot, self.max_batch, self.max_len, self._talker.config)
+                self._order = [None] * self.max_batch
+                self._order[slot] = row
+            return Admission(slot=slot)
+        index = self._store.add(joining, slot)
+        if index == len(self._order):
+            self._order.append(row)
+        else:
+            self._order[index] = row
+        return Admission(slot=slot)
+
+    def _configure(self, prompt: Prompt) -> None:
+        sampling = TalkerSampling.from_talker_kwargs(prompt.talker_kwargs)
+        if self._logits is None:
+            self._logits = TalkerLogits(sampling, self._vocab, self._device)
+            self._predictor = BatchedCodePredictor(self._talker.code_predictor, sampling)
+            self._pad = prompt.pad
+        elif sampling != self._logits.sampling:
+            raise RuntimeError("the library chose other sampling for this row than for the batch")
+
+    def _generator(self, seed: int | None) -> torch.Generator:
+        generator = torch.Generator(device=self._device)
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        return generator
+
+    def _prefill(self, prompt: Prompt, generator: torch.Generator) -> Joining:
+        assert self._logits is not None
+        length = prompt.embeds.shape[1]
+        cache = DynamicCache()
+        mask = torch.ones(1, length, dtype=torch.long, device=self._device)
+        positions = torch.arange(length, device=self._device).view(1, 1, -1).expand(3, 1, -1)
+        hidden, logits = self._forward(prompt.embeds, mask, positions, cache, torch.arange(length, device=self._device))
+        none = torch.zeros(1, dtype=torch.long, device=self._device)
+        seen = torch.zeros(1, self._vocab, dtype=torch.bool, device=self._device)
+        token = draw(self._logits(logits, seen, none), [generator], self._logits.sampling.do_sample)
+        seen[0, token] = True
+        return Joining(cache, none + length, token, hidden[:, -1:], seen, none + 1)
+
+    # -- the step ------------------------------------------------------------------------------------------
+
+    def _forward(
+        self,
+        embeds: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        cache: Any,
+        cache_position: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The talker's forward without its side effect (it stores rope deltas on the module, for the whole
+        batch): the last hidden state (B, L, D) and the float32 logits of the last position (B, V)."""
+        out = self._talker.model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            cache_position=cache_position,
+        )
+        hidden = out.last_hidden_state
+        # The head over every position, as the library does at prefill (then HF takes the last one).
+        logits = self._talker.codec_head(hidden)[:, -1, :].float()
+        return hidden, logits
+
+    @torch.inference_mode()
+    def step(self) -> StepResult:
+        """One frame for every live row. Rows whose frame is their last (EOS sampled next, or `max_frames`
+        reached) leave the batch before this returns. If the step itself fails (out of memory, say), every
+        row leaves, since each is half-advanced, and the error propagates; the runner stays usable."""
+        if self._store is None or not self.live_rows:
+            return StepResult([], StepTimings(0.0, 0.0, 0.0))
+        start = self._clock()
+        try:
+            codes, tokens, predicted = self._advance(self._store)
+        except BaseException:
+            self._free.extend(row.slot for row in self._order if row is not None)
+            self._store, self._order = None, []  # a static store may hold half a step's masks: rebuild it
+            raise
+        stepped = self._clock()
+        assert self._logits is not None
+        frames, ended = [], []
+        for index, (row, token) in enumerate(zip(self._order, tokens, strict=True)):
+            if row is None:
+                continue
+            row.frames += 1
+            row.text_step += 1
+            end: End | None = None
+            if token == self._logits.sampling.eos_id:
+                end = "eos"
+            elif row.max_frames is not None and row.frames >= row.max_frames:
+                end = "cap"
+            if end is not None:
+                ended.append(index)
+            frames.append(RowFrame(row.slot, codes[index], end))
+        if ended:
+            self._drop(ended)
+        return StepResult(frames, StepTimings(predicted - start, stepped - predicted, self._clock() - start))
+
+    def _advance(self, store: DynamicRows | StaticRows) -> tuple[torch.Tensor, list[int], float]:
+        """Frames (B, 16) and the next tokens, with the batch moved one position on."""
+        assert self._logits is not None and self._predictor is not None
+        talker, order = self._talker, self._order
+        generators = [row.generator if row is not None else None for row in order]
+        first = talker.get_input_embeddings()(store.tokens.unsqueeze(1))
+        rest = self._predictor(torch.cat([store.hidden, first], dim=1), generators)
+        predicted = self._clock()
+
+        tables = talker.code_predictor.get_input_embeddings()
+        embeds = torch.cat([first] + [tables[i](rest[:, i : i + 1]) for i in range(rest.shape[1])], dim=1)
+        embeds = embeds.sum(1, keepdim=True) + torch.cat([self._text_input(row) for row in order])
+        mask, cache_position = store.next_column()
+        positions = store.positions.view(1, -1, 1).expand(3, -1, 1)
+        hidden, logits = self._forward(embeds, mask, positions, store.cache, cache_position)
+        tokens = draw(self._logits(logits, store.seen, store.generated), generators, self._logits.sampling.do_sample)
+        codes = torch.cat([store.tokens.unsqueeze(1), rest], dim=1)
+        store.commit(mask, hidden[:, -1:], tokens)
+        return codes, tokens.tolist(), predicted  # the step's one read-back: EOS is decided on the host
+
+    def _text_input(self, row: _Row | None) -> torch.Tensor:
+        """The library adds `trailing_text_hidden[:, generation_step]` while text remains, else the pad."""
+        if row is not None and row.text_step < row.trailing_text.shape[1]:
+            return row.trailing_text[:, row.text_step].unsqueeze(1)
+        assert self._pad is not None
+        return self._pad
+
+    def _clock(self) -> float:
+        if self._device.type == "cuda":  # kernels run ahead of Python; time what they did
+            torch.cuda.synchronize(self._device)
+        return time.perf_counter()
