@@ -15,7 +15,7 @@ from qwen_stream.generation import SynthesisError, SynthesisRequest, Voice, buil
 from qwen_stream.runner import NewRow, TalkerRunner
 from qwen_stream.sampling import draw
 from qwen_stream.settings import SamplingSettings
-from qwen_stream.voices import clone_prompt
+from qwen_stream.cloning import clone_prompt
 
 TEXT = "Hello there, this is a streaming test."
 SAMPLING = SamplingSettings()
