@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import struct
 import threading
@@ -27,6 +28,7 @@ from typing import cast
 
 import numpy as np
 
+from .raw_audio import RawConverter, RawFormat
 from .settings import SAMPLE_RATE
 
 MIN_SPEED = 0.25
@@ -59,13 +61,26 @@ class AudioFormat:
     # True: the header holds what only the end knows, so the muxer gets a seekable file to go back and
     # fill it in, and the encoded file leaves whole at finish() instead of chunk by chunk.
     whole_file: bool = False
+    # The raw telephony encodings (G.711) are written here at this rate; the others are 24 kHz.
+    sample_rate: int = SAMPLE_RATE
 
     def encoder(self) -> Encoder:
         if self.name == "pcm":
             return PcmEncoder()
         if self.name == "wav":
             return WavEncoder()
+        if self.name in G711:
+            return G711Encoder(G711[self.name], self.sample_rate)
         return AVEncoder(self)
+
+    def at(self, sample_rate: int | None) -> AudioFormat:
+        """This format at another rate (G.711 only: the codecs and PCM formats are 24 kHz)."""
+        if sample_rate is None or sample_rate == self.sample_rate:
+            return self
+        if self.name not in G711:
+            raise ValueError(f"sample_rate applies to mulaw and alaw only; {self.name} is {SAMPLE_RATE} Hz")
+        RawFormat(G711[self.name], sample_rate)  # raises ValueError for a rate it does not offer
+        return dataclasses.replace(self, sample_rate=sample_rate)
 
 
 FORMATS: dict[str, AudioFormat] = {
@@ -98,7 +113,12 @@ FORMATS: dict[str, AudioFormat] = {
     ),
     "wav": AudioFormat("wav", "audio/wav"),
     "pcm": AudioFormat("pcm", "audio/pcm"),
+    # G.711 for telephony, 8 kHz unless asked otherwise; raw bytes, no header (RFC 2046's audio/basic is
+    # 8 kHz mu-law; A-law has no registered type beyond this common one).
+    "mulaw": AudioFormat("mulaw", "audio/basic", sample_rate=8000),
+    "alaw": AudioFormat("alaw", "audio/x-alaw-basic", sample_rate=8000),
 }
+G711 = {"mulaw": "pcm_mulaw", "alaw": "pcm_alaw"}
 
 
 class Encoder:
@@ -129,6 +149,20 @@ class _WholeSamples:
         if len(pcm) % 2:
             pcm, self._odd = pcm[:-1], pcm[-1:]
         return pcm
+
+
+class G711Encoder(Encoder):
+    """PCM16 at 24 kHz -> G.711 bytes at the format's rate, resampled statefully across chunks."""
+
+    def __init__(self, encoding: str, sample_rate: int):
+        self._samples = _WholeSamples()
+        self._raw = RawConverter(RawFormat(encoding, sample_rate))
+
+    def push(self, pcm: bytes) -> bytes:
+        return self._raw.push(self._samples.take(pcm))
+
+    def finish(self) -> bytes:
+        return self._raw.finish()
 
 
 class PcmEncoder(Encoder):

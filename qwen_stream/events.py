@@ -95,6 +95,15 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class Mark:
+    """A point in an utterance's audio that its owner asked to hear about: it arrives after the audio of every
+    sentence given before it and before any audio of the sentences after it (a flush acknowledged, a spoken unit's
+    end). `value` is the owner's own."""
+
+    value: object
+
+
+@dataclass(frozen=True)
 class End:
     """The last event of a job or an utterance."""
 
@@ -104,4 +113,4 @@ class End:
     codes: torch.Tensor | None = None  # a job's (frames, 16) codes, when it was asked to keep them
 
 
-Event = AudioChunk | End
+Event = AudioChunk | End  # what a job hands out; an utterance may add Marks

@@ -7,6 +7,7 @@ a response and the client's disconnect, which is how generation learns to stop."
 from __future__ import annotations
 
 import hmac
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -65,4 +66,9 @@ class BearerAuth:
                 scheme, _, token = value.partition(b" ")
                 # Compared in constant time: the time taken says nothing about how much of the key matched.
                 return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._key)
+        if scope["type"] == "websocket":
+            # A browser cannot set headers on a WebSocket: the key may come as ?api_key= (never for HTTP, where
+            # it would end up in access logs and caches for no need).
+            for key in parse_qs(scope.get("query_string", b"").decode("latin-1")).get("api_key", []):
+                return hmac.compare_digest(key.encode("utf-8"), self._key)
         return False

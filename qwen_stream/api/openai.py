@@ -20,8 +20,9 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Header, Request
 
-from ..audio import FORMATS, MAX_SPEED, MIN_SPEED, AudioPipeline, encode_stream
+from ..audio import FORMATS, G711, MAX_SPEED, MIN_SPEED, AudioPipeline, encode_stream
 from ..config import ServerSettings
+from ..raw_audio import RawFormat
 from ..registry import ModelRegistry
 from ..settings import BYTES_PER_FRAME
 from ..speech.errors import InvalidRequest, StreamFailed
@@ -39,7 +40,7 @@ from .openai_protocol import (
 )
 from .state import server, speech
 from .streaming import RacingStreamingResponse, utterance_response
-from .tts import PCM_HEADERS
+from .tts import PCM_HEADERS, raw_headers
 
 log = logging.getLogger("qwen_stream.api")
 router = APIRouter(tags=["openai"])
@@ -135,7 +136,10 @@ class OpenAISpeech:
             raise InvalidRequest(
                 "invalid_speed", f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {body.speed}"
             )
-        fmt = FORMATS[body.response_format]
+        try:
+            fmt = FORMATS[body.response_format].at(body.sample_rate)
+        except ValueError as e:
+            raise InvalidRequest("invalid_sample_rate", str(e)) from e
         voice = self.voice(body.voice_name, served_voices(service.engine.registry))
         try:
             utterance = await service.prepare(
@@ -164,6 +168,8 @@ class OpenAISpeech:
             )
         if fmt.name == "pcm":
             headers.update(PCM_HEADERS)
+        elif fmt.name in G711:
+            headers.update(raw_headers(RawFormat(G711[fmt.name], fmt.sample_rate)))
         return utterance_response(service, utterance, audio, fmt.media_type, headers)
 
 

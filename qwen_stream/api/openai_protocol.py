@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..audio import MAX_SPEED, MIN_SPEED
 
-ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm", "mulaw", "alaw"]
 
 # OpenAI's voice names -> this server's voices, by rough gender and character (the CustomVoice speakers'
 # characters are in catalog.SPEAKER_TRAITS; a test checks every value here is one of them). A model without
@@ -60,6 +60,7 @@ class SpeechRequest(BaseModel):
     # Extensions of this server.
     language: str = Field("Auto", max_length=32)
     normalize: bool = True
+    sample_rate: int | None = Field(None, description="mulaw and alaw only: 8000 (default), 16000, ... 48000")
 
     @property
     def voice_name(self) -> str:

@@ -50,6 +50,10 @@ class StreamRequest(_NamesClient):
         description="cap on codec frames (80 ms each) per sentence; the server's "
         "own budget still applies, so it can only shorten",
     )
+    encoding: Literal["pcm_s16le", "pcm_f32le", "pcm_mulaw", "pcm_alaw"] = Field(
+        "pcm_s16le", description="raw sample encoding of the stream; G.711 (mulaw, alaw) for telephony"
+    )
+    sample_rate: int = Field(24_000, description="8000, 16000, 22050, 24000, 44100 or 48000 Hz")
 
 
 class InterruptRequest(_NamesClient):

@@ -3,20 +3,20 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from ..speech.service import SpeechService
 from ..speech.startup import Server
 from ..speech.voices import VoiceService
 
 
-def server(request: Request) -> Server:
+def server(request: HTTPConnection) -> Server:
     return request.app.state.server
 
 
-def speech(request: Request) -> SpeechService:
+def speech(request: HTTPConnection) -> SpeechService:
     return server(request).speech
 
 
-def voices(request: Request) -> VoiceService:
+def voices(request: HTTPConnection) -> VoiceService:
     return server(request).voices

@@ -6,9 +6,14 @@ and the interrupt reply also carries that server's `status` and `queue` fields."
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncGenerator
+
 from fastapi import APIRouter, Body, Query, Request
 
+from ..raw_audio import RawConverter, RawFormat
 from ..settings import SAMPLE_RATE
+from ..speech.errors import InvalidRequest
 from ..speech.queues import CLIENT_ID_PATTERN, DEFAULT_CLIENT
 from .protocol import InterruptRequest, InterruptResponse, StreamRequest
 from .state import speech
@@ -29,10 +34,19 @@ PCM_HEADERS = {
 @router.post(
     "/tts/stream",
     response_class=RacingStreamingResponse,
-    responses={200: {"content": {"audio/pcm": {}}, "description": "PCM16 LE 24 kHz mono, streamed"}},
+    responses={
+        200: {
+            "content": {"audio/pcm": {}, "audio/basic": {}, "audio/x-alaw-basic": {}},
+            "description": "raw mono samples, streamed: PCM16 LE 24 kHz unless encoding and sample_rate say otherwise",
+        }
+    },
 )
 async def tts_stream(body: StreamRequest, request: Request):
     service = speech(request)
+    try:
+        raw = RawFormat(body.encoding, body.sample_rate)
+    except ValueError as e:
+        raise InvalidRequest("invalid_output_format", str(e)) from e
     utterance = await service.prepare(
         body.client_id or DEFAULT_CLIENT,  # never None after validation; the type says what the JSON may hold
         body.text,
@@ -44,8 +58,41 @@ async def tts_stream(body: StreamRequest, request: Request):
         max_frames=body.max_new_tokens,
     )
     service.open(utterance)
-    headers = dict(PCM_HEADERS, **{"X-Request-Id": utterance.id})
-    return utterance_response(service, utterance, service.stream(utterance), "audio/pcm", headers)
+    headers = dict(raw_headers(raw), **{"X-Request-Id": utterance.id})
+    body_stream = service.stream(utterance)
+    if raw != RawFormat():
+        body_stream = converted(body_stream, RawConverter(raw))
+    return utterance_response(service, utterance, body_stream, RAW_MEDIA_TYPES[raw.encoding], headers)
+
+
+RAW_MEDIA_TYPES = {
+    "pcm_s16le": "audio/pcm",
+    "pcm_f32le": "audio/pcm",
+    "pcm_mulaw": "audio/basic",
+    "pcm_alaw": "audio/x-alaw-basic",
+}
+
+
+def raw_headers(raw: RawFormat) -> dict[str, str]:
+    """The stream's format, stated: what a client needs to play headerless samples."""
+    return dict(
+        PCM_HEADERS,
+        **{
+            "X-Sample-Rate": str(raw.sample_rate),
+            "X-Sample-Width": str(raw.bytes_per_sample),
+            "X-Sample-Format": raw.encoding.removeprefix("pcm_"),
+        },
+    )
+
+
+async def converted(pcm: AsyncGenerator[bytes, None], converter: RawConverter) -> AsyncGenerator[bytes, None]:
+    """The stream in another raw format; closing it closes the source (its cleanup cancels the work)."""
+    async with contextlib.aclosing(pcm):
+        async for chunk in pcm:
+            if data := converter.push(chunk):
+                yield data
+    if tail := converter.finish():
+        yield tail
 
 
 @router.post("/tts/interrupt", response_model=InterruptResponse)

@@ -7,13 +7,14 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 
 import normalization
 
 from ..config import ServerSettings
 from ..engine import Engine
-from ..events import AudioChunk, Outcome
-from ..generation import SynthesisError, SynthesisRequest, check_request
+from ..events import AudioChunk, Mark, Outcome
+from ..generation import SynthesisError, SynthesisRequest, Voice, check_request
 from ..metrics import Metrics
 from .checks import canonical_language, check_client_id, check_input_text, check_text
 from .errors import InvalidRequest, StreamFailed
@@ -22,6 +23,15 @@ from .utterance import Utterance
 from .voices import VoiceService
 
 log = logging.getLogger("qwen_stream")
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """Who speaks: the family of the model that speaks the voice, the voice, and the language asked for."""
+
+    family: str
+    voice: Voice
+    language: str
 
 
 class SpeechService:
@@ -87,27 +97,53 @@ class SpeechService:
     ) -> list[SynthesisRequest]:
         language = canonical_language(language)
         family, chosen = await self.voices.resolve(voice, instruct, ref_audio)
-        segments = await asyncio.wrap_future(normalization.normalize_in_worker(text, language, enable_tn=normalize))
-        if not segments:
+        requests = await self.requests_for(text, Speaker(family, chosen, language), normalize, max_frames)
+        if not requests:
             raise InvalidRequest("empty_text", "text has nothing to speak")
+        return requests
+
+    async def requests_for(
+        self, text: str, speaker: Speaker, normalize: bool = True, max_frames: int | None = None
+    ) -> list[SynthesisRequest]:
+        """Normalizes and splits `text` (off the event loop) into checked sentences for the speaker; [] when
+        nothing in it is speakable. max_frames: the client's cap per sentence; it only shortens."""
+        segments = await asyncio.wrap_future(
+            normalization.normalize_in_worker(text, speaker.language, enable_tn=normalize)
+        )
         budget = self.engine.settings.budget
         requests = [
             SynthesisRequest(
                 text=s.text,
                 language=s.language,
-                voice=chosen,
-                family=family,
+                voice=speaker.voice,
+                family=speaker.family,
                 max_frames=None if max_frames is None else min(max_frames, budget.for_text(s.text)),
             )
             for s in segments
         ]
-        info = self.engine.registry.info(family)
+        info = self.engine.registry.info(speaker.family)
         for request in requests:
             try:
                 check_request(info, request)
             except SynthesisError as e:
                 raise InvalidRequest("invalid_request", str(e)) from e
         return requests
+
+    async def speaker(self, voice: str | None, instruct: str | None, language: str) -> Speaker:
+        """Who speaks an open-ended utterance, resolved once for all of its text. Raises InvalidRequest."""
+        if instruct is not None:
+            check_text(instruct, "instruct", required=False)
+        language = canonical_language(language)
+        family, chosen = await self.voices.resolve(voice, instruct)
+        return Speaker(family, chosen, language)
+
+    def open_ended(self, client_id: str) -> Utterance:
+        """An utterance whose text will come over time (append / close_input), opened at once: it starts when
+        its first sentence arrives and its turn in the client's queue comes. Raises QueueFull."""
+        check_client_id(client_id)
+        utterance = self.queues.reserve(client_id, expire_after=None)
+        utterance.open()
+        return utterance
 
     @staticmethod
     def open(utterance: Utterance) -> Utterance:
@@ -127,6 +163,8 @@ class SpeechService:
         failed: BaseException | None = None
         try:
             async for item in utterance.events():
+                if isinstance(item, Mark):
+                    continue
                 if not isinstance(item, AudioChunk):
                     if item.outcome in (Outcome.ERROR, Outcome.STALLED):
                         failed = item.error or StreamFailed(utterance.id)

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 from ..engine import FlowControl, Job
-from ..events import AudioChunk, End, Outcome, Stats
+from ..events import AudioChunk, End, Mark, Outcome, Stats
 from ..generation import SynthesisRequest
 
 
@@ -33,12 +33,12 @@ class Utterance:
         # Set when the server gives up on the reader (stalled): a response blocked in a send to a reader that
         # takes nothing must be abandoned, since no further item of the stream can reach it.
         self.abandoned = asyncio.Event()
-        self._pending: deque[SynthesisRequest] = deque()
+        self._pending: deque[SynthesisRequest | Mark] = deque()
         self._texts: list[str] = []  # every sentence given, as spoken (normalized)
         self._input_closed = False
         self._opened = False  # a reader exists: it may start when its turn comes
         self._job: Job | None = None
-        self._events: asyncio.Queue[AudioChunk | End] = asyncio.Queue()
+        self._events: asyncio.Queue[AudioChunk | Mark | End] = asyncio.Queue()
         self._outcome: Outcome | None = None
         self._recorded = False
         self._on_input: Callable[[Utterance], None] | None = None
@@ -95,6 +95,15 @@ class Utterance:
         self._texts.append(segment.text)
         self._notify()
 
+    def mark(self, value: object) -> None:
+        """A Mark in the events once the audio of every sentence given so far has been handed out."""
+        if self.ended:
+            return
+        if self._input_closed:
+            raise InputClosed(f"utterance {self.id}: no mark may follow close_input()")
+        self._pending.append(Mark(value))
+        self._notify()
+
     def close_input(self) -> None:
         """No more sentences: the utterance ends once those given are spoken."""
         if self._input_closed or self.ended:
@@ -118,7 +127,14 @@ class Utterance:
             self.stats.started = time.perf_counter()
 
     def next_segment(self) -> SynthesisRequest | None:
-        return self._pending.popleft() if self._pending else None
+        """The next sentence to speak; Marks met on the way are handed to the reader (the audio before them
+        is all out: this is called when the previous sentence's job has ended)."""
+        while self._pending:
+            item = self._pending.popleft()
+            if not isinstance(item, Mark):
+                return item
+            self._events.put_nowait(item)
+        return None
 
     @property
     def finished_input(self) -> bool:
@@ -171,8 +187,8 @@ class Utterance:
         return claimed
 
     # -- the reader ------------------------------------------------------------------------------------
-    async def events(self) -> AsyncIterator[AudioChunk | End]:
-        """Audio chunks, then exactly one End."""
+    async def events(self) -> AsyncIterator[AudioChunk | Mark | End]:
+        """Audio chunks (and the Marks asked for), then exactly one End."""
         while True:
             item = await self._events.get()
             if isinstance(item, AudioChunk) and self.flow is not None:

@@ -106,6 +106,24 @@ class VoiceService:
                 + ("; CustomVoice 1.7B and VoiceDesign can" if family != "voice_design" else ""),
             )
 
+    async def session_voice(self, ref_audio: str, ref_text: str | None, x_vector_only: bool) -> tuple[str, Voice]:
+        """A voice cloned for one connection from base64 reference audio (never a path or URL): ICL with the
+        transcript unless `x_vector_only`. Raises InvalidRequest."""
+        if not self.registry.serves("base"):
+            raise InvalidRequest("unsupported", "cloning a voice needs a Base model, not served here")
+        transcript = (ref_text or "").strip() or None
+        if not x_vector_only and transcript is None:
+            raise InvalidRequest("invalid_request", "ref_text is needed unless x_vector_only is true")
+        if transcript is not None:
+            check_text(transcript, "ref_text")
+        try:
+            data = decode_base64_audio(ref_audio, self.max_upload_bytes)
+        except VoiceError as e:
+            raise InvalidRequest("invalid_ref_audio", str(e)) from e
+        samples = await self._decode_reference(data)
+        prompt = await self._build_prompt(samples, None if x_vector_only else transcript)
+        return "base", Voice(clone=prompt)
+
     async def _legacy_clone(self, ref_audio: str):
         """Per-request base64 reference audio: an x-vector clone, cached by content hash (bounded LRU)."""
         if not self.registry.serves("base"):

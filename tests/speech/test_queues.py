@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from qwen_stream.events import End
+from qwen_stream.events import End, Mark
 from qwen_stream.speech.queues import ClientQueues, QueueFull, ServerBusy
 from qwen_stream.speech.utterance import Utterance
 from qwen_stream.generation import SynthesisError, SynthesisRequest
@@ -572,5 +572,21 @@ def test_an_utterance_appended_while_its_sentence_runs_goes_on_without_a_gap_in_
         got, ended = (await play_all(utterance))[0]
         assert got == labels("S1", 6) + labels("S2") and ended.outcome == "done"
         spans(engine, "S1", "S2")
+
+    scenario(test)
+
+
+def test_marks_arrive_after_the_audio_given_before_them_and_before_the_rest():
+    async def test(engine, queues):
+        utterance = open_ended(queues, "a")
+        utterance.mark("start")  # nothing before it: handed out at once
+        utterance.append(req("S1"))
+        utterance.mark("after S1")
+        utterance.append(req("S2"))
+        utterance.close_input()
+        items = []
+        async for item in utterance.events():
+            items.append(item.value if isinstance(item, Mark) else chunk_label(item) if hasattr(item, "pcm") else "END")
+        assert items == ["start", *labels("S1"), "after S1", *labels("S2"), "END"]
 
     scenario(test)
