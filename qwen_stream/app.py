@@ -14,7 +14,7 @@ from .speech.startup import Server
 
 
 def create_app(settings: ServerSettings, server: Server | None = None) -> FastAPI:
-    from .api import health, openai, telephony, text, tts, voices, webui, ws
+    from .api import health, jobs, openai, telephony, text, tts, voices, webui, ws
     from .api.errors import install_error_handlers
     from .api.openapi import install_openapi
 
@@ -37,7 +37,7 @@ def create_app(settings: ServerSettings, server: Server | None = None) -> FastAP
     app.state.server = server
     install_error_handlers(app)
     _install_guards(app, settings)
-    for module in (tts, ws, telephony, voices, health, text, webui):
+    for module in (tts, ws, telephony, jobs, voices, health, text, webui):
         app.include_router(module.router)
     openai.install(app, settings)
     install_openapi(app, settings)

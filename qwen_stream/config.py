@@ -136,6 +136,11 @@ class ServerSettings:
         default=None, metadata=opt("where cloned and designed voices are stored (default: the user cache dir)")
     )
     max_upload_mb: float = field(default=10.0, metadata=opt("largest accepted reference audio upload, in MiB"))
+    jobs_dir: str | None = field(
+        default=None, metadata=opt("where long-form jobs and their audio are kept (default: the user data dir)")
+    )
+    jobs_ttl_hours: float = field(default=24.0, metadata=opt("finished jobs and their audio are deleted after this"))
+    jobs_max_gb: float = field(default=10.0, metadata=opt("disk the job store may use; new jobs get 507 beyond it"))
     ref_audio: str | None = field(
         default=None, metadata=opt("reference audio of the default cloned voice (Base models)", env="REF_AUDIO_PATH")
     )
@@ -323,6 +328,13 @@ class ServerSettings:
         from platformdirs import user_cache_dir
 
         return Path(user_cache_dir("qwen-stream")) / "demo"
+
+    def jobs_root(self) -> Path:
+        if self.jobs_dir:
+            return Path(self.jobs_dir).expanduser()
+        from platformdirs import user_data_dir
+
+        return Path(user_data_dir("qwen-stream")) / "jobs"
 
     def voices_root(self) -> Path:
         if self.voices_dir:

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import ServerSettings
+from ..jobs.service import MAX_JOB_CHARS
 
 KIB = 1024
 # Room for everything in a body besides the audio or the text: JSON keys and short fields, multipart part
@@ -33,6 +34,7 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 JSON_AUDIO_PATHS = frozenset({"/tts/stream"})  # the one JSON route that takes audio (legacy base64 ref_audio)
+JOB_PATHS = frozenset({"/v1/audio/jobs"})  # long-form text: its own allowance (jobs.service.MAX_JOB_CHARS)
 
 
 # -- shared --------------------------------------------------------------------------------------------
@@ -74,6 +76,7 @@ class BodyLimits:
     json_audio: int  # /tts/stream's JSON: a base64 `ref_audio` of --max-upload-mb plus the longest text
     json: int  # every other JSON body: the longest text and a few fields (parsed on the event loop)
     other: int = FIELD_ALLOWANCE  # anything else: no route reads more than a few fields of it
+    json_job: int = JSON_BYTES_PER_CHAR * MAX_JOB_CHARS + FIELD_ALLOWANCE  # a long-form job: a chapter of text
 
     @classmethod
     def from_settings(cls, settings: ServerSettings) -> BodyLimits:
@@ -92,6 +95,8 @@ class BodyLimits:
             return self.multipart
         # FastAPI parses a body without a content type as JSON too.
         if media in ("", "application/json") or (media.startswith("application/") and media.endswith("+json")):
+            if path in JOB_PATHS:
+                return self.json_job
             return self.json_audio if path in JSON_AUDIO_PATHS else self.json
         return self.other
 

@@ -21,6 +21,9 @@ from ..cloning import VoiceError, clone_prompt, read_audio
 from ..config import ServerSettings
 from ..engine import Engine
 from ..generation import SynthesisError, SynthesisRequest, Voice
+from ..jobs.service import JobService
+from ..jobs.store import JobStore
+from ..jobs.worker import JobWorker
 from ..metrics import Metrics
 from ..model import ModelLoadError
 from ..registry import ModelRegistry, ModelSpec, info_from_source, parse_models
@@ -63,6 +66,7 @@ class Services:
     engine: Engine
     speech: SpeechService
     voices: VoiceService
+    jobs: JobService
 
 
 class Server:
@@ -95,6 +99,10 @@ class Server:
     def engine(self) -> Engine:
         return self.services.engine
 
+    @property
+    def jobs(self) -> JobService:
+        return self.services.jobs
+
     # -- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
         try:
@@ -115,7 +123,12 @@ class Server:
             max_clients=self.settings.max_clients,
         )
         voices = VoiceService(self.settings, engine, library, default)
-        self._services = Services(engine, SpeechService(self.settings, engine, queues, voices, self.metrics), voices)
+        speech = SpeechService(self.settings, engine, queues, voices, self.metrics)
+        store = JobStore(self.settings.jobs_root())
+        worker = JobWorker(store, speech, self.settings.jobs_ttl_hours * 3600)
+        jobs = JobService(store, worker, speech, int(self.settings.jobs_max_gb * 2**30))
+        self._services = Services(engine, speech, voices, jobs)
+        worker.start()  # resumes what a previous run left queued or running
         self.state = "ready"
         model = engine.model
         log.info(
@@ -173,8 +186,10 @@ class Server:
 
     async def stop(self) -> None:
         if self._services is not None:
+            await self._services.jobs.worker.stop()  # a running job stays running: the next start resumes it
             self._services.speech.queues.shutdown()
             await asyncio.to_thread(self._services.engine.close)
+            self._services.jobs.store.close()
 
     # -- health ---------------------------------------------------------------------------------------
     def health(self) -> tuple[int, dict]:
