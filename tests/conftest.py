@@ -6,6 +6,7 @@ skip the build; a fresh clone builds them (about 15 s each)."""
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,9 @@ CACHE = Path(os.environ.get("QWEN_STREAM_TEST_CACHE", ROOT / ".pytest_cache" / "
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 warnings.filterwarnings("ignore", message=".*pad_token_id.*")
+# Servers the tests start as processes keep their jobs here, never in the user's own job store (a server
+# resumes every job it finds there).
+os.environ.setdefault("QWEN_STREAM_JOBS_DIR", tempfile.mkdtemp(prefix="qwen-stream-test-jobs-"))
 
 
 def pytest_configure(config):

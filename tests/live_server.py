@@ -20,6 +20,9 @@ class LiveServer:
         if settings.voices_dir is None:  # never the user's own voice library
             self._voices = tempfile.TemporaryDirectory(prefix="qwen-stream-voices-")
             settings = dataclasses.replace(settings, voices_dir=self._voices.name)
+        if settings.jobs_dir is None:  # nor the user's job store (a server resumes the jobs it finds)
+            self._jobs = tempfile.TemporaryDirectory(prefix="qwen-stream-jobs-")
+            settings = dataclasses.replace(settings, jobs_dir=self._jobs.name)
         if backend is not None:  # a Server (or a stand-in) built by the test: it serves these settings
             backend.settings = settings
         self.settings = settings
