@@ -141,6 +141,14 @@ class ServerSettings:
     )
     jobs_ttl_hours: float = field(default=24.0, metadata=opt("finished jobs and their audio are deleted after this"))
     jobs_max_gb: float = field(default=10.0, metadata=opt("disk the job store may use; new jobs get 507 beyond it"))
+    s3_endpoint: str | None = field(
+        default=None,
+        metadata=opt(
+            "S3-compatible endpoint for job uploads (default: AWS); keys: the AWS env/config", env="S3_ENDPOINT"
+        ),
+    )
+    s3_region: str | None = field(default=None, metadata=opt("region of the S3 endpoint", env="S3_REGION"))
+    s3_bucket: str | None = field(default=None, metadata=opt("bucket of job uploads that name none", env="S3_BUCKET"))
     ref_audio: str | None = field(
         default=None, metadata=opt("reference audio of the default cloned voice (Base models)", env="REF_AUDIO_PATH")
     )

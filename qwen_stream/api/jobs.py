@@ -32,6 +32,18 @@ class JobParams(BaseModel):
     instruct: str | None = Field(None, max_length=2000)
 
 
+class S3Output(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bucket: str | None = Field(None, min_length=3, max_length=63, description="default: the server's S3_BUCKET")
+    key: str | None = Field(None, min_length=1, max_length=1024, description="default: qwen-stream/<job id>.<format>")
+    expires: int | None = Field(None, description="seconds the presigned URL stays valid (3600)")
+
+
+class JobOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    s3: S3Output | None = None
+
+
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str | None = Field(None, max_length=200_000)
@@ -45,6 +57,7 @@ class JobRequest(BaseModel):
     sample_rate: int | None = Field(None, description="mulaw and alaw only")
     pause_ms: int = Field(300, ge=0, le=10_000, description="silence between segments")
     params: JobParams | None = None
+    output: JobOutput | None = None
     normalize: bool = True
 
 
@@ -69,6 +82,7 @@ async def create_job(body: JobRequest, request: Request):
             pause_ms=body.pause_ms,
             max_new_tokens=params.max_new_tokens,
             normalize=body.normalize,
+            s3=None if body.output is None or body.output.s3 is None else body.output.s3.model_dump(),
         )
     )
     return JSONResponse({"id": record.id, "status": record.status}, status_code=202)

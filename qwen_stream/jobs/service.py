@@ -18,6 +18,7 @@ from ..speech.checks import canonical_language, check_input_text
 from ..speech.errors import InvalidRequest, NotFound
 from ..speech.service import SpeechService
 from ..speech.voice_store import InsufficientStorage
+from .storage import MAX_EXPIRES
 from .store import JobRecord, JobStore
 from .worker import JobWorker
 
@@ -47,6 +48,7 @@ class JobInput:
     pause_ms: int
     max_new_tokens: int | None
     normalize: bool
+    s3: dict[str, Any] | None = None  # {"bucket"?, "key"?, "expires"?}: upload the result there
 
 
 def parse_script(script: str, voices: dict[str, str]) -> list[dict[str, Any]]:
@@ -69,8 +71,11 @@ def parse_script(script: str, voices: dict[str, str]) -> list[dict[str, Any]]:
 
 
 class JobService:
-    def __init__(self, store: JobStore, worker: JobWorker, speech: SpeechService, max_bytes: int):
+    def __init__(
+        self, store: JobStore, worker: JobWorker, speech: SpeechService, max_bytes: int, s3_bucket: str | None = None
+    ):
         self.store = store
+        self.s3_bucket = s3_bucket
         self.worker = worker
         self.speech = speech
         self.max_bytes = max_bytes
@@ -96,6 +101,7 @@ class JobService:
                     raise InvalidRequest("empty_text", "nothing to speak")
             except InvalidRequest as e:
                 raise InvalidRequest(e.code, f"segment {index}: {e}") from e
+        output = {} if job.s3 is None else {"s3": self._s3_target(job.s3)}
         if await self._disk_bytes() >= self.max_bytes:
             raise JobStorageFull(
                 "the job store is full (--jobs-max-gb); delete finished jobs or wait for them to expire"
@@ -107,10 +113,20 @@ class JobService:
             "pause_ms": job.pause_ms,
             "max_new_tokens": job.max_new_tokens,
             "normalize": job.normalize,
+            "output": output,
         }
         record = self.store.create(spec, len(segments))
         self.worker.wake()
         return record
+
+    def _s3_target(self, s3: dict[str, Any]) -> dict[str, Any]:
+        bucket = s3.get("bucket") or self.s3_bucket
+        if not bucket:
+            raise InvalidRequest("invalid_request", "output.s3 needs a bucket (or the server's S3_BUCKET)")
+        expires = int(s3.get("expires") or 3600)
+        if not 1 <= expires <= MAX_EXPIRES:
+            raise InvalidRequest("invalid_request", f"output.s3.expires: 1 to {MAX_EXPIRES} seconds")
+        return {"bucket": bucket, "key": s3.get("key"), "expires": expires}
 
     def _segments(self, job: JobInput) -> list[dict[str, Any]]:
         given = [x for x in (job.text, job.segments, job.script) if x is not None]
@@ -184,6 +200,8 @@ class JobService:
             body["error"] = record.error
         if record.status == "done":
             body["audio_url"] = f"/v1/audio/jobs/{record.id}/audio"
+            if record.result_url is not None:
+                body["s3_url"] = record.result_url  # presigned: downloads without credentials until it expires
             body["audio_bytes"] = record.result_bytes
             if include_audio and record.result_bytes <= INLINE_AUDIO_BYTES:
                 path = self.store.result_path(record.id, record.spec["output_format"])

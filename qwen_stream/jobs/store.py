@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     spec TEXT NOT NULL,
     error TEXT,
     finished REAL,
-    result_bytes INTEGER NOT NULL DEFAULT 0
+    result_bytes INTEGER NOT NULL DEFAULT 0,
+    result_url TEXT
 );
 CREATE TABLE IF NOT EXISTS segments (
     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
@@ -62,6 +63,7 @@ class JobRecord:
     error: str | None = None
     finished: float | None = None
     result_bytes: int = 0
+    result_url: str | None = None  # a presigned URL of the uploaded result
     segments: list[Segment] = field(default_factory=list)
 
 
@@ -95,11 +97,12 @@ class JobStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         row = self._db.execute(
-            "SELECT id, created, status, spec, error, finished, result_bytes FROM jobs WHERE id = ?", (job_id,)
+            "SELECT id, created, status, spec, error, finished, result_bytes, result_url FROM jobs WHERE id = ?",
+            (job_id,),
         ).fetchone()
         if row is None:
             return None
-        record = JobRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6])
+        record = JobRecord(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5], row[6], row[7])
         record.segments = [
             Segment(*r)
             for r in self._db.execute(
@@ -134,12 +137,12 @@ class JobStore:
             ("failed" if final else "queued", attempts, error, job_id, index),
         )
 
-    def finish(self, job_id: str, audio: bytes, suffix: str) -> None:
+    def finish(self, job_id: str, audio: bytes, suffix: str, url: str | None = None) -> None:
         _write_atomic(self.result_path(job_id, suffix), audio)
         with self._db:
             self._db.execute(
-                "UPDATE jobs SET status = 'done', finished = ?, result_bytes = ? WHERE id = ?",
-                (time.time(), len(audio), job_id),
+                "UPDATE jobs SET status = 'done', finished = ?, result_bytes = ?, result_url = ? WHERE id = ?",
+                (time.time(), len(audio), url, job_id),
             )
         shutil.rmtree(self._segment_dir(job_id), ignore_errors=True)  # the result holds them now
 

@@ -20,6 +20,7 @@ from ..audio import FORMATS, AudioPipeline
 from ..catalog import SAMPLE_RATE
 from ..events import AudioChunk
 from ..speech.service import SpeechService
+from .storage import S3Target, S3Uploader
 from .store import JobStore
 
 log = logging.getLogger("qwen_stream.jobs")
@@ -30,8 +31,9 @@ IDLE_POLL = 0.05  # seconds between looks at whether live speech left the engine
 
 
 class JobWorker:
-    def __init__(self, store: JobStore, speech: SpeechService, ttl_seconds: float):
+    def __init__(self, store: JobStore, speech: SpeechService, ttl_seconds: float, uploader: S3Uploader):
         self.store = store
+        self.uploader = uploader
         self.speech = speech
         self.ttl_seconds = ttl_seconds
         self._wake = asyncio.Event()
@@ -104,7 +106,18 @@ class JobWorker:
             self.store.set_status(job_id, "failed", detail)
             return
         audio = await asyncio.to_thread(self._assemble, job_id, len(record.segments), spec)
-        self.store.finish(job_id, audio, spec["output_format"])
+        url = None
+        if (s3 := spec.get("output", {}).get("s3")) is not None:
+            target = S3Target(
+                s3["bucket"], s3.get("key") or f"qwen-stream/{job_id}.{spec['output_format']}", s3["expires"]
+            )
+            media_type = FORMATS[spec["output_format"]].media_type
+            try:
+                url = await asyncio.to_thread(self.uploader.upload, audio, target, media_type)
+            except Exception as error:  # the job's output did not arrive where it was asked to: it failed
+                self.store.set_status(job_id, "failed", f"upload to s3://{target.bucket}/{target.key} failed: {error}")
+                return
+        self.store.finish(job_id, audio, spec["output_format"], url)
         log.info("job %s done: %d segments, %d bytes", job_id, len(record.segments), len(audio))
 
     async def _segment(self, job_id: str, index: int, seg: dict[str, Any], spec: dict[str, Any], tried: int) -> None:

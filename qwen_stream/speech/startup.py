@@ -22,6 +22,7 @@ from ..config import ServerSettings
 from ..engine import Engine
 from ..generation import SynthesisError, SynthesisRequest, Voice
 from ..jobs.service import JobService
+from ..jobs.storage import S3Uploader
 from ..jobs.store import JobStore
 from ..jobs.worker import JobWorker
 from ..metrics import Metrics
@@ -125,8 +126,9 @@ class Server:
         voices = VoiceService(self.settings, engine, library, default)
         speech = SpeechService(self.settings, engine, queues, voices, self.metrics)
         store = JobStore(self.settings.jobs_root())
-        worker = JobWorker(store, speech, self.settings.jobs_ttl_hours * 3600)
-        jobs = JobService(store, worker, speech, int(self.settings.jobs_max_gb * 2**30))
+        uploader = S3Uploader(self.settings.s3_endpoint, self.settings.s3_region)
+        worker = JobWorker(store, speech, self.settings.jobs_ttl_hours * 3600, uploader)
+        jobs = JobService(store, worker, speech, int(self.settings.jobs_max_gb * 2**30), self.settings.s3_bucket)
         self._services = Services(engine, speech, voices, jobs)
         worker.start()  # resumes what a previous run left queued or running
         self.state = "ready"

@@ -173,3 +173,58 @@ def test_a_job_survives_sigkill_and_finished_jobs_stay_intact(custom_voice_dir, 
     finally:
         proc.kill()
         proc.wait(30)
+
+
+# -- results uploaded to S3-compatible storage (moto's server on loopback: real HTTP, real S3 API) ----------
+
+
+@pytest.fixture(scope="module")
+def s3_server(monkeypatch_module):
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    for name, value in (("AWS_ACCESS_KEY_ID", "test-key"), ("AWS_SECRET_ACCESS_KEY", "test-secret"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch_module.setenv(name, value)
+    yield f"http://127.0.0.1:{port}"
+    moto.stop()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def s3_live(custom_voice_dir, tmp_path_factory, s3_server):
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket="podcasts")
+    settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=MAX_FRAMES,
+                              jobs_dir=str(tmp_path_factory.mktemp("s3jobs")), s3_endpoint=s3_server,
+                              s3_region="us-east-1", s3_bucket="podcasts")
+    live = LiveServer(settings).start()
+    yield live
+    live.stop()
+
+
+def test_a_result_uploaded_to_s3_downloads_the_same_bytes_by_its_presigned_url(s3_live):
+    with httpx.Client(base_url=s3_live.url, timeout=120) as c:
+        body = {"text": "Uploaded episode.", "voice": "Ryan", "output_format": "mp3",
+                "output": {"s3": {"key": "shows/episode-1.mp3", "expires": 600}}}
+        job = wait_for(c, c.post("/v1/audio/jobs", json=body).json()["id"], "done", "failed")
+        assert job["status"] == "done", job
+        local = c.get(job["audio_url"]).content
+        assert "shows/episode-1.mp3" in job["s3_url"] and "X-Amz-Signature" in job["s3_url"]
+        remote = httpx.get(job["s3_url"], timeout=60)  # no credentials: the signature is the permission
+        assert remote.status_code == 200 and remote.content == local and len(local) > 1000
+
+        missing = {"text": "Nowhere.", "voice": "Ryan", "output": {"s3": {"bucket": "no-such-bucket"}}}
+        failed = wait_for(c, c.post("/v1/audio/jobs", json=missing).json()["id"], "done", "failed")
+        assert failed["status"] == "failed" and "s3://no-such-bucket/" in failed["error"]
+        bad = c.post("/v1/audio/jobs", json=dict(body, output={"s3": {"expires": 10**9}}))
+        assert bad.status_code == 400
+    assert s3_live.wait_idle()
