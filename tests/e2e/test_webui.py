@@ -8,6 +8,7 @@ those are missing; with CI set they fail instead, so a broken browser setup cann
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from pathlib import Path
@@ -367,6 +368,163 @@ def test_api_key_field_unlocks_a_keyed_server(driver, custom_voice_dir):
         driver.get(keyed.url + "/")
         wait_until(driver, "return window.qwenStream && window.qwenStream.stats.ready")
         assert driver.execute_script("return document.getElementById('apiKey').value") == "s3cret-key"
+        driver.execute_script("localStorage.clear()")
+        assert keyed.wait_idle(30)
+    finally:
+        keyed.stop()
+
+
+# -- token mode: the text typed into GET /v1/tts/websocket as an LLM writes it ------------------------------
+
+OUTPUT_FORMAT = {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 24000}
+
+
+@pytest.fixture
+def token_page(page):
+    """The page with every WebSocket message it sends kept in `window.wsSent`; token mode off afterwards, so
+    the setting (kept in localStorage) cannot leak into the next test."""
+    wait_until(page, "return window.qwenStream.stats.voicesFrom !== null")  # the voice list is in: "Ryan" sticks
+    # An earlier test on a keyed server may leave its keyless 401s in the browser's log; nothing else may be there.
+    assert console_errors(page, ("the server responded with a status of 401",)) == []
+    page.execute_script("""
+        window.wsSent = [];
+        const send = WebSocket.prototype.send;
+        WebSocket.prototype.send = function (data) {
+          window.wsSent.push(JSON.parse(data));
+          return send.call(this, data);
+        };""")
+    yield page
+    fill(page, tokens=False)
+
+
+def sent_messages(driver) -> list[dict]:
+    return driver.execute_script("return window.wsSent")
+
+
+def test_token_mode_streams_tokens_and_plays_the_audio(token_page, server):
+    page = token_page
+    sentences = ["Hello there.", "This is typed as the model writes it."]
+    text = " ".join(sentences)
+    fill(page, text=text, clientId="webui-tokens", tokens=True, tokenRate="30", voice="Ryan", language="English")
+    hint = page.execute_script("return document.getElementById('sentences').textContent")
+    assert "Token mode: 12 tokens at 30/s" in hint
+    click(page, "speak")
+    s = wait_until(page, "const s = window.qwenStream.stats; return s.state === 'done' && s")
+    t = s["tokens"]
+    tokens = page.execute_script("return window.qwenStream.tokenize(arguments[0])", text)
+    assert "".join(tokens) == text and tokens[:4] == ["Hello", " there", ".", " This"] and len(tokens) == 12
+    assert s["mode"] == "tokens"
+    assert t["state"] == "done" and t["sent"] == t["total"] == 12 and t["rate"] == 30 and not t["cancelled"]
+    # Sent at the chosen rate: token i leaves i / 30 s after the first (the timer may be late, never early).
+    assert t["lastTokenAt"] - t["firstTokenAt"] >= 11 / 30 * 1000 - 2
+
+    # What went over the socket: one Cartesia message per token with continue true, then the turn's end.
+    sent = sent_messages(page)
+    assert [m["transcript"] for m in sent] == [*tokens, ""]
+    assert [m["continue"] for m in sent] == [True] * 12 + [False]
+    for m in sent:
+        assert m["context_id"] == t["contextId"] and m["language"] == "English"
+        assert m["voice"] == {"mode": "id", "id": "Ryan"} and m["output_format"] == OUTPUT_FORMAT
+
+    # Every byte received was scheduled; the server spoke each sentence to its frame budget.
+    [request] = s["requests"]
+    assert request["status"] == "done" and request["error"] is None
+    assert t["bytes"] == request["bytes"] == sum(expected_bytes(x) for x in sentences)
+    assert s["scheduledSamples"] * 2 == s["bytes"] == request["bytes"]
+    assert s["audioContext"]["state"] == "running" and s["audioContext"]["currentTime"] > 0
+
+    # The page says when the audio started, counted from the first token.
+    assert t["firstAudioMs"] > 0 and 4 <= t["firstAudioToken"] <= 12
+    info = page.execute_script("return document.getElementById('tokenInfo').textContent")
+    ms = math.floor(t["firstAudioMs"] + 0.5)  # as JavaScript's Math.round
+    first = f"First audio {ms} ms after the first token, {t['firstAudioToken']} tokens sent by then"
+    assert first in info
+    assert page.execute_script("return document.getElementById('figTtfb').textContent").endswith("ms")
+    header = page.execute_script("const w = window.qwenStream.wav(); return [w.length, ...w.slice(0, 4)]")
+    assert header[0] == 44 + request["bytes"] and bytes(header[1:]) == b"RIFF"
+    assert console_errors(page) == []
+
+
+def test_token_mode_first_audio_comes_before_the_last_token(token_page, server):
+    """At 5 tokens a second, the 20 tokens after the first sentence take 4 s to type: its audio is there well
+    before, so this holds by construction and is asserted on token counts, never on wall time."""
+    page = token_page
+    first = "Hi there."
+    rest = "The rest of this answer is still being typed one slow token after another while the first one plays."
+    fill(page, text=f"{first} {rest}", clientId="webui-tokens-slow", tokens=True, tokenRate="5", voice="Ryan",
+         language="English")
+    click(page, "speak")
+    early = wait_until(page, "const t = window.qwenStream.stats.tokens; return t && t.firstAudioToken !== null && t")
+    assert early["state"] == "streaming" and early["sent"] < early["total"]
+    s = wait_until(page, "const s = window.qwenStream.stats; return s.state === 'done' && s", timeout=90)
+    t = s["tokens"]
+    assert t["sent"] == t["total"] == 23 and t["state"] == "done"
+    # Audio cannot start before the first sentence is proven complete (its period and the next word sent) ...
+    assert t["firstAudioToken"] >= 4
+    # ... and it started before the last token was sent.
+    assert t["firstAudioToken"] == early["firstAudioToken"] < t["total"]
+    assert s["bytes"] == expected_bytes(first) + expected_bytes(rest)
+    assert console_errors(page) == []
+
+
+def test_token_mode_stop_cancels_the_context_and_the_engine_goes_idle(token_page, server):
+    page = token_page
+    text = ("This first sentence is long enough to keep the engine busy for a while. "
+            + "Then more words keep coming " * 5 + "until the end.")
+    fill(page, text=text, clientId="webui-tokens-stop", tokens=True, tokenRate="5", voice="Ryan", language="English")
+    click(page, "speak")
+    wait_until(page, "const t = window.qwenStream.stats.tokens; return t && t.bytes > 0")
+    click(page, "stop")
+    s = wait_until(page, "const s = window.qwenStream.stats; return s.state === 'stopped' && s")
+    t = s["tokens"]
+    assert t["cancelled"] and t["state"] == "stopped" and t["sent"] < t["total"]
+    assert s["activeSources"] == 0 and s["requests"][0]["status"] == "stopped"
+    # The socket got the tokens so far, every one with continue true, then the cancel.
+    sent = sent_messages(page)
+    assert sent[-1] == {"context_id": t["contextId"], "cancel": True}
+    assert len(sent) == t["sent"] + 1 and all(m["continue"] for m in sent[:-1])
+
+    # The server: the context stopped within a step, the engine went idle and stays so.
+    assert server.wait_idle(30)
+    before = steps(server)
+    time.sleep(0.4)
+    assert steps(server) == before
+
+    # The page: no token and no audio after Stop, every source it started is stopped.
+    later = stats(page)
+    assert len(sent_messages(page)) == len(sent) and later["tokens"]["sent"] == t["sent"]
+    assert later["scheduledSamples"] == s["scheduledSamples"] and later["bytes"] == s["bytes"]
+    assert later["activeSources"] == 0 and later["sourcesStarted"] == later["sourcesStopped"]
+    assert later["bytes"] < expected_bytes("This first sentence is long enough to keep the engine busy for a while.")
+    info = page.execute_script("return document.getElementById('tokenInfo').textContent")
+    assert f"{t['sent']} of {t['total']} tokens sent at 5/s, then cancelled." in info
+
+    # The socket stays open for the next turn, which plays in full.
+    fill(page, text="Again.", tokenRate="50")
+    click(page, "speak")
+    again = wait_until(page, "const s = window.qwenStream.stats; return s.state === 'done' && s")
+    assert again["tokens"]["state"] == "done" and again["bytes"] == expected_bytes("Again.")
+    assert page.execute_script("return window.wsSent.filter(m => m.cancel).length") == 1
+    assert console_errors(page) == []
+
+
+def test_token_mode_sends_the_api_key_in_the_query(driver, custom_voice_dir):
+    settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=MAX_FRAMES,
+                              api_key="s3cret-key")
+    keyed = LiveServer(settings).start()
+    try:
+        driver.get(keyed.url + "/")
+        fill(driver, apiKey="s3cret-key")
+        wait_until(driver, "return window.qwenStream && window.qwenStream.stats.ready "
+                           "&& window.qwenStream.stats.voicesFrom === 'server'")
+        console_errors(driver, ("status of 401",))  # the keyless first load's 401s, before the key was set
+        fill(driver, text="Hi there.", clientId="webui-tokens-key", tokens=True, tokenRate="60", voice="Ryan")
+        click(driver, "speak")
+        # The server refuses a keyless WebSocket handshake (403): a turn that is spoken came with ?api_key=.
+        s = wait_until(driver, "const s = window.qwenStream.stats; return s.state === 'done' && s")
+        assert s["tokens"]["state"] == "done" and s["bytes"] == expected_bytes("Hi there.")
+        assert console_errors(driver) == []
+        fill(driver, tokens=False)
         driver.execute_script("localStorage.clear()")
         assert keyed.wait_idle(30)
     finally:
