@@ -1,5 +1,5 @@
-"""GET /v1/tts/websocket: Cartesia's context WebSocket, so voice-agent stacks that speak it (Pipecat's
-CartesiaTTSService, the cartesia SDK with a custom URL) can use this server.
+"""GET /v1/tts/websocket (also /tts/websocket): Cartesia's context WebSocket, so voice-agent stacks that speak
+it (Pipecat's CartesiaTTSService, the cartesia SDK with a custom URL) can use this server.
 
 Client messages: `{"context_id", "transcript", "continue", "voice", "language", "output_format", "flush"}`, or
 `{"context_id", "cancel": true}`. Server messages per context: `chunk` (base64 audio), `done`, `error` (the
@@ -71,6 +71,10 @@ class ContextMessage(BaseModel):
     flush: bool = False
     cancel: bool = False
     add_timestamps: bool = False
+    # Cartesia's buffering window. 0 ("custom buffering") means the client sends whole segments (Pipecat's
+    # sentence aggregation, each sentence without a leading space) and each is spoken as it is sent, as with
+    # `flush`. Other values are accepted: the server's own splitter decides when a unit is complete.
+    max_buffer_delay_ms: int | None = Field(None, ge=0)
 
     @property
     def voice_id(self) -> str | None:
@@ -108,18 +112,26 @@ class Socket:
                 self.gone.set()  # stalled or closed: the receive loop ends the session
 
     async def error(self, code: str, message: str, context_id: str | None = None, status: int = 400) -> None:
+        # `code` and `error` are ours; `error_code`, `title` and `message` are the names the cartesia SDK reads
+        # (its Error event shows `title: message`).
         await self.send(
             {
                 "type": "error",
                 "context_id": context_id,
                 "code": code,
                 "error": message,
+                "error_code": code,
+                "title": code.replace("_", " ").capitalize(),
+                "message": message,
                 "status_code": status,
                 "done": True,
             }
         )
 
 
+# Cartesia's clients build their URL as base + "/tts/websocket" (the cartesia SDK's websocket_base_url, Pipecat's
+# url default): both paths are the same route, so a client pointed at the server's root works unchanged.
+@router.websocket("/tts/websocket")
 @router.websocket("/v1/tts/websocket")
 async def tts_websocket(ws: WebSocket, client_id: str | None = None):
     await ws.accept()
@@ -194,7 +206,8 @@ async def _handle(text: str, socket: Socket, session: SpeechSession, pumps: set[
             task = asyncio.ensure_future(_pump(context, fmt, socket, session))
             pumps.add(task)
             task.add_done_callback(pumps.discard)
-        await session.feed(context, request.transcript, more=request.more, flush=request.flush)
+        flush = request.flush or (request.max_buffer_delay_ms == 0 and bool(request.transcript))
+        await session.feed(context, request.transcript, more=request.more, flush=flush)
     except InvalidRequest as e:
         await socket.error(e.code, str(e), request.context_id, status=e.status)
     except QueueFull as e:
