@@ -20,10 +20,17 @@ SHARED_OPTIONS = ("chunk_size", "first_chunk_size", "left_context", "device", "d
 
 
 def _say_parser(sub) -> None:
-    p = sub.add_parser("say", help="speak TEXT into a WAV file through the streaming engine")
-    p.add_argument("text")
+    p = sub.add_parser(
+        "say", help="speak TEXT into a WAV file through the streaming engine, or a script or segments into a file"
+    )
+    p.add_argument("text", nargs="?", help="what to say (or give --script or --segments)")
+    long_form = p.add_argument_group("long form (run as a job; the format follows --out's extension)")
+    long_form.add_argument("--script", help="a dialogue file: one [Speaker] line per line")
+    long_form.add_argument("--segments", help="a JSON file: [{text, voice?, language?, instruct?}, ...]")
+    long_form.add_argument("--voices", help="script speakers to voices: Host=Ryan,Guest=Vivian")
+    long_form.add_argument("--pause-ms", type=int, default=300, help="silence between segments (default 300)")
     p.add_argument("--model-path", required=True, help="checkpoint directory or hub id")
-    p.add_argument("--out", required=True, help="output WAV path")
+    p.add_argument("--out", required=True, help="output path (.wav for TEXT; .wav .mp3 .flac .opus... for a script)")
     p.add_argument("--language", default="Auto")
     voice = p.add_mutually_exclusive_group()
     voice.add_argument("--speaker", help="built-in speaker (CustomVoice models)")
@@ -94,20 +101,33 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    given = [name for name in ("text", "script", "segments") if getattr(args, name)]
+    if len(given) != 1:
+        print("error: give exactly one of TEXT, --script or --segments", file=sys.stderr)
+        return 2
     try:
         # Checked before the model loads, and reported as the server reports a bad flag.
         settings = say_settings(args)
-    except ValueError as e:
+        if args.text is None:
+            from .say_long import job_input
+
+            job_input(args)  # the files and flags, read and checked before anything loads
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
     from .cloning import VoiceError
     from .generation import SynthesisError
     from .model import ModelLoadError
+    from .speech.errors import InvalidRequest
 
     try:
+        if args.text is None:
+            from .say_long import say_long
+
+            return say_long(args, settings)
         return _say(args, settings)
-    except (ModelLoadError, SynthesisError, VoiceError, OSError) as e:
+    except (ModelLoadError, SynthesisError, VoiceError, OSError, InvalidRequest, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -18,20 +18,17 @@ import base64
 import os
 import re
 import tempfile
-import threading
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from .audio import FORMATS
 from .catalog import FRAME_SECONDS, SAMPLE_RATE, family_of_hub_name
 from .config import ServerSettings, load_settings
+from .inprocess import InProcessServer
 from .jobs.service import JobInput
 from .speech.errors import InvalidRequest, NotFound
-from .speech.startup import Server
 
-T = TypeVar("T")
 _CHECKPOINT_NAME = re.compile(r"^Qwen3-TTS-12Hz-(0\.6B|1\.7B)-(CustomVoice|VoiceDesign|Base)$")
 INPUT_KEYS = {"text", "segments", "voice", "model", "output_format", "params", "language", "pause_ms"}
 POLL = 0.05
@@ -71,24 +68,12 @@ def _replace(settings: ServerSettings, **changes: Any) -> ServerSettings:
     return dataclasses.replace(settings, **changes)
 
 
-class Worker:
-    """The loaded server, on an event loop of its own thread; `handle` is called from any thread."""
-
-    def __init__(self, settings: ServerSettings):
-        self.settings = settings
-        self.server = Server(settings)
-        self._loop = asyncio.new_event_loop()
-        threading.Thread(target=self._loop.run_forever, name="qwen-stream-serverless", daemon=True).start()
-        self._run(self.server.start())
-        if self.server.state != "ready":
-            raise RuntimeError(f"the models did not load: {self.server.error}")
-
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+class Worker(InProcessServer):
+    """The serverless handler over the loaded server; `handle` is called from any thread."""
 
     def handle(self, event: dict[str, Any]) -> dict[str, Any]:
         try:
-            return self._run(self._handle(event))
+            return self.run(self._handle(event))
         except InvalidRequest as e:
             return {"error": str(e), "code": e.code}
 

@@ -66,6 +66,8 @@ class BearerAuth:
                 scheme, _, token = value.partition(b" ")
                 # Compared in constant time: the time taken says nothing about how much of the key matched.
                 return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._key)
+            if name == b"x-api-key":  # Cartesia's clients (Pipecat's CartesiaTTSService) send the key so
+                return hmac.compare_digest(value.strip(), self._key)
         if scope["type"] == "websocket":
             # A browser cannot set headers on a WebSocket: the key may come as ?api_key= (never for HTTP, where
             # it would end up in access logs and caches for no need).

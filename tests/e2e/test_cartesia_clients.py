@@ -2,8 +2,7 @@
 `cartesia` SDK's WebSocket client pointed at us with `websocket_base_url`, and Pipecat's CartesiaTTSService with
 its `url` pointed at us, in a pipeline. Text in pieces is spoken and ends with done; their cancel (the SDK's
 `context.cancel()`, Pipecat's interruption) stops our engine; errors reach them in the shape they read. The
-server requires a key, sent as each client sends it (the SDK: `Authorization: Bearer`; Pipecat: its own
-`X-API-Key` plus the Bearer header through `extra_headers`)."""
+server requires a key, sent as each client sends it (the SDK: `Authorization: Bearer`; Pipecat: `X-API-Key`)."""
 
 from __future__ import annotations
 
@@ -225,9 +224,8 @@ class Agent:
 
     def __init__(self, live, mode: TextAggregationMode = TextAggregationMode.SENTENCE):
         self.tts = CartesiaTTSService(
-            api_key=KEY,  # sent as X-API-Key, which Cartesia reads; the server reads the Bearer header
+            api_key=KEY,  # sent as X-API-Key, as Cartesia reads it
             url=ws_base(live) + "/tts/websocket?client_id=agent",
-            extra_headers={"Authorization": f"Bearer {KEY}"},
             settings=CartesiaTTSService.Settings(voice="Ryan"),
             text_aggregation_mode=mode,
         )

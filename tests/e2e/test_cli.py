@@ -127,3 +127,30 @@ def test_loading_refuses_other_model_types_and_incomplete_checkpoints(tmp_path):
 def test_auto_placement_on_this_machine(custom_voice_model):
     placement = custom_voice_model.placement
     assert placement.device == "cpu" and placement.dtype == torch.float32 and placement.attention == "sdpa"
+
+
+def test_say_script_makes_one_file_with_a_progress_bar(custom_voice_dir, tmp_path):
+    script = tmp_path / "dialogue.txt"
+    script.write_text("[Host] Welcome back.\n[Guest] Glad to be here.\n", encoding="utf-8")
+    out = tmp_path / "podcast.flac"
+    proc = say("--script", str(script), "--voices", "Host=Ryan,Guest=Vivian", "--pause-ms", "200",
+               "--model-path", str(custom_voice_dir), "--out", str(out), "--max-frames", "8", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    samples, rate = sf.read(out, dtype="int16")
+    assert rate == 24000 and len(samples) == 2 * 8 * 1920 + 4800  # two segments of 8 frames, one 200 ms pause
+    assert "2/2" in proc.stderr and "segment" in proc.stderr  # the progress bar's last state
+    assert "2 segments" in proc.stdout
+
+
+def test_say_segments_refuses_a_bad_file_and_a_bad_voice_in_one_line(custom_voice_dir, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "a list"}', encoding="utf-8")
+    proc = say("--segments", str(bad), "--model-path", str(custom_voice_dir), "--out", str(tmp_path / "x.wav"))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --segments")
+    good = tmp_path / "voices.json"
+    good.write_text('[{"text": "Hi.", "voice": "Nobody"}]', encoding="utf-8")
+    proc = say("--segments", str(good), "--model-path", str(custom_voice_dir), "--out", str(tmp_path / "x.wav"),
+               "--device", "cpu")
+    assert proc.returncode == 2 and "unknown voice 'Nobody'" in proc.stderr.strip().splitlines()[-1]
+    neither = say("--model-path", str(custom_voice_dir), "--out", str(tmp_path / "x.wav"))
+    assert neither.returncode == 2 and "exactly one of TEXT, --script or --segments" in neither.stderr

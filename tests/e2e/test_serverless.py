@@ -36,7 +36,7 @@ def worker(model_dir, tmp_path_factory):
            "QWEN_STREAM_VOICES_DIR": str(tmp_path_factory.mktemp("voices"))}
     w = Worker(worker_settings(env))
     yield w
-    w._run(w.server.stop())
+    w.close()
 
 
 def test_a_model_directory_is_read_by_its_released_names(model_dir):
