@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS segments (
 """
 
 
+_ADDED_COLUMNS = (("result_url", "TEXT"),)  # (name, type) in the order they were added
+
+
 @dataclass
 class Segment:
     index: int
@@ -75,6 +78,14 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added since a store was made: a store made by an earlier version keeps its jobs."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in _ADDED_COLUMNS:
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self._db.close()

@@ -1,10 +1,10 @@
 """The job worker: one job at a time, one segment at a time, only while live speech leaves the engine free.
 
-Priority: before each sentence the worker waits until no client has an utterance running or waiting, so a
-live request that arrives meanwhile waits at most for the sentence in the engine (capped by its frame budget),
-never for a whole job. Seams: segments are generated with the streaming decoder and joined sample-exact, with
-`pause_ms` of silence between them (the decoder is causal: no crossfade is needed). A failed segment is
-retried (`ATTEMPTS` in all) and then reported in the job, never dropped silently.
+Priority: before each sentence the worker waits until no client has an utterance running or waiting, and a
+sentence in progress is stopped the moment live speech arrives (within one frame step) and made again later
+from its start, so a live request never waits for job work. Seams: segments are generated with the streaming
+decoder and joined sample-exact, with `pause_ms` of silence between them (the decoder is causal: no crossfade
+is needed). A failed segment is retried (`ATTEMPTS` in all) and then reported in the job, never dropped.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class JobWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._running: tuple[str, asyncio.Task] | None = None  # the job in progress and its task
+        self.preempted = 0  # job sentences stopped and redone because live speech needed the engine
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._loop())
@@ -139,15 +140,35 @@ class JobWorker:
         requests = await self.speech.requests_for(seg["text"], speaker, spec["normalize"], spec.get("max_new_tokens"))
         pcm = bytearray()
         for request in requests:
-            await self._spare_capacity()
-            async for event in self.speech.engine.astream(request):  # raises the job's error; leaving cancels
-                if isinstance(event, AudioChunk):
-                    pcm += event.pcm
+            while True:
+                await self._spare_capacity()
+                sentence = asyncio.ensure_future(self._sentence(request))
+                while not sentence.done() and not self._live_waiting():
+                    await asyncio.wait({sentence}, timeout=IDLE_POLL)
+                if sentence.done():
+                    pcm += sentence.result()  # raises the sentence's error
+                    break
+                # Live speech arrived: the sentence yields the engine at once (its cancel takes one frame step)
+                # and is made again from its start later; its partial audio is dropped, so no seam is left.
+                sentence.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sentence
+                self.preempted += 1
         return bytes(pcm)
 
-    async def _spare_capacity(self) -> None:
+    async def _sentence(self, request) -> bytes:
+        pcm = bytearray()
+        async for event in self.speech.engine.astream(request):  # raises the job's error; leaving cancels it
+            if isinstance(event, AudioChunk):
+                pcm += event.pcm
+        return bytes(pcm)
+
+    def _live_waiting(self) -> bool:
         queues = self.speech.queues
-        while queues.active or queues.waiting:
+        return bool(queues.active or queues.waiting)
+
+    async def _spare_capacity(self) -> None:
+        while self._live_waiting():
             await asyncio.sleep(IDLE_POLL)
 
     def _assemble(self, job_id: str, segments: int, spec: dict[str, Any]) -> bytes:

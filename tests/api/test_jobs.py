@@ -228,3 +228,24 @@ def test_a_result_uploaded_to_s3_downloads_the_same_bytes_by_its_presigned_url(s
         bad = c.post("/v1/audio/jobs", json=dict(body, output={"s3": {"expires": 10**9}}))
         assert bad.status_code == 400
     assert s3_live.wait_idle()
+
+
+def test_live_speech_preempts_a_job_sentence_and_the_job_still_completes(server, client):
+    """A live request never waits for job work: the job's sentence in the engine yields (it is made again later)."""
+    worker = server.backend.jobs.worker
+    body = {"segments": [{"text": f"A job sentence long enough to be caught running, number {i}.", "voice": "Ryan"}
+                         for i in range(6)], "pause_ms": 0}
+    job_id = client.post("/v1/audio/jobs", json=body).json()["id"]
+    before = worker.preempted
+    for _ in range(20):  # each round: wait until a job sentence holds the engine, then speak live
+        if worker.preempted > before or client.get(f"/v1/audio/jobs/{job_id}").json()["status"] != "running":
+            break
+        while server.backend.engine.idle and client.get(f"/v1/audio/jobs/{job_id}").json()["status"] == "running":
+            time.sleep(0.005)
+        live = client.post("/tts/stream", json={"text": "Live answer.", "client_id": "live-user"})
+        assert live.status_code == 200 and live.content
+    assert worker.preempted > before, "no job sentence was ever caught in the engine"
+    job = wait_for(client, job_id, "done", "failed")
+    samples, _ = sf.read(io.BytesIO(client.get(job["audio_url"]).content), dtype="int16")
+    expected = frames(*(f"A job sentence long enough to be caught running, number {i}." for i in range(6)))
+    assert job["status"] == "done" and len(samples) == expected * 1920  # redone sentences: whole, no seam or gap
