@@ -278,3 +278,35 @@ def test_timestamps_place_each_spoken_unit_in_the_context_audio(live):
     assert stamps[0]["start"] == [0.0] and stamps[0]["end"] == [pytest.approx(seconds[0], abs=1e-3)]
     assert stamps[1]["start"] == stamps[0]["end"]
     assert stamps[1]["end"] == [pytest.approx(sum(seconds), abs=1e-3)]
+
+
+def test_numbers_and_abbreviations_split_across_pieces_are_spoken_whole(live):
+    pieces = ["It costs $1", ",000", ".50 today, says Mr", ". Smith of the U", ".S. office. Next", " one."]
+
+    async def main():
+        async with websockets.connect(url(live)) as ws:
+            for i, piece in enumerate(pieces):
+                await ws.send(message("n", piece, i < len(pieces) - 1, add_timestamps=True))
+            _, seen = await until_done(ws, "n")
+            return [m["word_timestamps"]["words"][0] for m in seen if m["type"] == "timestamps"]
+
+    assert run(main()) == ["It costs $1,000.50 today, says Mr. Smith of the U.S. office.", "Next one."]
+
+
+def test_a_flood_of_small_messages_is_taken_in_order_and_the_socket_stays_usable(live):
+    words = [f" w{i}" for i in range(150)]
+
+    async def main():
+        async with websockets.connect(url(live)) as ws:
+            for word in words:  # no waiting between them: as fast as the socket takes them
+                await ws.send(message("flood", word, True, add_timestamps=True))  # read from the first
+            await ws.send(message("flood", ".", False, add_timestamps=True))
+            audio, seen = await until_done(ws, "flood")
+            units = [m["word_timestamps"]["words"][0] for m in seen if m["type"] == "timestamps"]
+            await ws.send(message("after", "Still here.", False))
+            after, _ = await until_done(ws, "after")
+            return units, after
+
+    units, after = run(main())
+    assert " ".join(units).replace(" .", ".") == "".join(words).strip() + "."  # every word, in order, once
+    assert len(after) == expected_bytes("Still here.")
