@@ -1,4 +1,4 @@
-"""/v1/voices: list, clone from an upload, design from a description, fetch the reference, delete."""
+"""/v1/voices: list, clone from an upload, design from a description, fetch the reference, rename, delete."""
 
 from __future__ import annotations
 
@@ -145,6 +145,10 @@ class DesignRequest(_Strict):
     language: str = Field("Auto", max_length=32)
 
 
+class RenameRequest(_Strict):
+    name: str = Field(min_length=1, max_length=100)
+
+
 @router.get("/v1/voices")
 async def list_voices(request: Request):
     return {"voices": [v.public() for v in voices(request).list()]}
@@ -188,6 +192,12 @@ async def voice_audio(voice_id: str, request: Request):
     if path is None:
         raise NotFound(f"voice {voice_id!r} has no reference audio (built-in voices have none)")
     return FileResponse(path, media_type="audio/wav", filename=f"{record.id}.wav")
+
+
+@router.patch("/v1/voices/{voice_id}")
+async def rename_voice(voice_id: str, body: RenameRequest, request: Request):
+    """Renames a cloned or designed voice; its id, and so every reference to it, stays."""
+    return (await voices(request).rename(voice_id, voice_name(body.name))).public()
 
 
 @router.delete("/v1/voices/{voice_id}")

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -196,6 +196,27 @@ class VoiceLibrary:
                 raise InsufficientStorage(f"no space left to store the voice ({e.strerror}); nothing was stored") from e
             raise
         return record
+
+    def rename(self, voice_id: str, name: str) -> VoiceRecord | None:
+        """Gives a stored voice a new name: meta.json is rewritten beside and renamed over the old one, so
+        a crash leaves either name, never half a file. None if there is no such voice."""
+        with self._lock:
+            record = self._voices.get(voice_id)
+            if record is None:
+                return None
+            renamed = replace(record, name=name)
+            meta = self.root / voice_id / "meta.json"
+            staging = meta.with_name(f".meta-{uuid.uuid4().hex}.json")
+            try:
+                _write_synced(staging, json.dumps(asdict(renamed), ensure_ascii=False).encode("utf-8"))
+                os.replace(staging, meta)
+            except BaseException as e:
+                staging.unlink(missing_ok=True)
+                if isinstance(e, OSError) and e.errno in _DISK_FULL:
+                    raise InsufficientStorage(f"no space left to rename the voice ({e.strerror})") from e
+                raise
+            self._publish({**self._voices, voice_id: renamed}, self._broken)
+        return renamed
 
     def delete(self, voice_id: str) -> bool:
         """Removes a stored voice, damaged ones included. False if there was none."""

@@ -234,6 +234,15 @@ class VoiceService:
             description=description,
         )
 
+    async def rename(self, voice_id: str, name: str) -> VoiceRecord:
+        record = self.get(voice_id)
+        if record.kind == "builtin":
+            raise InvalidRequest("invalid_request", f"{voice_id!r} is a built-in voice and cannot be renamed")
+        renamed = await asyncio.to_thread(self.library.rename, record.id, name)
+        if renamed is None:  # deleted meanwhile
+            raise NotFound(f"no voice {voice_id!r}")
+        return renamed
+
     async def delete(self, voice_id: str) -> None:
         """Damaged voices can be deleted too: that is how an operator clears them."""
         record = self.library.get(voice_id)

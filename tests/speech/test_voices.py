@@ -425,3 +425,31 @@ def speak_timed(server, body: dict) -> tuple[float | None, float]:
             if first is None:
                 first = time.perf_counter()
     return first, time.perf_counter()
+
+
+def test_rename_keeps_the_id_and_survives_a_restart(server, client, dirs, voices_dir, reference_audio):
+    samples, rate = reference_audio
+    voice = upload(client, audio_file(samples, rate), name="Before").json()
+    renamed = client.patch(f"/v1/voices/{voice['id']}", json={"name": "  After  "})
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json() == {**voice, "name": "After"}  # only the name changed: the id, audio and prompt stay
+    assert [v["name"] for v in client.get("/v1/voices").json()["voices"] if v["id"] == voice["id"]] == ["After"]
+    assert speak(client, voice["id"]).status_code == 200
+    assert client.get(f"/v1/voices/{voice['id']}/audio").status_code == 200
+    assert not [p for p in (voices_dir / voice["id"]).iterdir() if p.name.startswith(".")]  # no staging left
+
+    # Refusals: a built-in voice, an unknown one, a blank or missing name, an unknown field.
+    assert client.patch("/v1/voices/Ryan", json={"name": "X"}).json()["error"]["code"] == "invalid_request"
+    assert client.patch("/v1/voices/voice_000000000000", json={"name": "X"}).status_code == 404
+    assert client.patch(f"/v1/voices/{voice['id']}", json={"name": "   "}).json()["error"]["code"] == "invalid_name"
+    for body in ({}, {"name": "X", "kind": "builtin"}, {"name": "x" * 101}):
+        assert client.patch(f"/v1/voices/{voice['id']}", json=body).status_code == 400
+    assert client.get(f"/v1/voices/{voice['id']}").json()["name"] == "After"
+
+    again = LiveServer(three_family_settings(dirs, voices_dir)).start()
+    try:
+        with httpx.Client(base_url=again.url, timeout=300) as c2:
+            assert c2.get(f"/v1/voices/{voice['id']}").json()["name"] == "After"
+    finally:
+        again.stop()
+    assert client.delete(f"/v1/voices/{voice['id']}").status_code == 200
