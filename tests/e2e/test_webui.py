@@ -44,7 +44,9 @@ def expected_bytes(text: str) -> int:
 
 @pytest.fixture(scope="module")
 def driver():
-    with chromium(("--window-size=1280,1000",), {"goog:loggingPrefs": {"browser": "ALL"}}) as browser:
+    # The fake media flags: a synthetic microphone (a beep) that getUserMedia gets without a permission prompt.
+    flags = ("--window-size=1280,1000", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+    with chromium(flags, {"goog:loggingPrefs": {"browser": "ALL"}}) as browser:
         browser.set_script_timeout(30)
         yield browser
 
@@ -529,3 +531,270 @@ def test_token_mode_sends_the_api_key_in_the_query(driver, custom_voice_dir):
         assert keyed.wait_idle(30)
     finally:
         keyed.stop()
+
+
+# -- studio: the Voices and Script panels -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def studio_server(custom_voice_dir, base_dir, voice_design_dir):
+    """All three families: built-in speakers, cloning (Base) and designing (VoiceDesign + Base)."""
+    models = f"custom_voice={custom_voice_dir},base={base_dir},voice_design={voice_design_dir}"
+    live = LiveServer(ServerSettings(models=models, device="cpu", max_frames=MAX_FRAMES,
+                                     max_text_chars=MAX_TEXT_CHARS, max_upload_mb=2)).start()
+    yield live
+    live.stop()
+
+
+def load_studio(driver, url: str) -> None:
+    driver.get(url + "/")
+    wait_until(driver, "return window.qwenStream && window.qwenStream.stats.ready "
+                       "&& window.qwenStream.studio.voices.length > 0")
+
+
+@pytest.fixture
+def studio(driver, studio_server):
+    load_studio(driver, studio_server.url)
+    console_errors(driver)  # only this test's entries from here on
+    yield driver
+    assert studio_server.wait_idle(60), "work left running on the server after the test"
+
+
+def studio_stats(driver) -> dict:
+    return driver.execute_script("return window.qwenStream.studio")
+
+
+def last_action(driver, action: str, count_before: int) -> dict:
+    """Waits for the panel's next `action` after `count_before` actions, and returns it."""
+    return wait_until(driver, f"const a = window.qwenStream.studio.actions.slice({count_before})"
+                              f".filter(a => a.action === '{action}'); return a.length && a[0]", timeout=180)
+
+
+def press(driver, selector: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, selector).click()
+
+
+def picker(driver) -> list[str]:
+    return driver.execute_script("return [...document.getElementById('voice').options].map(o => o.value)")
+
+
+def listed(driver) -> list[str]:
+    return driver.execute_script("return [...document.querySelectorAll('#voiceList tr[data-id]')]"
+                                 ".map(r => r.dataset.id)")
+
+
+def wav_file(path: Path, samples, rate: int) -> Path:
+    import soundfile as sf
+
+    sf.write(path, samples, rate, format="WAV", subtype="PCM_16")
+    return path
+
+
+def assert_reference_plays(driver, server, voice_id: str) -> None:
+    import httpx
+
+    press(driver, f'#voiceList button[data-act="play"][data-id="{voice_id}"]')
+    ref = wait_until(driver, "const r = window.qwenStream.studio.reference; "
+                             "return (r.state === 'playing' || r.state === 'ended' || r.state === 'error') && r")
+    assert ref["state"] in ("playing", "ended") and ref["voice"] == voice_id, ref
+    wait_until(driver, "const r = window.qwenStream.studio.reference; return r.currentTime > 0 || r.state === 'ended'")
+    # The page played the server's reference WAV, every byte of it.
+    assert ref["bytes"] == len(httpx.get(f"{server.url}/v1/voices/{voice_id}/audio").content)
+
+
+def delete_in_page(driver, voice_id: str) -> None:
+    before = len(studio_stats(driver)["actions"])
+    press(driver, f'#voiceList button[data-act="delete"][data-id="{voice_id}"]')
+    button = f'#voiceList button[data-act="delete"][data-id="{voice_id}"]'
+    wait_until(driver, f"return document.querySelector('{button}').textContent === 'Sure?'")
+    press(driver, f'#voiceList button[data-act="delete"][data-id="{voice_id}"]')  # the second click deletes
+    assert last_action(driver, "delete", before)["ok"]
+    wait_until(driver, f"return !window.qwenStream.studio.voices.some(v => v.id === '{voice_id}')")
+
+
+def test_studio_clones_from_a_file_lists_plays_and_deletes(studio, studio_server, reference_audio, tmp_path):
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    driver, server = studio, studio_server
+    assert "Ryan" in listed(driver) and "Ryan" in picker(driver)
+    # Built-in voices have no reference audio and cannot be deleted: no buttons for them.
+    assert not driver.find_elements(By.CSS_SELECTOR, '#voiceList tr[data-id="Ryan"] button')
+
+    samples, rate = reference_audio
+    path = wav_file(tmp_path / "reference.wav", samples, rate)
+    fill(driver, cloneName="Narrator", cloneTranscript="", language="English")
+    driver.find_element(By.ID, "cloneFile").send_keys(str(path))
+    before = len(studio_stats(driver)["actions"])
+    click(driver, "cloneUpload")
+    action = last_action(driver, "clone", before)
+    assert action["ok"], action
+    voice = action["detail"]
+    # No transcript: an x-vector clone, spoken by the Base model.
+    assert voice["kind"] == "cloned" and voice["mode"] == "xvector" and voice["name"] == "Narrator"
+    assert voice["language"] == "English"
+    # At once in the list (kind, name, id) and in the page's voice picker.
+    assert voice["id"] in listed(driver) and voice["id"] in picker(driver)
+    row = driver.find_element(By.CSS_SELECTOR, f'#voiceList tr[data-id="{voice["id"]}"]').text
+    assert "cloned" in row and "Narrator" in row and voice["id"] in row
+    assert voice["id"] in [v["id"] for v in httpx.get(f"{server.url}/v1/voices").json()["voices"]]
+
+    assert_reference_plays(driver, server, voice["id"])
+
+    # Rename in place: PATCH /v1/voices/{id}; the id stays, the list and the picker show the new name.
+    press(driver, f'#voiceList button[data-act="rename"][data-id="{voice["id"]}"]')
+    field = driver.find_element(By.CSS_SELECTOR, f'#voiceList input.rename[data-id="{voice["id"]}"]')
+    field.clear()
+    field.send_keys("Storyteller")
+    before = len(studio_stats(driver)["actions"])
+    press(driver, f'#voiceList button[data-act="rename-save"][data-id="{voice["id"]}"]')
+    action = last_action(driver, "rename", before)
+    assert action["ok"] and action["detail"]["name"] == "Storyteller" and action["detail"]["id"] == voice["id"]
+    wait_until(driver, f"return window.qwenStream.studio.voices.some(v => v.id === '{voice['id']}' "
+                       "&& v.name === 'Storyteller')")
+    assert "Storyteller" in driver.find_element(By.CSS_SELECTOR, f'#voiceList tr[data-id="{voice["id"]}"]').text
+    assert driver.execute_script(f"return document.querySelector('#voice option[value=\"{voice['id']}\"]').text"
+                                 ).startswith("Storyteller")
+    assert httpx.get(f"{server.url}/v1/voices/{voice['id']}").json()["name"] == "Storyteller"
+
+    # The page speaks with the new voice from the picker.
+    fill(driver, text="Hi there.", clientId="webui-cloned", conversation=False, tokens=False, voice=voice["id"])
+    click(driver, "speak")
+    s = wait_until(driver, "const s = window.qwenStream.stats; return s.state === 'done' && s", timeout=120)
+    assert s["requests"][0]["status"] == "done" and s["bytes"] == expected_bytes("Hi there.")
+
+    delete_in_page(driver, voice["id"])
+    assert voice["id"] not in listed(driver) and voice["id"] not in picker(driver)
+    assert httpx.get(f"{server.url}/v1/voices/{voice['id']}").status_code == 404
+    assert console_errors(driver) == []
+
+
+def test_studio_clones_from_the_microphone(studio, studio_server):
+    import httpx
+
+    driver, server = studio, studio_server
+    click(driver, "recordStart")
+    # Chromium's fake microphone (a beep): record until the page has counted 3 s of it.
+    wait_until(driver, "const r = window.qwenStream.studio.recording; return r.state === 'recording' && r.seconds >= 3")
+    click(driver, "recordStop")
+    rec = wait_until(driver, "const r = window.qwenStream.studio.recording; "
+                             "return (r.state === 'recorded' || r.state === 'error') && r")
+    assert rec["state"] == "recorded", rec
+    assert rec["seconds"] > 2 and rec["bytes"] > 44 and rec["mimeType"].startswith("audio/")
+    assert driver.execute_script("return document.getElementById('cloneRecorded').disabled") is False
+
+    fill(driver, cloneName="Microphone", cloneTranscript="Beep beep beep.")
+    before = len(studio_stats(driver)["actions"])
+    click(driver, "cloneRecorded")
+    action = last_action(driver, "clone", before)
+    assert action["ok"], action
+    voice = action["detail"]
+    # With a transcript: an ICL clone.
+    assert voice["kind"] == "cloned" and voice["mode"] == "icl" and voice["ref_text"] == "Beep beep beep."
+    assert voice["id"] in listed(driver) and voice["id"] in picker(driver)
+    # What was stored is the page's WAV of the recording (24 kHz mono 16-bit): its length is the recording's.
+    ref = httpx.get(f"{server.url}/v1/voices/{voice['id']}/audio").content
+    assert (len(ref) - 44) / BYTES_PER_SECOND == pytest.approx(rec["seconds"], abs=0.05)
+    delete_in_page(driver, voice["id"])
+    assert console_errors(driver) == []
+
+
+def test_studio_designs_and_saves_a_voice(studio, studio_server):
+    import httpx
+
+    driver, server = studio, studio_server
+    # CustomVoice is this server's default voice, so the description cannot be previewed through /tts/stream.
+    assert driver.execute_script("return document.getElementById('designPreview').disabled") is True
+    assert driver.execute_script("return document.getElementById('designSave').disabled") is False
+    fill(driver, designName="Deep", designDescription="A deep, calm narrator.",
+         designSample="Hello there, I read slowly.", language="English")
+    before = len(studio_stats(driver)["actions"])
+    click(driver, "designSave")
+    action = last_action(driver, "design", before)
+    assert action["ok"], action
+    voice = action["detail"]
+    assert voice["kind"] == "designed" and voice["name"] == "Deep" and voice["description"] == "A deep, calm narrator."
+    assert voice["id"] in listed(driver) and voice["id"] in picker(driver)
+    assert_reference_plays(driver, server, voice["id"])  # the designed clip
+    delete_in_page(driver, voice["id"])
+    assert httpx.get(f"{server.url}/v1/voices/{voice['id']}").status_code == 404
+    assert console_errors(driver) == []
+
+
+def test_studio_previews_a_design_where_voicedesign_is_the_default(driver, voice_design_dir):
+    """A server of VoiceDesign alone speaks `instruct` as the voice's description: the page previews with it."""
+    sample = "Hello there, I read slowly."
+    live = LiveServer(ServerSettings(model_path=str(voice_design_dir), device="cpu", max_frames=MAX_FRAMES)).start()
+    try:
+        driver.get(live.url + "/")
+        wait_until(driver, "return window.qwenStream && window.qwenStream.stats.ready "
+                           "&& !document.getElementById('designPreview').disabled")
+        console_errors(driver)
+        # Saving needs a Base model too, which this server lacks.
+        assert driver.execute_script("return document.getElementById('designSave').disabled") is True
+        fill(driver, designDescription="A bright, cheerful young voice.", designSample=sample, language="English",
+             clientId="webui-preview")
+        before = len(studio_stats(driver)["actions"])
+        click(driver, "designPreview")
+        action = last_action(driver, "preview", before)
+        assert action["ok"], action
+        preview = wait_until(driver, "const p = window.qwenStream.studio.preview; return "
+                                     "(p.state === 'playing' || p.state === 'ended' || p.state === 'error') && p")
+        assert preview["state"] in ("playing", "ended"), preview
+        assert preview["bytes"] == expected_bytes(sample)
+        assert console_errors(driver) == []
+        assert live.wait_idle(30)
+    finally:
+        live.stop()
+
+
+def test_studio_runs_a_two_speaker_script_job(studio, studio_server, tmp_path):
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    driver, server = studio, studio_server
+    script = "[Host] Welcome to the show.\n[Guest] Thanks for having me.\nIt is good to be here."
+    fill(driver, scriptText=script, language="English")
+    # One voice select per speaker found in the script, filled from the voice list.
+    selects = driver.execute_script(
+        "return [...document.querySelectorAll('#speakerMap select')].map(s => [s.dataset.speaker, s.id, "
+        "[...s.options].map(o => o.value)])")
+    assert [speaker for speaker, _, _ in selects] == ["Host", "Guest"]
+    assert all("Ryan" in options and "Vivian" in options for _, _, options in selects)
+    fill(driver, **{selects[0][1]: "Ryan", selects[1][1]: "Vivian"}, jobFormat="wav", jobPause="200")
+    assert studio_stats(driver)["mapping"] == {"Host": "Ryan", "Guest": "Vivian"}
+
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)})
+    click(driver, "jobStart")
+    job = wait_until(driver, "const j = window.qwenStream.studio.job; return j && (j.downloadedBytes !== null "
+                             "|| ['failed', 'cancelled', 'error'].includes(j.status)) && j",
+                     timeout=300)
+    assert job["status"] == "done", job
+    assert job["segmentsTotal"] == 3 and job["segmentsDone"] == 3
+    # The progress bar went up and ended full.
+    assert driver.execute_script("return document.getElementById('jobProgress').value") == 100
+    assert job["percents"][-1] == 100 and job["percents"] == sorted(job["percents"])
+    # The job on the server: done, with the bytes the page fetched.
+    body = httpx.get(f"{server.url}/v1/audio/jobs/{job['id']}").json()
+    assert body["status"] == "done" and body["output_format"] == "wav"
+    served = httpx.get(f"{server.url}/v1/audio/jobs/{job['id']}/audio").content
+    assert job["audioBytes"] == body["audio_bytes"] == job["downloadedBytes"] == len(served)
+
+    # Download: the file saved by the browser is the job's audio.
+    link = driver.find_element(By.ID, "jobDownload")
+    assert link.is_displayed() and link.get_attribute("download") == f"qwen-stream-{job['id']}.wav"
+    link.click()
+    saved = tmp_path / f"qwen-stream-{job['id']}.wav"
+    deadline = time.monotonic() + 60
+    while not (saved.exists() and saved.stat().st_size == len(served)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert saved.read_bytes() == served
+
+    # Play: the result plays in the page.
+    click(driver, "jobPlay")
+    played = wait_until(driver, "const p = window.qwenStream.studio.job.play; "
+                                "return (p.state === 'playing' || p.state === 'ended' || p.state === 'error') && p")
+    assert played["state"] in ("playing", "ended"), played
+    assert console_errors(driver) == []
