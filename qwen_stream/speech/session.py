@@ -69,6 +69,7 @@ class SpeechSession:
         instruct: str | None = None,
         speaker: Speaker | None = None,
         timestamps: bool = False,
+        min_clause_chars: int | None = None,
     ) -> Context:
         """A new turn, spoken by the named voice (or by `speaker`, a voice of this session's own). Raises
         InvalidRequest (a bad voice or language, too many open turns) or QueueFull."""
@@ -77,7 +78,8 @@ class SpeechSession:
         if speaker is None:
             speaker = await self._speech.speaker(voice, instruct, language)
         utterance = self._speech.open_ended(self.client_id)
-        context = Context(context_id, speaker, utterance, SentenceBuffer(speaker.language), timestamps)
+        buffer = SentenceBuffer(speaker.language, min_clause_chars=min_clause_chars)
+        context = Context(context_id, speaker, utterance, buffer, timestamps)
         self._contexts[context_id] = context
         return context
 

@@ -310,3 +310,16 @@ def test_a_flood_of_small_messages_is_taken_in_order_and_the_socket_stays_usable
     units, after = run(main())
     assert " ".join(units).replace(" .", ".") == "".join(words).strip() + "."  # every word, in order, once
     assert len(after) == expected_bytes("Still here.")
+
+
+def test_the_clause_threshold_is_tunable_per_context(live):
+    text = "Right after the long opening clause, the rest follows."
+
+    async def units(extra: dict) -> list[str]:
+        async with websockets.connect(url(live)) as ws:
+            await ws.send(message("c", text, False, add_timestamps=True, **extra))
+            _, seen = await until_done(ws, "c")
+            return [m["word_timestamps"]["words"][0] for m in seen if m["type"] == "timestamps"]
+
+    assert run(units({})) == [text]  # 35 characters before the comma: under the default 60
+    assert run(units({"min_clause_chars": 20})) == ["Right after the long opening clause,", "the rest follows."]
