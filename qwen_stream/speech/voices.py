@@ -31,6 +31,7 @@ from .errors import InvalidRequest, NotFound, TooLarge
 from .voice_store import BrokenVoice, VoiceLibrary, VoiceRecord
 
 LEGACY_PROMPT_CACHE = 32
+DESIGN_VOICE = "design"  # reserved: the VoiceDesign model with the request's instruct as the description
 REFERENCE_DECODES = 2  # uploads decoded at once: bounds their memory together
 
 
@@ -69,6 +70,8 @@ class VoiceService:
             return "base", Voice(clone=await self._legacy_clone(ref_audio))
         if name is None or name.lower() == "default":
             return self._default(instruct)
+        if name.lower() == DESIGN_VOICE:
+            return self._designed(instruct)
         record = self.library.get(name)
         if record is None:
             if (damage := self.library.broken_reason(name)) is not None:
@@ -87,6 +90,15 @@ class VoiceService:
             raise InvalidRequest("unknown_voice", f"voice {name!r} needs a {record.family} model, not served here")
         self._check_instruct(record.family, voice)
         return record.family, voice
+
+    def _designed(self, instruct: str | None) -> tuple[str, Voice]:
+        """The reserved voice "design": the VoiceDesign model speaking `instruct` as the voice's description, on any
+        server that serves it (a preview before a designed voice is saved)."""
+        if not self.registry.serves("voice_design"):
+            raise InvalidRequest("unknown_voice", f"voice {DESIGN_VOICE!r} needs a VoiceDesign model, not served here")
+        if not instruct:
+            raise InvalidRequest("invalid_request", f"voice {DESIGN_VOICE!r} speaks a description: give instruct")
+        return "voice_design", Voice(instruct=instruct)
 
     def _default(self, instruct: str | None) -> tuple[str, Voice]:
         voice = self.default.voice

@@ -705,11 +705,18 @@ def test_studio_designs_and_saves_a_voice(studio, studio_server):
     import httpx
 
     driver, server = studio, studio_server
-    # CustomVoice is this server's default voice, so the description cannot be previewed through /tts/stream.
-    assert driver.execute_script("return document.getElementById('designPreview').disabled") is True
+    # CustomVoice is this server's default voice: the preview asks for the reserved voice "design" (VoiceDesign).
+    assert driver.execute_script("return document.getElementById('designPreview').disabled") is False
     assert driver.execute_script("return document.getElementById('designSave').disabled") is False
     fill(driver, designName="Deep", designDescription="A deep, calm narrator.",
          designSample="Hello there, I read slowly.", language="English")
+    before = len(studio_stats(driver)["actions"])
+    click(driver, "designPreview")
+    previewed = last_action(driver, "preview", before)
+    assert previewed["ok"], previewed
+    preview = wait_until(driver, "const p = window.qwenStream.studio.preview; return "
+                                 "(p.state === 'playing' || p.state === 'ended' || p.state === 'error') && p")
+    assert preview["bytes"] == expected_bytes("Hello there, I read slowly.")
     before = len(studio_stats(driver)["actions"])
     click(driver, "designSave")
     action = last_action(driver, "design", before)

@@ -17,7 +17,7 @@ import soundfile as sf
 
 from qwen_stream.speech import voice_store as voice_library
 from qwen_stream.config import ServerSettings
-from qwen_stream.settings import BYTES_PER_FRAME
+from qwen_stream.settings import BYTES_PER_FRAME, FrameBudget
 
 from tests.live_server import LiveServer
 
@@ -453,3 +453,12 @@ def test_rename_keeps_the_id_and_survives_a_restart(server, client, dirs, voices
     finally:
         again.stop()
     assert client.delete(f"/v1/voices/{voice['id']}").status_code == 200
+
+
+def test_the_reserved_voice_design_speaks_a_description_on_any_server_with_voicedesign(server, client):
+    text = "A preview of the voice."
+    spoken = client.post("/tts/stream", json={"text": text, "voice": "design", "instruct": "A calm, low narrator."})
+    assert spoken.status_code == 200
+    assert len(spoken.content) == FrameBudget(max_frames=MAX_FRAMES).for_text(text) * BYTES_PER_FRAME
+    refused = client.post("/tts/stream", json={"text": text, "voice": "design"})
+    assert refused.status_code == 400 and "instruct" in refused.json()["error"]["message"]
