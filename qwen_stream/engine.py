@@ -316,7 +316,8 @@ class Engine:
         self._active: list[Job] = []
         self._pending: set[Job] = set()
         self.load = Load()
-        target = ContinuousLoop(self).run if settings.engine == "continuous" else self._run
+        self._continuous = ContinuousLoop(self) if settings.engine == "continuous" else None
+        target = self._continuous.run if self._continuous is not None else self._run
         self._thread = threading.Thread(target=target, name="qwen-stream-engine", daemon=True)
         self._thread.start()
 
@@ -437,6 +438,23 @@ class Engine:
         if self.settings.engine != "continuous":
             return 0.0
         return estimated_wait(self.load, self.waiting, self.settings.max_batch)
+
+    def report(self) -> dict[str, float | int | str]:
+        """The engine's load for /health and /metrics: batch occupancy, waiting heads, mean step and decode
+        stage times (seconds; the continuous loop's, zero for the static one)."""
+        load = self.load
+        return {
+            "mode": self.settings.engine,
+            "max_batch": self.settings.max_batch,
+            "batch_rows": load.live_rows,
+            "waiting": self.waiting,
+            "steps": load.steps,
+            "step_seconds": load.step_s,
+            "talker_seconds": load.talker_s,
+            "code_predictor_seconds": load.code_predictor_s,
+            "decode_seconds": load.decode_s,
+            "estimated_wait_seconds": self.estimated_wait(),
+        }
 
     def warmup(self, request: SynthesisRequest) -> Stats:
         """One short generation so first-request latency does not include lazy initialisation."""
