@@ -168,10 +168,7 @@ class ServerSettings:
     left_context: int = field(default=StreamingSettings.left_context, metadata=opt("decoder left context in frames"))
     max_batch: int = field(
         default=EngineSettings.max_batch,
-        metadata=opt(
-            "utterances of one model generated together (as batch rows) when they wait at the same time; 1 runs "
-            "them one by one"
-        ),
+        metadata=opt("utterances of one model generated together, as rows of one batch; 1 runs them one by one"),
     )
     engine: str = field(
         default=EngineSettings.engine,
