@@ -145,11 +145,14 @@ class ContinuousLoop:
             self._retire(job)
             return
         family = self.engine._family(job)
-        model = self.engine.registry.get(family)
-        if self.runner is None or self.runner.model is not model:
-            if self.rows:  # the family's model was reloaded under live rows: they keep the old one
-                raise RuntimeError("the model changed while its rows run")
-            self.runner = TalkerRunner(model, self.engine.settings.sampling, self.engine.settings.max_batch)
+        if self.rows and self.runner is not None:
+            # Joins the batch's model as it is, even if a task evicted it from the registry meanwhile (the
+            # runner keeps it alive): a reload waits until the batch has drained.
+            model = self.runner.model
+        else:
+            model = self.engine.registry.get(family)
+            if self.runner is None or self.runner.model is not model:
+                self.runner = TalkerRunner(model, self.engine.settings.sampling, self.engine.settings.max_batch)
         job.attach(model, self.engine.settings.streaming)
         (admission,) = self.runner.prefill([NewRow(job.request, max_frames=job.cap)])
         if admission.slot is None:

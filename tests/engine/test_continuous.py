@@ -14,6 +14,8 @@ from qwen_stream.continuous import Load, estimated_wait
 from qwen_stream.engine import Engine
 from qwen_stream.events import AudioChunk, End
 from qwen_stream.generation import SynthesisRequest, Voice
+from qwen_stream.model import LoadedModel
+from qwen_stream.registry import ModelInfo, ModelRegistry, ModelSpec
 from qwen_stream.runner import TalkerRunner
 from qwen_stream.settings import EngineSettings, ModelSettings
 
@@ -180,6 +182,38 @@ def test_a_failing_step_fails_every_live_row_and_the_engine_goes_on(engine, monk
         assert recorder.end.error is not None and "out of memory" in str(recorder.end.error)
     _, after = run(engine, speak("Still here.", seed=1, frames=4))
     assert after.outcome == "capped" and after.stats.frames == 4
+
+
+def two_family_registry(*models: LoadedModel) -> ModelRegistry:
+    specs = [ModelSpec(m.family, m.source, ModelInfo(m.family, m.size, tuple(m.speakers), tuple(m.languages)))
+             for m in models]
+    registry = ModelRegistry(specs, ModelSettings(path=models[0].source), max_loaded=len(models))
+    registry._loaded.update((m.family, m) for m in models)  # already loaded, as ModelRegistry.single does
+    return registry
+
+
+def test_a_batch_is_one_model_and_the_other_family_goes_next_without_being_overtaken(
+    custom_voice_model, voice_design_model
+):
+    eng = Engine(two_family_registry(custom_voice_model, voice_design_model),
+                 EngineSettings(model=ModelSettings(path=custom_voice_model.source), max_batch=4))
+    try:
+        first, designed, second = Recorder(eng), Recorder(eng), Recorder(eng)
+        job = eng.submit(speak("The custom voice speaks first.", seed=1, frames=20), first)
+        until(lambda: job.stats.frames >= 2)
+        eng.submit(SynthesisRequest("A designed voice.", "English", Voice(instruct="A calm voice."), seed=2,
+                                    max_frames=6, family="voice_design"), designed)
+        eng.submit(speak("The custom voice again.", seed=3, frames=6), second)
+        for recorder in (first, designed, second):
+            assert recorder.end.error is None and recorder.end.outcome == "capped"
+
+        def first_chunk(recorder):
+            return next(step for e, step in zip(recorder.events, recorder.steps) if isinstance(e, AudioChunk))
+
+        assert first_chunk(designed) > first.steps[-1]  # it waited for the custom voice batch to drain
+        assert first_chunk(second) > designed.steps[-1]  # and nobody of that family overtook it meanwhile
+    finally:
+        eng.close()
 
 
 def test_no_slot_leaks_after_a_thousand_random_submits_and_cancels(custom_voice_model):
