@@ -297,6 +297,7 @@ def test_health_and_metrics_when_ready(server, client):
     assert "qwen_stream_active_streams" in text and "qwen_stream_queue_depth" in text
     assert "qwen_stream_batch_rows" in text and "qwen_stream_step_seconds" in text
     assert "qwen_stream_decode_seconds" in text and "qwen_stream_waiting_heads" in text
+    assert server.backend.engine.wait_idle(10)  # the row's slot is counted free just after its End went out
     engine = client.get("/health").json()["engine"]
     assert engine["mode"] == "continuous" and engine["step_seconds"] > 0 and engine["batch_rows"] == 0
 
