@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .settings import EngineSettings, FrameBudget, ModelSettings, SamplingSettings, StreamingSettings
+from .settings import ENGINES, EngineSettings, FrameBudget, ModelSettings, SamplingSettings, StreamingSettings
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +181,20 @@ class ServerSettings:
     left_context: int = field(default=StreamingSettings.left_context, metadata=opt("decoder left context in frames"))
     max_batch: int = field(
         default=EngineSettings.max_batch,
+        metadata=opt("utterances of one model generated together, as rows of one batch; 1 runs them one by one"),
+    )
+    engine: str = field(
+        default=EngineSettings.engine,
         metadata=opt(
-            "utterances of one model generated together (as batch rows) when they wait at the same time; 1 runs "
-            "them one by one"
+            "continuous: utterances join and leave the running batch between frame steps; static: a batch is the "
+            "utterances that waited together, generated to its end (the older path, kept for comparison)"
+        ),
+    )
+    max_wait_ms: int = field(
+        default=0,
+        metadata=opt(
+            "refuse a new utterance at once (503 overloaded, Retry-After) when its estimated wait for a batch slot "
+            "exceeds this; 0: never (continuous engine only)"
         ),
     )
     pre_buffer: int = field(
@@ -274,8 +285,10 @@ class ServerSettings:
             problems.append("threads must be >= 1")
         if self.max_batch < 1:
             problems.append("max_batch must be >= 1")
-        if self.pre_buffer < 0:
-            problems.append("pre_buffer must be >= 0")
+        if self.pre_buffer < 0 or self.max_wait_ms < 0:
+            problems.append("pre_buffer and max_wait_ms must be >= 0")
+        if self.engine not in ENGINES:
+            problems.append(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.max_buffer_seconds <= 0 or self.send_timeout <= 0:
             problems.append("max_buffer_seconds and send_timeout must be > 0")
         if min(self.max_text_chars, self.max_queue, self.max_frames, self.max_clients) < 1:
@@ -321,13 +334,14 @@ class ServerSettings:
             temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, repetition_penalty=self.repetition_penalty
         )
 
-    def engine(self, model_path: str) -> EngineSettings:
+    def engine_settings(self, model_path: str) -> EngineSettings:
         return EngineSettings(
             model=ModelSettings(path=model_path, device=self.device, dtype=self.dtype, attention=self.attention),
             streaming=self.streaming(),
             sampling=self.sampling(),
             budget=FrameBudget(max_frames=self.max_frames),
             max_batch=self.max_batch,
+            engine=self.engine,
         )
 
     def demo_cache_dir(self) -> Path:

@@ -1,9 +1,11 @@
 """The engine: one worker thread owns the model and runs jobs; callers get self-describing audio chunks.
 
 Nothing here knows HTTP. A job is one utterance. Its state (decoder, cap, cancel flag, timings) lives on
-the job, and the job is the sink the frame tap hands frames to. Events reach the caller through a
-callback that runs on the worker thread; `stream()` and `astream()` adapt it to a plain generator and to
-an asyncio async generator (thread-safe hand-off into the event loop).
+the job, and the job is the sink its frames go to. The worker runs one of two loops (EngineSettings.engine):
+"continuous" (continuous.py: rows join and leave a running batch between talker steps) or "static" (one
+generate call per group of jobs that waited together; frames reach the job through the tap). Events reach
+the caller through a callback that runs on the worker thread; `stream()` and `astream()` adapt it to a
+plain generator and to an asyncio async generator (thread-safe hand-off into the event loop).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
 import torch
 
+from .continuous import ContinuousLoop, Load, estimated_wait
 from .decoder import StreamingDecoder
 from .events import AudioChunk, End, Event, Outcome, Stats
 from .generation import (
@@ -312,7 +315,10 @@ class Engine:
         self._wake = threading.Condition(self._lock)
         self._active: list[Job] = []
         self._pending: set[Job] = set()
-        self._thread = threading.Thread(target=self._run, name="qwen-stream-engine", daemon=True)
+        self.load = Load()
+        self._continuous = ContinuousLoop(self) if settings.engine == "continuous" else None
+        target = self._continuous.run if self._continuous is not None else self._run
+        self._thread = threading.Thread(target=target, name="qwen-stream-engine", daemon=True)
         self._thread.start()
 
     # -- submitting -----------------------------------------------------------------------------------
@@ -414,6 +420,42 @@ class Engine:
         with self._lock:
             return len(self._backlog)
 
+    @property
+    def steps(self) -> int:
+        """Talker steps the continuous loop has made (the static loop's steps are counted by the tap)."""
+        return self.load.steps
+
+    @property
+    def waiting(self) -> int:
+        """Live jobs waiting for a slot (a client has at most one: these are the clients' heads)."""
+        with self._lock:
+            ahead = itertools.islice(self._backlog, BATCH_LOOKAHEAD)
+            return sum(1 for item in ahead if isinstance(item, Job) and not item.cancelled)
+
+    def estimated_wait(self) -> float:
+        """Seconds a job submitted now would wait for a slot (continuous.estimated_wait); 0 for the static
+        loop, which measures no step time."""
+        if self.settings.engine != "continuous":
+            return 0.0
+        return estimated_wait(self.load, self.waiting, self.settings.max_batch)
+
+    def report(self) -> dict[str, float | int | str]:
+        """The engine's load for /health and /metrics: batch occupancy, waiting heads, mean step and decode
+        stage times (seconds; the continuous loop's, zero for the static one)."""
+        load = self.load
+        return {
+            "mode": self.settings.engine,
+            "max_batch": self.settings.max_batch,
+            "batch_rows": load.live_rows,
+            "waiting": self.waiting,
+            "steps": load.steps,
+            "step_seconds": load.step_s,
+            "talker_seconds": load.talker_s,
+            "code_predictor_seconds": load.code_predictor_s,
+            "decode_seconds": load.decode_s,
+            "estimated_wait_seconds": self.estimated_wait(),
+        }
+
     def warmup(self, request: SynthesisRequest) -> Stats:
         """One short generation so first-request latency does not include lazy initialisation."""
         return collect(self.stream(request))[1].stats
@@ -456,6 +498,9 @@ class Engine:
                     self._pending.difference_update(batch)
                     self._wake.notify_all()
 
+    def _family(self, job: Job) -> str:
+        return job.request.family or self.registry.default_family
+
     def _take_batch_mates(self, first: Job) -> list[Job]:
         """Queued jobs that can share `first`'s generate call: same model, no fixed seed (one RNG serves
         the whole batch, so a seeded job runs alone to stay reproducible). Called with the lock held.
@@ -464,7 +509,7 @@ class Engine:
         limit = self.settings.max_batch - 1
         if limit <= 0 or first.request.seed is not None:
             return []
-        family = first.request.family or self.registry.default_family
+        family = self._family(first)
         mates: list[Job] = []
         for item in itertools.islice(self._backlog, BATCH_LOOKAHEAD):
             if len(mates) == limit:
@@ -473,7 +518,7 @@ class Engine:
                 isinstance(item, Job)
                 and item.request.seed is None
                 and not item.cancelled
-                and (item.request.family or self.registry.default_family) == family
+                and self._family(item) == family
             ):
                 mates.append(item)
         for mate in mates:

@@ -34,7 +34,8 @@ End = Literal["eos", "cap"]
 
 @dataclass(frozen=True)
 class NewRow:
-    """A request entering the batch. Without a generator, one is seeded from `request.seed` (or at random).
+    """A request entering the batch. Without a generator, one is seeded from `request.seed` (or from torch's
+    global generator).
     `max_frames` (default: `request.max_frames`; None: no cap) ends the row after that many frames."""
 
     request: SynthesisRequest
@@ -208,9 +209,10 @@ class TalkerRunner:
     def _generator(self, seed: int | None) -> torch.Generator:
         generator = torch.Generator(device=self._device)
         if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
+            # Drawn from torch's global generator, as the library's own sampling is: torch.manual_seed
+            # still makes a run of unseeded rows reproducible.
+            seed = int(torch.randint(2**62, (), dtype=torch.long))
+        generator.manual_seed(seed)
         return generator
 
     def _prefill(self, prompt: Prompt, generator: torch.Generator) -> Joining:

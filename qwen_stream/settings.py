@@ -93,4 +93,14 @@ class EngineSettings:
     streaming: StreamingSettings = field(default_factory=StreamingSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     budget: FrameBudget = field(default_factory=FrameBudget)
-    max_batch: int = 4  # utterances of one model generated together when they wait at the same time
+    max_batch: int = 4  # rows of one model generated together
+    # "continuous": rows join and leave a running batch between steps (continuous.py); "static": today's
+    # generate call per batch of jobs that waited together (kept for comparison).
+    engine: str = "continuous"
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+
+
+ENGINES = ("continuous", "static")

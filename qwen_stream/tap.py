@@ -50,6 +50,11 @@ class FrameTap:
         finally:
             self._rows = ()
 
+    def count_step(self) -> None:
+        """A talker step made outside HF generate (the continuous loop's runner, which the hook does not
+        see): `steps` counts the model's steps whichever path made them."""
+        self.steps += 1
+
     def remove(self) -> None:
         self._handle.remove()
 

@@ -27,6 +27,12 @@ def test_cli_beats_environment_beats_default():
     assert s.ref_audio == "/env/ref.wav" and s.cors_origins == ("http://a", "http://b")
 
 
+def test_engine_choice_reaches_the_engine_settings():
+    assert load_settings([], {}).engine_settings("/m").engine == "continuous"
+    assert load_settings([], {"QWEN_STREAM_ENGINE": "static"}).engine_settings("/m").engine == "static"
+    assert load_settings(["--max-wait-ms", "1500"], {}).max_wait_ms == 1500
+
+
 def test_boolean_flags_and_env():
     assert load_settings(["--demo"], {}).demo is True
     assert load_settings([], {"QWEN_STREAM_DEMO": "true"}).demo is True
@@ -42,6 +48,8 @@ def test_boolean_flags_and_env():
     (["--models", "base:3b"], {}, "use 0.6b or 1.7b"),
     (["--models", "singer:0.6b"], {}, "unknown family"),
     (["--log-level", "loud"], {}, "log_level"),
+    (["--engine", "dynamic"], {}, "engine must be one of continuous, static"),
+    (["--max-wait-ms", "-1"], {}, "max_wait_ms"),
 ])
 def test_bad_settings_name_the_problem(argv, env, words):
     with pytest.raises(ValueError, match=words):

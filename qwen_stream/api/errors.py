@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..generation import SynthesisError
 from ..speech.errors import InvalidRequest, NotFound, NotReady
-from ..speech.queues import QueueFull
+from ..speech.queues import Overloaded, QueueFull
 from ..speech.voice_store import InsufficientStorage
 
 log = logging.getLogger("qwen_stream.api")
@@ -64,6 +64,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull):
         return error_response(429, exc.code, str(exc), headers={"Retry-After": "1"})
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded):
+        return error_response(503, exc.code, str(exc), headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(NotReady)
     async def not_ready(request: Request, exc: NotReady):

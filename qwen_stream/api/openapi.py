@@ -36,7 +36,8 @@ DESCRIPTIONS = {
     421: "untrusted_host: the Host header names a host this server does not serve",
     429: "queue_full: the client already has --max-queue requests waiting, or server_busy: --max-clients clients "
     "have work in flight (Retry-After)",
-    503: "not_ready: the model is still loading, or model_failed (Retry-After)",
+    503: "not_ready: the model is still loading, or model_failed, or overloaded: the estimated wait for the engine "
+    "is over --max-wait-ms (Retry-After)",
     507: "insufficient_storage: the disk is full; nothing was stored",
 }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 from collections import deque
 from collections.abc import Sequence
@@ -57,6 +58,23 @@ class ServerBusy(QueueFull):
         self.limit = limit
 
 
+class Overloaded(QueueFull):
+    """The engine's estimated wait for a new utterance is over --max-wait-ms: refused at once, nothing queued
+    (a QueueFull, so whoever handles a full queue handles this too; HTTP answers it with 503)."""
+
+    code = "overloaded"
+
+    def __init__(self, client_id: str, wait: float, limit: float):
+        Exception.__init__(self, f"the server is overloaded: about {wait:.1f} s to wait (limit {limit:.1f} s)")
+        self.client_id = client_id
+        self.limit = 0  # no queue bound was hit: the engine's wait was
+        self.wait = wait
+
+    @property
+    def retry_after(self) -> int:
+        return max(1, math.ceil(self.wait))
+
+
 @dataclass
 class _Client:
     running: Utterance | None = None
@@ -76,14 +94,17 @@ class ClientQueues:
         max_ahead_frames: int | None = None,
         send_timeout: float = 10.0,
         max_clients: int = 1024,
+        max_wait: float | None = None,
     ):
         """max_ahead_frames: how far generation may run ahead of a stream's reader (None: no bound);
-        send_timeout: how long the engine waits for a reader that takes nothing before it gives up."""
+        send_timeout: how long the engine waits for a reader that takes nothing before it gives up;
+        max_wait: seconds of estimated engine wait beyond which a new utterance is refused (None: never)."""
         self._engine = engine
         self._max_queue = max_queue
         self._max_clients = max_clients
         self._max_ahead = max_ahead_frames
         self._send_timeout = send_timeout
+        self._max_wait = max_wait
         self._idle = asyncio.Event()  # set while no client has anything in flight
         self._idle.set()
         self._clients: dict[str, _Client] = {}
@@ -118,6 +139,10 @@ class ClientQueues:
             raise QueueFull(client_id, self._max_queue)
         if client is None and len(self._clients) >= self._max_clients:
             raise ServerBusy(client_id, self._max_clients)
+        if self._max_wait is not None:
+            wait = self._engine.estimated_wait()
+            if wait > self._max_wait:
+                raise Overloaded(client_id, wait, self._max_wait)
         loop = asyncio.get_running_loop()
         if client is None:
             client = self._clients[client_id] = _Client()

@@ -79,6 +79,7 @@ class Server:
         self.metrics = Metrics(
             active_streams=lambda: self._services.speech.queues.active if self._services else 0,
             queue_depth=lambda: self._services.speech.queues.waiting if self._services else 0,
+            engine_report=lambda: self._services.engine.report() if self._services else {},
         )
 
     # -- the accessors the routes use -------------------------------------------------------------------
@@ -122,6 +123,7 @@ class Server:
             max_ahead_frames=math.ceil(self.settings.max_buffer_seconds / FRAME_SECONDS),
             send_timeout=self.settings.send_timeout,
             max_clients=self.settings.max_clients,
+            max_wait=self.settings.max_wait_ms / 1000 if self.settings.max_wait_ms else None,
         )
         voices = VoiceService(self.settings, engine, library, default)
         speech = SpeechService(self.settings, engine, queues, voices, self.metrics)
@@ -146,7 +148,7 @@ class Server:
 
             torch.set_num_threads(self.settings.threads)
         specs = model_specs(self.settings)
-        engine_settings = self.settings.engine(specs[0].source)
+        engine_settings = self.settings.engine_settings(specs[0].source)
         registry = ModelRegistry(specs, engine_settings.model, self.settings.max_loaded_models)
         engine = Engine(registry, engine_settings)
         try:
@@ -216,6 +218,7 @@ class Server:
             "queue_depth": queues.waiting,
             "clients": queues.client_count,
             "broken": library.broken(),  # stored voices left out of the library, and why
+            "engine": engine.report(),
         }
         if self.settings.demo:
             body["note"] = "demo checkpoint with random weights: the audio is noise"

@@ -247,6 +247,17 @@ def test_full_queue_is_429(server, client):
         s.join()
 
 
+def test_overloaded_is_503_with_retry_after_and_nothing_queued(server, client, monkeypatch):
+    queues, engine = server.backend.speech.queues, server.backend.engine
+    monkeypatch.setattr(queues, "_max_wait", 2.0)  # as --max-wait-ms 2000 would set it
+    monkeypatch.setattr(engine, "estimated_wait", lambda: 4.2)
+    before = steps(server)
+    refused = client.post("/tts/stream", json={"text": SHORT, "client_id": "late"})
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
+    assert refused.headers["retry-after"] == "5"
+    assert queues.client_count == 0 and engine.idle and steps(server) == before
+
+
 # -- health, metrics, residue ------------------------------------------------------------------------
 
 
@@ -258,10 +269,20 @@ def test_health_and_metrics_when_ready(server, client):
     assert body["model"]["device"] == "cpu" and body["model"]["dtype"] == "float32"
     assert body["active_streams"] == 0 and body["queue_depth"] == 0
     client.post("/tts/stream", json={"text": SHORT, "client_id": "metered"})
-    text = client.get("/metrics").text
+    # The request is counted once its response has been sent, which may be just after its last byte arrived.
+    deadline = time.monotonic() + 10
+    while 'qwen_stream_requests_total{outcome="done"}' not in (text := client.get("/metrics").text):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     assert 'qwen_stream_requests_total{outcome="done"}' in text
     assert "qwen_stream_ttfb_seconds_bucket" in text and "qwen_stream_rtf_bucket" in text
     assert "qwen_stream_active_streams" in text and "qwen_stream_queue_depth" in text
+    assert "qwen_stream_batch_rows" in text and "qwen_stream_step_seconds" in text
+    assert "qwen_stream_decode_seconds" in text and "qwen_stream_waiting_heads" in text
+    assert server.backend.engine.wait_idle(10)  # the row's slot is counted free just after its End went out
+    engine = client.get("/health").json()["engine"]
+    assert engine["mode"] == "continuous" and engine["step_seconds"] > 0 and engine["batch_rows"] == 0
 
 
 def test_ten_thousand_client_ids_leave_no_residue(server, client):

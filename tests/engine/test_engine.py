@@ -413,9 +413,16 @@ def _hold_engine(engine):
     return _hold_engine_with(engine, Voice(speaker="Eric"))
 
 
-def test_jobs_waiting_together_share_one_generate_call(custom_voice_model):
+def _blocker_steps(eng) -> int:
+    """Steps the held blocker (see _hold_engine_with) makes apart from the batch: its last step is its own in
+    the static loop; in the continuous loop the batch joins it, so that step is shared."""
+    return 1 if eng.settings.engine == "static" else 0
+
+
+@pytest.mark.parametrize("mode", ["continuous", "static"])
+def test_jobs_waiting_together_share_one_generate_call(custom_voice_model, mode):
     eng = Engine(custom_voice_model, EngineSettings(model=ModelSettings(path=custom_voice_model.source),
-                                                    max_batch=3))
+                                                    max_batch=3, engine=mode))
     try:
         gate, blocker = _hold_engine(eng)
         caps = [10, 14, 12]
@@ -427,9 +434,8 @@ def test_jobs_waiting_together_share_one_generate_call(custom_voice_model):
         gate.set()
         assert blocker.wait(60) and all(job.wait(120) for job in jobs)
         assert eng.wait_idle(60)  # the end event may come just before the worker clears its batch
-        # One step makes a frame for every row: the batch took as many steps as its longest row
-        # (plus the blocker's one step left after its first frame).
-        assert custom_voice_model.tap.steps - steps - 1 == max(caps)
+        # One step makes a frame for every row: the batch took as many steps as its longest row.
+        assert custom_voice_model.tap.steps - steps - _blocker_steps(eng) == max(caps)
         for cap, inbox in zip(caps, inboxes):
             events = [inbox.get() for _ in range(inbox.qsize())]
             end = events[-1]
@@ -442,9 +448,9 @@ def test_jobs_waiting_together_share_one_generate_call(custom_voice_model):
         eng.close()
 
 
-def test_seeded_jobs_run_alone_to_stay_reproducible(custom_voice_model):
+def test_seeded_jobs_run_alone_to_stay_reproducible_in_the_static_loop(custom_voice_model):
     eng = Engine(custom_voice_model, EngineSettings(model=ModelSettings(path=custom_voice_model.source),
-                                                    max_batch=4))
+                                                    max_batch=4, engine="static"))
     try:
         request = SynthesisRequest(TEXT, "English", Voice(speaker="Vivian"), seed=13, max_frames=8)
         _, alone = run(eng, request)
@@ -462,21 +468,48 @@ def test_seeded_jobs_run_alone_to_stay_reproducible(custom_voice_model):
         eng.close()
 
 
-def test_a_batch_may_mix_icl_and_xvector_clones(base_model, reference_audio):
+def test_seeded_jobs_share_the_continuous_batch_and_stay_reproducible(custom_voice_model):
+    """Each row samples from its own generator: seeded jobs batch together (and with the blocker) and still
+    make exactly the frames they make alone."""
+    eng = Engine(custom_voice_model, EngineSettings(model=ModelSettings(path=custom_voice_model.source),
+                                                    max_batch=4))
+    try:
+        request = SynthesisRequest(TEXT, "English", Voice(speaker="Vivian"), seed=13, max_frames=8)
+        _, alone = run(eng, request)
+        gate, blocker = _hold_engine(eng)
+        inboxes = [queue.Queue(), queue.Queue()]
+        jobs = [eng.submit(request, inbox.put, keep_codes=True) for inbox in inboxes]
+        steps = eng.steps
+        gate.set()
+        assert blocker.wait(60) and all(job.wait(120) for job in jobs)
+        assert eng.steps - steps == 8  # together, joined to the blocker's last step
+        for inbox in inboxes:
+            end = [inbox.get() for _ in range(inbox.qsize())][-1]
+            assert torch.equal(end.codes, alone.codes)
+    finally:
+        eng.close()
+
+
+@pytest.mark.parametrize("mode", ["continuous", "static"])
+def test_a_batch_may_mix_icl_and_xvector_clones(base_model, reference_audio, mode):
     samples, rate = reference_audio
     icl = Voice(clone=clone_prompt(base_model, samples, rate, "The reference transcript."))
     xvector = Voice(clone=clone_prompt(base_model, samples, rate))
-    eng = Engine(base_model, EngineSettings(model=ModelSettings(path=base_model.source), max_batch=2))
+    eng = Engine(base_model, EngineSettings(model=ModelSettings(path=base_model.source), max_batch=2, engine=mode))
     try:
         gate, blocker = _hold_engine_with(eng, xvector)
         inboxes = [queue.Queue(), queue.Queue()]
+        # The static loop's blocker runs alone (it is seeded); the continuous one's takes a slot of two.
+        caps = (9, 12)
         jobs = [eng.submit(SynthesisRequest(TEXT, "English", voice, max_frames=cap), inbox.put, keep_codes=True)
-                for voice, cap, inbox in zip((icl, xvector), (9, 12), inboxes)]
+                for voice, cap, inbox in zip((icl, xvector), caps, inboxes)]
         steps = base_model.tap.steps
         gate.set()
         assert blocker.wait(60) and all(job.wait(120) for job in jobs)
-        assert base_model.tap.steps - steps - 1 == 12  # one batch
-        for voice, cap, inbox in zip((icl, xvector), (9, 12), inboxes):
+        assert eng.wait_idle(60)
+        if mode == "static":
+            assert base_model.tap.steps - steps - 1 == 12  # one batch
+        for voice, cap, inbox in zip((icl, xvector), caps, inboxes):
             events = [inbox.get() for _ in range(inbox.qsize())]
             end = events[-1]
             assert isinstance(end, End) and end.error is None and end.stats.frames == cap
@@ -489,7 +522,7 @@ def test_a_batch_may_mix_icl_and_xvector_clones(base_model, reference_audio):
 
 
 def _hold_engine_with(engine, voice):
-    """A short job (seeded, so it runs alone) whose first chunk blocks the engine thread until the
+    """A short job (seeded, so it runs alone in the static loop) whose first chunk blocks the engine thread until the
     returned gate is set. Returns once the engine thread is really held."""
     gate, held = threading.Event(), threading.Event()
 

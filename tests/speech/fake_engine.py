@@ -124,6 +124,16 @@ class FakeEngine:
             self._cond.notify_all()
         return job
 
+    def estimated_wait(self) -> float:
+        """As the real engine estimates it: nothing while a slot is free for every waiting job; otherwise one
+        job length (chunks x interval) per `slots` jobs that need a slot to free up."""
+        with self._cond:
+            waiting = sum(1 for job in self._backlog if not job.cancelled)
+            free = self.slots - len(self._active)
+        if waiting < free:
+            return 0.0
+        return ((waiting - free) // self.slots + 1) * self.chunks * self.interval
+
     # -- test controls --------------------------------------------------------------------------------
     def hold(self) -> None:
         """Parks the engine thread between steps: no job starts, speaks or ends until release(). Returns once

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from qwen_stream.events import End, Mark
-from qwen_stream.speech.queues import ClientQueues, QueueFull, ServerBusy
+from qwen_stream.speech.queues import ClientQueues, Overloaded, QueueFull, ServerBusy
 from qwen_stream.speech.utterance import Utterance
 from qwen_stream.generation import SynthesisError, SynthesisRequest
 from tests.speech.fake_engine import ENDLESS, FakeEngine, chunk_label
@@ -27,12 +27,15 @@ def planned(**outcomes: str):
     return lambda request: outcomes.get(request.text, "done")
 
 
-def scenario(test, *, max_queue: int = 8, max_clients: int = 16, drain: bool = True, **engine_options) -> None:
+def scenario(
+    test, *, max_queue: int = 8, max_clients: int = 16, max_wait: float | None = None, drain: bool = True,
+    **engine_options,
+) -> None:
     """Runs `test(engine, queues)`, then checks that the queues drained and keep no client state."""
     engine = FakeEngine(**engine_options)
 
     async def main():
-        queues = ClientQueues(engine, max_queue=max_queue, max_clients=max_clients)
+        queues = ClientQueues(engine, max_queue=max_queue, max_clients=max_clients, max_wait=max_wait)
         await test(engine, queues)
         if not drain:
             return
@@ -341,6 +344,43 @@ def test_queue_full_counts_the_waiting_requests_of_one_client():
         await play_all(more)
 
     scenario(test, max_queue=2)
+
+
+def test_overloaded_refuses_at_once_when_the_estimated_wait_is_over_the_bound_and_queues_nothing():
+    async def test(engine, queues):
+        a = queues.enqueue("a", [req("A1")], 2)
+        await within(_until(lambda: engine.started == ["A1"]))
+        engine.hold()  # a holds the one slot: b waits about one job (0.5 s), a newcomer behind b two (1 s)
+        b = queues.enqueue("b", [req("B1")], 2)
+        assert engine.estimated_wait() == pytest.approx(1.0)
+        before = (queues.client_count, queues.waiting, engine.submitted())
+        with pytest.raises(Overloaded) as caught:
+            queues.reserve("c")
+        assert caught.value.code == "overloaded" and caught.value.retry_after >= 1
+        assert isinstance(caught.value, QueueFull)  # handled wherever a full queue is
+        assert (queues.client_count, queues.waiting, engine.submitted()) == before  # nothing queued for c
+        queues.interrupt("a")
+        queues.interrupt("b")
+        engine.release()
+        await play_all(a, b)
+
+    scenario(test, max_wait=0.7, slots=1, chunks=50, interval=0.01)
+
+
+def test_no_wait_bound_never_refuses():
+    async def test(engine, queues):
+        engine.hold()
+        utterances = [queues.enqueue(name, [req(name)], 2) for name in "abcdef"]
+        assert engine.estimated_wait() > 0
+        engine.release()
+        await play_all(*utterances)
+
+    scenario(test, slots=1, chunks=2)
+
+
+async def _until(condition, poll: float = 0.005):
+    while not condition():
+        await asyncio.sleep(poll)
 
 
 def test_server_busy_bounds_clients_in_flight():

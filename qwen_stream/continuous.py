@@ -1,0 +1,242 @@
+"""Continuous batching: the engine thread's loop on a TalkerRunner, where rows join and leave between steps.
+
+One iteration: take what waits (tasks, new jobs up to the free slots, cancelled jobs to drain) in arrival
+order; run each task; prefill each new job alone into a free slot (a prompt that fails fails that job only);
+release the rows whose job stopped between steps (cancel, stall); then one talker step for every live row;
+then the decode stage: each frame goes to its job (FlowControl, decoder window, chunk out), and rows that
+ended (EOS, cap, cancel, stall, their own error) end at once and free their slot.
+
+A batch is one model: while rows of one family run, a job of another family waits at the head of the
+line, and jobs behind it are not admitted past it, so the batch drains and the family switches (no
+starvation, one runner at a time). Tasks run between steps, so a voice prompt never waits for an utterance.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .runner import NewRow, TalkerRunner
+
+if TYPE_CHECKING:
+    from .engine import Engine, Job
+
+log = logging.getLogger(__name__)
+
+LOOKAHEAD = 64  # backlog entries looked at per iteration: admission costs the same with 10,000 waiting
+
+
+@dataclass
+class Load:
+    """What the loop measured, for /health, /metrics and admission control. Means are exponential (the
+    last few dozen steps or jobs). Read from other threads without a lock: each field is one value."""
+
+    steps: int = 0  # talker steps made so far
+    live_rows: int = 0
+    step_s: float = 0.0  # one step: the talker and code predictor for every live row
+    talker_s: float = 0.0
+    code_predictor_s: float = 0.0
+    decode_s: float = 0.0  # the decode stage after a step: every due window, every row
+    job_frames: float = 0.0  # frames of a finished job
+
+    def record_step(self, talker: float, predictor: float, total: float, decode: float) -> None:
+        """After the step's decode stage (`steps` was counted when the step returned)."""
+        first = self.steps == 1
+        self.talker_s = _mean(self.talker_s, talker, first)
+        self.code_predictor_s = _mean(self.code_predictor_s, predictor, first)
+        self.step_s = _mean(self.step_s, total, first)
+        self.decode_s = _mean(self.decode_s, decode, first)
+
+    def record_job(self, frames: int, first: bool) -> None:
+        self.job_frames = _mean(self.job_frames, float(frames), first)
+
+
+def _mean(old: float, new: float, first: bool, weight: float = 0.05) -> float:
+    return new if first else old + weight * (new - old)
+
+
+def estimated_wait(load: Load, waiting: int, max_batch: int) -> float:
+    """Seconds until a job queued now gets a slot: none while fewer jobs wait than slots are free; otherwise
+    one mean job length (mean frames x (step + decode time)) per `max_batch` jobs ahead that need a slot to
+    free up. Rough on purpose: it ignores how far the live rows already are, which overstates the wait by at
+    most one job length; 0 before anything was measured (no refusal on no evidence)."""
+    free = max_batch - load.live_rows
+    if waiting < free or load.steps == 0:
+        return 0.0
+    rounds = (waiting - free) // max_batch + 1
+    return rounds * load.job_frames * (load.step_s + load.decode_s)
+
+
+class ContinuousLoop:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.load = engine.load
+        self.runner: TalkerRunner | None = None
+        self.family: str | None = None  # the batch's model family while rows are live
+        self.rows: dict[int, Job] = {}  # slot -> job
+        self._jobs_done = 0
+
+    def run(self) -> None:
+        from .engine import _STOP, _Task
+
+        while True:
+            for item in self._take():
+                if item is _STOP:
+                    self._stop()
+                    return
+                try:
+                    if isinstance(item, _Task):
+                        self.engine._run_task(item)
+                    else:
+                        self._admit(item)
+                except Exception as error:  # never lose the worker
+                    log.exception("engine error admitting work")
+                    if not isinstance(item, _Task):
+                        self._end(item, error)
+            try:
+                self._release_stopped()
+                if self.rows:
+                    self._step()
+            except Exception as error:  # never lose the worker: every live row fails, the loop goes on
+                log.exception("engine error around jobs %s", [job.id for job in self.rows.values()])
+                self._fail_all(error)
+
+    # -- taking work (under the engine's lock) --------------------------------------------------------
+    def _take(self) -> list:
+        from .engine import _STOP, _Task
+
+        engine = self.engine
+        with engine._wake:
+            while not self.rows and not engine._backlog:
+                engine._wake.wait()
+            backlog = engine._backlog
+            family = self.family if self.rows else None
+            free = self.runner.free_slots if self.runner is not None else engine.settings.max_batch
+            blocked = False  # a job of another family waits ahead: nobody overtakes it
+            seen = [backlog.popleft() for _ in range(min(LOOKAHEAD, len(backlog)))]
+            taken, kept = [], []
+            for index, item in enumerate(seen):
+                if item is _STOP:
+                    taken.append(item)
+                    kept.extend(seen[index + 1 :])
+                    break
+                if isinstance(item, _Task) or item.cancelled:
+                    taken.append(item)
+                    continue
+                wanted = engine._family(item)
+                if family is None:
+                    family = wanted
+                if not blocked and wanted == family and free > 0:
+                    taken.append(item)
+                    free -= 1
+                else:
+                    blocked = blocked or wanted != family
+                    kept.append(item)
+            backlog.extendleft(reversed(kept))
+            return taken
+
+    # -- rows joining ---------------------------------------------------------------------------------
+    def _admit(self, job: Job) -> None:
+        job.stats.started = time.perf_counter()
+        if job.cancelled:
+            job.finish()
+            self._retire(job)
+            return
+        family = self.engine._family(job)
+        if self.rows and self.runner is not None:
+            # Joins the batch's model as it is, even if a task evicted it from the registry meanwhile (the
+            # runner keeps it alive): a reload waits until the batch has drained.
+            model = self.runner.model
+        else:
+            model = self.engine.registry.get(family)
+            if self.runner is None or self.runner.model is not model:
+                self.runner = TalkerRunner(model, self.engine.settings.sampling, self.engine.settings.max_batch)
+        job.attach(model, self.engine.settings.streaming)
+        (admission,) = self.runner.prefill([NewRow(job.request, max_frames=job.cap)])
+        if admission.slot is None:
+            error = admission.error or RuntimeError("refused")
+            log.error("job %d refused: %s: %s", job.id, type(error).__name__, error)
+            self._end(job, error)
+            return
+        self.family = family
+        self.rows[admission.slot] = job
+        job.contended = self._contention
+        self._publish()
+
+    def _contention(self) -> bool:
+        """Anyone else needs the engine: another live row, or live work waiting (then a slow reader's
+        stream buffers instead of holding the batch)."""
+        return len(self.rows) > 1 or self.engine._live_work_waiting()
+
+    # -- rows leaving ---------------------------------------------------------------------------------
+    def _release_stopped(self) -> None:
+        """Rows whose job stopped between steps (cancel, a reader gone) leave before the next step."""
+        for slot, job in list(self.rows.items()):
+            if job.stopped:
+                self._leave(slot, release=True)
+
+    def _leave(self, slot: int, release: bool) -> None:
+        job = self.rows.pop(slot)
+        if release and self.runner is not None:
+            self.runner.release(slot)
+        job.finish()
+        self._retire(job)
+
+    def _end(self, job: Job, error: BaseException) -> None:
+        job.fail(error)
+        self._retire(job)
+
+    def _fail_all(self, error: BaseException) -> None:
+        rows, self.rows = self.rows, {}
+        for job in rows.values():
+            self._end(job, error)
+        if self.runner is not None and self.runner.live_rows:  # the step failed before the runner noticed
+            self.runner = None
+
+    def _retire(self, job: Job) -> None:
+        self.load.record_job(job.stats.frames, first=self._jobs_done == 0)
+        self._jobs_done += 1
+        engine = self.engine
+        with engine._wake:
+            engine._pending.discard(job)
+            self._publish()
+            engine._wake.notify_all()
+
+    def _publish(self) -> None:
+        self.engine._active = list(self.rows.values())
+        self.load.live_rows = len(self.rows)
+
+    def _stop(self) -> None:
+        for slot in list(self.rows):
+            self._leave(slot, release=False)
+        self.runner = None
+
+    # -- the step and the decode stage ----------------------------------------------------------------
+    def _step(self) -> None:
+        assert self.runner is not None
+        try:
+            result = self.runner.step()
+        except Exception as error:  # every row is half-advanced; the runner has let them all go
+            log.exception("step failed for jobs %s", [job.id for job in self.rows.values()])
+            self._fail_all(error)
+            return
+        self.load.steps += 1  # before the frames go out: a job's first chunk is seen at the step that made it
+        self.runner.model.tap.count_step()
+        jobs = list(self.rows.values())
+        decode_before = [job.stats.decode_seconds for job in jobs]
+        for frame in result.frames:
+            job = self.rows[frame.slot]
+            if not job.stopped:  # a cancel that came during the step: its frame is not wanted
+                try:
+                    job.on_frame(frame.codes)
+                except Exception as error:  # this row's decoder or sink: this row's failure
+                    job.on_error(error)
+                if frame.end == "eos":
+                    job.on_eos()
+            if frame.end is not None or job.stopped:
+                self._leave(frame.slot, release=frame.end is None)  # its tail is decoded now
+        decoded = sum(job.stats.decode_seconds - before for job, before in zip(jobs, decode_before, strict=True))
+        timings = result.timings
+        self.load.record_step(timings.talker_s, timings.code_predictor_s, timings.total_s, decoded)

@@ -1,0 +1,255 @@
+"""The continuous engine loop: rows join and leave a running batch between steps. Time is counted in the
+engine's own steps (`Engine.steps`), never on the wall clock."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+import torch
+
+from qwen_stream.continuous import Load, estimated_wait
+from qwen_stream.engine import Engine
+from qwen_stream.events import AudioChunk, End
+from qwen_stream.generation import SynthesisRequest, Voice
+from qwen_stream.model import LoadedModel
+from qwen_stream.registry import ModelInfo, ModelRegistry, ModelSpec
+from qwen_stream.runner import TalkerRunner
+from qwen_stream.settings import EngineSettings, ModelSettings
+
+from .test_engine import run
+
+SAFETY = 120  # seconds; reached only when something hangs
+
+
+def continuous(model, max_batch: int = 4) -> Engine:
+    return Engine(model, EngineSettings(model=ModelSettings(path=model.source), max_batch=max_batch))
+
+
+def speak(text: str, seed: int, frames: int, speaker: str = "Ryan") -> SynthesisRequest:
+    return SynthesisRequest(text, "English", Voice(speaker=speaker), seed=seed, max_frames=frames)
+
+
+LONG = speak("The long row goes on and on for a good while.", seed=3, frames=40)
+PROBE = speak("The probe row says this sentence.", seed=7, frames=16, speaker="Vivian")
+MATE = speak("A mate that comes and goes.", seed=9, frames=30, speaker="Eric")
+
+
+class Recorder:
+    """A job's events, and the engine step at which each chunk (and the End) reached it."""
+
+    def __init__(self, engine: Engine, on_chunk=None):
+        self.engine = engine
+        self.events: list = []
+        self.steps: list[int] = []
+        self.on_chunk = on_chunk
+        self.done = threading.Event()
+
+    def __call__(self, event) -> None:
+        self.events.append(event)
+        self.steps.append(self.engine.steps)
+        if isinstance(event, AudioChunk) and self.on_chunk is not None:
+            self.on_chunk(event)
+        if isinstance(event, End):
+            self.done.set()
+
+    @property
+    def end(self) -> End:
+        assert self.done.wait(SAFETY)
+        end = self.events[-1]
+        assert isinstance(end, End)
+        return end
+
+    @property
+    def frames(self) -> int:
+        return sum(e.frames for e in self.events if isinstance(e, AudioChunk))
+
+
+def until(condition, timeout: float = SAFETY) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
+
+
+def solo_codes(engine: Engine, request: SynthesisRequest) -> torch.Tensor:
+    _, end = run(engine, request)
+    return end.codes
+
+
+@pytest.fixture(scope="module")
+def engine(custom_voice_model):
+    eng = continuous(custom_voice_model)
+    yield eng
+    eng.close()
+
+
+def test_a_new_utterance_gets_its_first_chunk_one_step_after_it_arrives_and_the_long_one_is_unchanged(engine):
+    long_alone, short_alone = solo_codes(engine, LONG), solo_codes(engine, PROBE)
+    long_rec, short_rec = Recorder(engine), Recorder(engine)
+    long_job = engine.submit(LONG, long_rec, keep_codes=True)
+    until(lambda: long_job.stats.frames >= 8)
+    arrived = engine.steps
+    engine.submit(PROBE, short_rec, keep_codes=True)
+    assert short_rec.done.wait(SAFETY)
+    first = next(step for event, step in zip(short_rec.events, short_rec.steps) if isinstance(event, AudioChunk))
+    # At most the step under way when it arrived, then its prefill, then its own first step.
+    assert first - arrived <= 2
+    assert long_rec.end.stats.frames == 40 and torch.equal(long_rec.end.codes, long_alone)
+    assert torch.equal(short_rec.end.codes, short_alone)
+
+
+@pytest.mark.parametrize("scenario", ["joins_at_step_5", "joins_at_step_17", "mates_cancelled_around_it"])
+def test_a_seeded_row_makes_the_same_frames_alone_or_joining_or_with_mates_leaving(engine, scenario):
+    alone = solo_codes(engine, PROBE)
+    probe = Recorder(engine)
+    if scenario.startswith("joins_at_step"):
+        k = int(scenario.rsplit("_", 1)[1])
+        mate = engine.submit(MATE, Recorder(engine))
+        until(lambda: mate.stats.frames >= k)
+        engine.submit(PROBE, probe, keep_codes=True)
+    else:
+        mates: list = []
+
+        def cancel_mates_soon(event):  # the probe's own chunks pace the cancels
+            if event.index in (1, 3) and mates:
+                mates.pop(0).cancel()
+
+        probe.on_chunk = cancel_mates_soon
+        mates.append(engine.submit(MATE, Recorder(engine)))
+        engine.submit(PROBE, probe, keep_codes=True)
+        mates.append(engine.submit(speak("Another mate, cancelled later.", seed=4, frames=30), Recorder(engine)))
+        engine.submit(speak("A mate that joins after it.", seed=5, frames=6), Recorder(engine))
+    assert probe.end.error is None and torch.equal(probe.end.codes, alone)
+    assert engine.wait_idle(SAFETY)
+
+
+def test_cancelling_one_row_stops_it_within_one_step_and_the_others_go_on(engine):
+    other_alone = solo_codes(engine, LONG)
+    cancelled_at: list[int] = []
+
+    def cancel_at_third_chunk(event):
+        if event.index == 2:
+            cancelled_at.append(engine.steps)
+            victim.cancel()
+
+    victim_rec, other_rec = Recorder(engine, on_chunk=cancel_at_third_chunk), Recorder(engine)
+    victim = engine.submit(speak("This row is interrupted.", seed=2, frames=200), victim_rec)
+    engine.submit(LONG, other_rec, keep_codes=True)
+    end = victim_rec.end
+    assert end.outcome == "cancelled" and end.stats.frames < 200
+    assert victim_rec.steps[-1] - cancelled_at[0] <= 1  # it ended by the next step
+    assert other_rec.end.outcome == "capped" and torch.equal(other_rec.end.codes, other_alone)
+    assert engine.wait_idle(SAFETY)
+
+
+def test_a_row_whose_prompt_fails_ends_alone_while_the_batch_goes_on(engine, custom_voice_model, monkeypatch):
+    long_alone = solo_codes(engine, LONG)
+    tokenize = custom_voice_model.tts._tokenize_texts
+
+    def picky(texts):
+        if any("BOOM" in t for t in texts):
+            raise ValueError("the tokenizer refuses this text")
+        return tokenize(texts)
+
+    monkeypatch.setattr(custom_voice_model.tts, "_tokenize_texts", picky)
+    long_rec, bad_rec = Recorder(engine), Recorder(engine)
+    long_job = engine.submit(LONG, long_rec, keep_codes=True)
+    until(lambda: long_job.stats.frames >= 3)
+    engine.submit(speak("This one says BOOM.", seed=1, frames=10), bad_rec)
+    assert bad_rec.end.error is not None and "refuses" in str(bad_rec.end.error)
+    assert not any(isinstance(e, AudioChunk) for e in bad_rec.events)
+    assert long_rec.end.error is None and torch.equal(long_rec.end.codes, long_alone)
+
+
+def test_a_failing_step_fails_every_live_row_and_the_engine_goes_on(engine, monkeypatch):
+    step = TalkerRunner.step
+    calls = [0]
+
+    def fails_once_at_the_fifth(self):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise RuntimeError("out of memory, say")
+        return step(self)
+
+    monkeypatch.setattr(TalkerRunner, "step", fails_once_at_the_fifth)
+    recorders = [Recorder(engine) for _ in range(2)]
+    for recorder, request in zip(recorders, (LONG, MATE)):
+        engine.submit(request, recorder)
+    for recorder in recorders:
+        assert recorder.end.error is not None and "out of memory" in str(recorder.end.error)
+    _, after = run(engine, speak("Still here.", seed=1, frames=4))
+    assert after.outcome == "capped" and after.stats.frames == 4
+
+
+def two_family_registry(*models: LoadedModel) -> ModelRegistry:
+    specs = [ModelSpec(m.family, m.source, ModelInfo(m.family, m.size, tuple(m.speakers), tuple(m.languages)))
+             for m in models]
+    registry = ModelRegistry(specs, ModelSettings(path=models[0].source), max_loaded=len(models))
+    registry._loaded.update((m.family, m) for m in models)  # already loaded, as ModelRegistry.single does
+    return registry
+
+
+def test_a_batch_is_one_model_and_the_other_family_goes_next_without_being_overtaken(
+    custom_voice_model, voice_design_model
+):
+    eng = Engine(two_family_registry(custom_voice_model, voice_design_model),
+                 EngineSettings(model=ModelSettings(path=custom_voice_model.source), max_batch=4))
+    try:
+        first, designed, second = Recorder(eng), Recorder(eng), Recorder(eng)
+        job = eng.submit(speak("The custom voice speaks first.", seed=1, frames=20), first)
+        until(lambda: job.stats.frames >= 2)
+        eng.submit(SynthesisRequest("A designed voice.", "English", Voice(instruct="A calm voice."), seed=2,
+                                    max_frames=6, family="voice_design"), designed)
+        eng.submit(speak("The custom voice again.", seed=3, frames=6), second)
+        for recorder in (first, designed, second):
+            assert recorder.end.error is None and recorder.end.outcome == "capped"
+
+        def first_chunk(recorder):
+            return next(step for e, step in zip(recorder.events, recorder.steps) if isinstance(e, AudioChunk))
+
+        assert first_chunk(designed) > first.steps[-1]  # it waited for the custom voice batch to drain
+        assert first_chunk(second) > designed.steps[-1]  # and nobody of that family overtook it meanwhile
+    finally:
+        eng.close()
+
+
+def test_no_slot_leaks_after_a_thousand_random_submits_and_cancels(custom_voice_model):
+    eng = continuous(custom_voice_model, max_batch=3)
+    rng = random.Random(0)
+    texts = ["Hi.", "One two three.", "A short sentence here."]
+    jobs = []
+    try:
+        for i in range(1000):
+            request = SynthesisRequest(rng.choice(texts), "English", Voice(speaker="Ryan"), seed=i,
+                                       max_frames=rng.randint(1, 4))
+            jobs.append(eng.submit(request, lambda event: None))
+            if rng.random() < 0.5:
+                rng.choice(jobs[-8:]).cancel()
+        assert eng.wait_idle(600) and all(job.ended for job in jobs)
+        loop = eng._continuous
+        assert loop is not None and not loop.rows and eng.report()["batch_rows"] == 0
+        assert loop.runner is not None and loop.runner.free_slots == 3 and not loop.runner.live_rows
+        _, end = run(eng, speak("After the churn.", seed=1, frames=3))
+        assert end.stats.frames == 3
+    finally:
+        eng.close()
+
+
+def test_the_estimated_wait_counts_jobs_that_need_a_slot_to_free_up():
+    load = Load(steps=10, live_rows=4, step_s=0.05, decode_s=0.01, job_frames=50)
+    assert estimated_wait(load, waiting=0, max_batch=8) == 0.0  # free slots: joins at the next step
+    assert estimated_wait(load, waiting=3, max_batch=8) == 0.0
+    assert estimated_wait(load, waiting=4, max_batch=8) == pytest.approx(50 * 0.06)  # all full: one job length
+    assert estimated_wait(load, waiting=12, max_batch=8) == pytest.approx(2 * 50 * 0.06)
+    assert estimated_wait(Load(), waiting=100, max_batch=1) == 0.0  # nothing measured: no refusal
+
+
+def test_reported_load_after_work(engine):
+    run(engine, speak("Measure me.", seed=1, frames=5))
+    assert engine.wait_idle(SAFETY)  # its End comes just before its slot is counted free
+    report = engine.report()
+    assert report["mode"] == "continuous" and report["steps"] >= 5
+    assert report["step_seconds"] > 0 and report["decode_seconds"] > 0 and report["batch_rows"] == 0
