@@ -1,8 +1,9 @@
 """The job worker: one job at a time, one segment at a time, only while live speech leaves the engine free.
 
-Priority: before each sentence the worker waits until no client has an utterance running or waiting, and a
-sentence in progress is stopped the moment live speech arrives (within one frame step) and made again later
-from its start, so a live request never waits for job work. Seams: segments are generated with the streaming
+Priority: with continuous batching a job sentence takes a batch row that no live job wants, and yields it
+(stopped within one step, made again later from its start) when every row is taken and live speech waits; with
+static batching it starts only while no live speech is in flight and yields the moment some arrives. Either way
+a live request never waits for job work. Seams: segments are generated with the streaming
 decoder and joined sample-exact, with `pause_ms` of silence between them (the decoder is causal: no crossfade
 is needed). A failed segment is retried (`ATTEMPTS` in all) and then reported in the job, never dropped.
 """
@@ -164,11 +165,25 @@ class JobWorker:
         return bytes(pcm)
 
     def _live_waiting(self) -> bool:
+        """Whether live speech needs what the job's sentence holds. With continuous batching, only when every
+        batch row is taken and a job waits for one; with static batching, whenever live speech is in flight
+        (its utterance would wait behind the job's sentence)."""
+        engine = self.speech.engine
+        if engine.settings.engine == "continuous":
+            return engine.waiting > 0 and engine.load.live_rows >= engine.settings.max_batch
         queues = self.speech.queues
         return bool(queues.active or queues.waiting)
 
+    def _spare(self) -> bool:
+        """Whether a job sentence may start: a batch row no live job wants (continuous), or no live speech at all."""
+        engine = self.speech.engine
+        if engine.settings.engine == "continuous":
+            return engine.waiting == 0 and engine.load.live_rows < engine.settings.max_batch
+        queues = self.speech.queues
+        return not (queues.active or queues.waiting)
+
     async def _spare_capacity(self) -> None:
-        while self._live_waiting():
+        while not self._spare():
             await asyncio.sleep(IDLE_POLL)
 
     def _assemble(self, job_id: str, segments: int, spec: dict[str, Any]) -> bytes:

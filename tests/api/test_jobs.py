@@ -230,8 +230,20 @@ def test_a_result_uploaded_to_s3_downloads_the_same_bytes_by_its_presigned_url(s
     assert s3_live.wait_idle()
 
 
-def test_live_speech_preempts_a_job_sentence_and_the_job_still_completes(server, client):
+@pytest.fixture(params=["continuous", "static"])
+def one_row_server(request, custom_voice_dir, tmp_path):
+    """One batch row: a job sentence in the engine holds all of it, so live speech must take it back."""
+    settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=MAX_FRAMES, max_batch=1,
+                              engine=request.param, jobs_dir=str(tmp_path / "jobs"))
+    live = LiveServer(settings).start()
+    yield live
+    live.stop()
+
+
+def test_live_speech_preempts_a_job_sentence_and_the_job_still_completes(one_row_server):
     """A live request never waits for job work: the job's sentence in the engine yields (it is made again later)."""
+    server = one_row_server
+    client = httpx.Client(base_url=server.url, timeout=120)
     worker = server.backend.jobs.worker
     body = {"segments": [{"text": f"A job sentence long enough to be caught running, number {i}.", "voice": "Ryan"}
                          for i in range(6)], "pause_ms": 0}
@@ -249,3 +261,20 @@ def test_live_speech_preempts_a_job_sentence_and_the_job_still_completes(server,
     samples, _ = sf.read(io.BytesIO(client.get(job["audio_url"]).content), dtype="int16")
     expected = frames(*(f"A job sentence long enough to be caught running, number {i}." for i in range(6)))
     assert job["status"] == "done" and len(samples) == expected * 1920  # redone sentences: whole, no seam or gap
+    client.close()
+    assert server.wait_idle()
+
+
+def test_with_continuous_batching_a_job_shares_the_batch_with_live_speech(server, client):
+    """Spare batch rows: the live request is admitted beside the job's sentence, which goes on (no preemption)."""
+    worker = server.backend.jobs.worker
+    body = {"segments": [{"text": f"Another job sentence that runs beside live speech, number {i}.", "voice": "Ryan"}
+                         for i in range(3)], "pause_ms": 0}
+    job_id = client.post("/v1/audio/jobs", json=body).json()["id"]
+    before = worker.preempted
+    while server.backend.engine.idle and client.get(f"/v1/audio/jobs/{job_id}").json()["status"] != "done":
+        time.sleep(0.005)
+    live = client.post("/tts/stream", json={"text": "Live answer.", "client_id": "live-beside"})
+    assert live.status_code == 200 and live.content
+    assert wait_for(client, job_id, "done", "failed")["status"] == "done"
+    assert worker.preempted == before
