@@ -24,6 +24,7 @@ from tests.live_server import LiveServer
 ROOT = Path(__file__).resolve().parents[2]
 MAX_FRAMES = 30
 BUDGET = FrameBudget(max_frames=MAX_FRAMES)
+LONG_FRAMES = 400
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +234,9 @@ def test_a_result_uploaded_to_s3_downloads_the_same_bytes_by_its_presigned_url(s
 @pytest.fixture(params=["continuous", "static"])
 def one_row_server(request, custom_voice_dir, tmp_path):
     """One batch row: a job sentence in the engine holds all of it, so live speech must take it back."""
-    settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=MAX_FRAMES, max_batch=1,
+    # Long sentences (about 130 frames each): a live request sent while one runs lands inside it, however loaded
+    # the machine is.
+    settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=LONG_FRAMES, max_batch=1,
                               engine=request.param, jobs_dir=str(tmp_path / "jobs"))
     live = LiveServer(settings).start()
     yield live
@@ -245,10 +248,11 @@ def test_live_speech_preempts_a_job_sentence_and_the_job_still_completes(one_row
     server = one_row_server
     client = httpx.Client(base_url=server.url, timeout=120)
     worker = server.backend.jobs.worker
-    body = {"segments": [{"text": f"A job sentence long enough to be caught running, number {i}.", "voice": "Ryan"}
-                         for i in range(6)], "pause_ms": 0}
+    texts = [f"A job sentence long enough to be caught running, the {n} one." for n in ("first", "second", "third")]
+    body = {"segments": [{"text": text, "voice": "Ryan"} for text in texts], "pause_ms": 0}
     job_id = client.post("/v1/audio/jobs", json=body).json()["id"]
     before = worker.preempted
+    wait_for(client, job_id, "running")  # (a queued job has nothing in the engine to preempt yet)
     for _ in range(20):  # each round: wait until a job sentence holds the engine, then speak live
         if worker.preempted > before or client.get(f"/v1/audio/jobs/{job_id}").json()["status"] != "running":
             break
@@ -257,9 +261,9 @@ def test_live_speech_preempts_a_job_sentence_and_the_job_still_completes(one_row
         live = client.post("/tts/stream", json={"text": "Live answer.", "client_id": "live-user"})
         assert live.status_code == 200 and live.content
     assert worker.preempted > before, "no job sentence was ever caught in the engine"
-    job = wait_for(client, job_id, "done", "failed")
+    job = wait_for(client, job_id, "done", "failed", timeout=600)
     samples, _ = sf.read(io.BytesIO(client.get(job["audio_url"]).content), dtype="int16")
-    expected = frames(*(f"A job sentence long enough to be caught running, number {i}." for i in range(6)))
+    expected = sum(FrameBudget(max_frames=LONG_FRAMES).for_text(t) for t in texts)  # words only: read as written
     assert job["status"] == "done" and len(samples) == expected * 1920  # redone sentences: whole, no seam or gap
     client.close()
     assert server.wait_idle()
