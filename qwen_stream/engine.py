@@ -454,6 +454,9 @@ class Engine:
             "code_predictor_seconds": load.code_predictor_s,
             "decode_seconds": load.decode_s,
             "estimated_wait_seconds": self.estimated_wait(),
+            # Demand over capacity: rows in use plus heads waiting for one, per batch row. Below 1 a new
+            # utterance starts at the next step; above it, it queues. What a router or an autoscaler reads.
+            "load": round((load.live_rows + self.waiting) / max(1, self.settings.max_batch), 3),
         }
 
     def warmup(self, request: SynthesisRequest) -> Stats:

@@ -18,6 +18,8 @@ _ENGINE_GAUGES = (
     ("step_seconds", "qwen_stream_step_seconds", "Mean talker + code predictor time of one step"),
     ("decode_seconds", "qwen_stream_decode_seconds", "Mean decode-stage time after one step"),
     ("estimated_wait_seconds", "qwen_stream_estimated_wait_seconds", "Estimated wait for a batch slot"),
+    ("max_batch", "qwen_stream_batch_capacity", "Batch rows this replica runs at most (--max-batch)"),
+    ("load", "qwen_stream_load", "Rows in use plus waiting heads, per batch row (1: full; autoscale on this)"),
 )
 
 

@@ -206,6 +206,7 @@ class Server:
         registry = engine.registry
         loaded = {m.family for m in registry.loaded()}
         model = engine.model
+        report = engine.report()
         body = {
             "status": "ready",
             "model": model.describe() if model else None,
@@ -218,7 +219,8 @@ class Server:
             "queue_depth": queues.waiting,
             "clients": queues.client_count,
             "broken": library.broken(),  # stored voices left out of the library, and why
-            "engine": engine.report(),
+            "engine": report,
+            "load": report["load"],  # rows in use plus waiting heads per batch row: a router's and a scaler's figure
         }
         if self.settings.demo:
             body["note"] = "demo checkpoint with random weights: the audio is noise"

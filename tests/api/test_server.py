@@ -281,8 +281,27 @@ def test_health_and_metrics_when_ready(server, client):
     assert "qwen_stream_batch_rows" in text and "qwen_stream_step_seconds" in text
     assert "qwen_stream_decode_seconds" in text and "qwen_stream_waiting_heads" in text
     assert server.backend.engine.wait_idle(10)  # the row's slot is counted free just after its End went out
-    engine = client.get("/health").json()["engine"]
+    health = client.get("/health").json()
+    engine = health["engine"]
     assert engine["mode"] == "continuous" and engine["step_seconds"] > 0 and engine["batch_rows"] == 0
+    assert health["load"] == engine["load"] == 0.0  # nothing in use, nothing waiting
+    assert "qwen_stream_load" in text and "qwen_stream_batch_capacity" in text
+
+
+def test_load_counts_rows_in_use_and_heads_waiting_per_batch_row(server, client):
+    """A router's and an autoscaler's figure: busy rows plus waiting heads over --max-batch."""
+    streams = [Stream(server.url, {"text": LONG, "client_id": f"loaded-{i}"}).start() for i in range(3)]
+    for s in streams:
+        assert s.first_chunk.wait(60)
+    health = client.get("/health").json()
+    engine = health["engine"]
+    assert health["load"] == pytest.approx((engine["batch_rows"] + engine["waiting"]) / engine["max_batch"], abs=1e-3)
+    assert health["load"] > 0
+    client.post("/tts/interrupt", params={"client_id": "loaded-0"})
+    for i in range(1, 3):
+        client.post("/tts/interrupt", params={"client_id": f"loaded-{i}"})
+    for s in streams:
+        s.join()
 
 
 def test_ten_thousand_client_ids_leave_no_residue(server, client):
