@@ -292,6 +292,18 @@ def collect(events: Iterable[Event]) -> tuple[bytes, End]:
     raise RuntimeError("the events ended without an End")
 
 
+async def acollect(events: AsyncIterator[Event]) -> tuple[bytes, End]:
+    """collect() for astream(): all of a job's PCM and its End (raises the job's error)."""
+    pcm = bytearray()
+    async for event in events:
+        if is_last(event):
+            assert isinstance(event, End)
+            return bytes(pcm), event
+        assert isinstance(event, AudioChunk)
+        pcm += event.pcm
+    raise RuntimeError("the events ended without an End")
+
+
 _STOP = object()
 BATCH_LOOKAHEAD = 64  # backlog entries searched for batch mates
 

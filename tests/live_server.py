@@ -15,6 +15,13 @@ from qwen_stream.app import create_app
 from qwen_stream.config import ServerSettings
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on now (for servers and proxies that tests start as processes)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class LiveServer:
     def __init__(self, settings: ServerSettings, backend=None):
         if settings.voices_dir is None:  # never the user's own voice library

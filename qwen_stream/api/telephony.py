@@ -31,7 +31,7 @@ from ..speech.queues import QueueFull
 from ..speech.service import Speaker, SpeechService
 from ..speech.session import Context, SpeechSession
 from .state import server
-from .ws import Socket, receive_messages
+from .ws import Socket, problems, receive_messages
 
 log = logging.getLogger("qwen_stream.api")
 router = APIRouter(tags=["websocket"])
@@ -99,8 +99,7 @@ class _Call:
         try:
             message = model.model_validate_json(text)
         except ValidationError as e:
-            problem = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:3])
-            await self.error("invalid_request", problem)
+            await self.error("invalid_request", problems(e))
             return
         try:
             await self._dispatch(message)

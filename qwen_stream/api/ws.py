@@ -193,7 +193,7 @@ async def _handle(text: str, socket: Socket, session: SpeechSession, pumps: set[
         request = ContextMessage.model_validate_json(text)
     except ValidationError as e:
         context_id = _context_id_of(text)
-        problem = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in e.errors()[:3])
+        problem = problems(e)
         await socket.error("invalid_request", problem, context_id)
         return
     if request.cancel:
@@ -219,6 +219,11 @@ async def _handle(text: str, socket: Socket, session: SpeechSession, pumps: set[
         await socket.error(e.code, str(e), request.context_id, status=e.status)
     except QueueFull as e:
         await socket.error(e.code, str(e), request.context_id, status=429)
+
+
+def problems(error: ValidationError) -> str:
+    """The first few field errors of a message, in one line a client can act on."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors()[:3])
 
 
 def _raw_format(requested: OutputFormat) -> RawFormat:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..audio import FORMATS, AudioPipeline
 from ..catalog import SAMPLE_RATE
-from ..events import AudioChunk
+from ..engine import acollect
 from ..speech.service import SpeechService
 from .storage import S3Target, S3Uploader
 from .store import JobStore
@@ -158,11 +158,8 @@ class JobWorker:
         return bytes(pcm)
 
     async def _sentence(self, request) -> bytes:
-        pcm = bytearray()
-        async for event in self.speech.engine.astream(request):  # raises the job's error; leaving cancels it
-            if isinstance(event, AudioChunk):
-                pcm += event.pcm
-        return bytes(pcm)
+        pcm, _ = await acollect(self.speech.engine.astream(request))  # raises the job's error; leaving cancels it
+        return pcm
 
     def _live_waiting(self) -> bool:
         """Whether live speech needs what the job's sentence holds. With continuous batching, only when every

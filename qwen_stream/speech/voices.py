@@ -21,8 +21,7 @@ from ..cloning import (
 )
 from ..config import ServerSettings
 from ..decoder import pcm16_to_float
-from ..engine import Engine
-from ..events import AudioChunk
+from ..engine import Engine, acollect
 from ..generation import SynthesisRequest, Voice
 from ..registry import ModelRegistry
 from ..settings import SAMPLE_RATE
@@ -228,11 +227,8 @@ class VoiceService:
             raise InvalidRequest("empty_text", "sample_text has nothing to speak")
         spoken = " ".join(s.text for s in segments)
         request = SynthesisRequest(spoken, segments[0].language, Voice(instruct=description), family="voice_design")
-        pcm = bytearray()
-        async for event in self.engine.astream(request):  # raises the job's error; leaving cancels it
-            if isinstance(event, AudioChunk):
-                pcm += event.pcm
-        samples = pcm16_to_float(bytes(pcm))
+        pcm, _ = await acollect(self.engine.astream(request))  # raises the job's error; leaving cancels it
+        samples = pcm16_to_float(pcm)
         prompt = await self._build_prompt(samples, spoken)
         return await asyncio.to_thread(
             self.library.add,

@@ -7,7 +7,6 @@ import base64
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import soundfile as sf
 
 from qwen_stream.config import ServerSettings
 from qwen_stream.settings import FrameBudget
-from tests.live_server import LiveServer
+from tests.live_server import LiveServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_FRAMES = 30
@@ -120,11 +119,6 @@ def test_delete_cancels_a_running_job(server, client):
     assert client.get(f"/v1/audio/jobs/{job_id}/audio").status_code == 400  # no audio for a cancelled job
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _start(model_dir: Path, jobs_dir: Path, port: int, log: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
@@ -147,7 +141,7 @@ def _start(model_dir: Path, jobs_dir: Path, port: int, log: Path) -> subprocess.
 
 
 def test_a_job_survives_sigkill_and_finished_jobs_stay_intact(custom_voice_dir, tmp_path):
-    jobs_dir, log, port = tmp_path / "jobs", tmp_path / "server.log", _free_port()
+    jobs_dir, log, port = tmp_path / "jobs", tmp_path / "server.log", free_port()
     url = f"http://127.0.0.1:{port}"
     proc = _start(custom_voice_dir, jobs_dir, port, log)
     try:
@@ -183,7 +177,7 @@ def test_a_job_survives_sigkill_and_finished_jobs_stay_intact(custom_voice_dir, 
 def s3_server(monkeypatch_module):
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     for name, value in (("AWS_ACCESS_KEY_ID", "test-key"), ("AWS_SECRET_ACCESS_KEY", "test-secret"),

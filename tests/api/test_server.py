@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from qwen_stream.generation import SynthesisRequest
 from qwen_stream.speech.startup import Server
 from qwen_stream.settings import BYTES_PER_FRAME, FrameBudget
 
-from tests.live_server import LiveServer
+from tests.live_server import LiveServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_FRAMES = 150
@@ -372,14 +371,9 @@ def test_health_is_503_while_loading_then_200(custom_voice_dir):
 # -- the process: flags, logs, SIGTERM ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_sigterm_ends_active_streams_and_exits_zero(custom_voice_dir, tmp_path):
-    port = _free_port()
+    port = free_port()
     log_file = tmp_path / "server.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     with open(log_file, "w") as log:

@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from qwen_stream.config import ServerSettings
-from tests.live_server import LiveServer
+from tests.live_server import LiveServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = [f"caller-{i}" for i in range(12)]
@@ -27,17 +27,12 @@ LONG = "This sentence keeps the replica busy for a good while, so that it can be
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="Debian's nginx is not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Proxy:
     """deploy/nginx/nginx.conf with the replicas' and its own addresses put in (nothing else changed)."""
 
     def __init__(self, replicas: list[LiveServer], workdir: Path):
-        self.port = _free_port()
+        self.port = free_port()
         conf = (ROOT / "deploy" / "nginx" / "nginx.conf").read_text()
         for name, replica in zip(("replica1:9000", "replica2:9000"), replicas, strict=True):
             assert f"server {name}" in conf

@@ -8,7 +8,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 from qwen_stream.config import OPTIONS
 
 from tests.conftest import CACHE
+from tests.live_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,17 +52,12 @@ def _path_without_sox(tmp: Path) -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _run_server_once(tmp_path: Path, path: str) -> str:
     """Starts `server.py --demo`, waits for /health 200, streams one utterance, stops it; its output."""
     env = {k: v for k, v in os.environ.items() if k not in {o.env_name for o in OPTIONS}}
     env.update(PATH=path, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    port = _free_port()
+    port = free_port()
     log_file = tmp_path / "server.log"
     with open(log_file, "w") as log:
         proc = subprocess.Popen(
