@@ -517,8 +517,9 @@ class Engine:
         return job.request.family or self.registry.default_family
 
     def _take_batch_mates(self, first: Job) -> list[Job]:
-        """Queued jobs that can share `first`'s generate call: same model, no fixed seed (one RNG serves
-        the whole batch, so a seeded job runs alone to stay reproducible). Called with the lock held.
+        """Queued jobs that can share `first`'s generate call: same model, same sampling settings (one generate
+        call takes one set), no fixed seed (one RNG serves the whole batch, so a seeded job runs alone to stay
+        reproducible). Called with the lock held.
 
         Looks only a bounded way into the backlog, so taking a job costs the same with 10 or 10,000 behind it."""
         limit = self.settings.max_batch - 1
@@ -532,6 +533,7 @@ class Engine:
             if (
                 isinstance(item, Job)
                 and item.request.seed is None
+                and item.request.sampling == first.request.sampling
                 and not item.cancelled
                 and self._family(item) == family
             ):

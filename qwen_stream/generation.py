@@ -51,6 +51,7 @@ class SynthesisRequest:
     seed: int | None = None
     max_frames: int | None = None  # overrides the text-length budget (CLI, tests)
     family: str | None = None  # which served model speaks it; None: the server's default model
+    sampling: SamplingSettings | None = None  # the request's own settings, laid over the server's
 
 
 def check_request(model, request: SynthesisRequest) -> None:
@@ -85,6 +86,8 @@ def check_request(model, request: SynthesisRequest) -> None:
             raise SynthesisError("a Base model cannot take a speaker or instructions; it clones reference audio")
     if request.max_frames is not None and request.max_frames < 1:
         raise SynthesisError("max_frames must be >= 1")
+    if request.sampling is not None and (problems := request.sampling.problems()):
+        raise SynthesisError("; ".join(problems))
 
 
 def valid_unicode(text: str) -> bool:
@@ -179,6 +182,9 @@ def generate_streaming(
         torch.manual_seed(requests[0].seed)
     inputs = build_generate_inputs(model, requests)
     # The frame of the n-th sampled token leaves in the (n+1)-th forward, so n frames need n + 1 tokens.
+    if len({r.sampling for r in requests}) != 1:
+        raise ValueError("one generate call takes one set of sampling settings")  # the engine batches alike
+    sampling = sampling.merged(requests[0].sampling)
     kwargs = model.tts._merge_generate_kwargs(**sampling.overrides(), max_new_tokens=max_new_frames + 1)
     with model.tap.route(sinks), _streaming_talker(model.inner.talker, sinks):
         try:

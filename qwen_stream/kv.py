@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import Cache, DynamicCache, StaticCache
 
+from .sampling import RowParams
+
 
 @dataclass
 class Joining:
@@ -31,13 +33,14 @@ class Joining:
     hidden: torch.Tensor  # (1, 1, D) the last hidden state: the code predictor's first input
     seen: torch.Tensor  # (1, V) bool: tokens sampled so far, for the repetition penalty
     generated: torch.Tensor  # (1,) tokens sampled so far, for min_new_tokens
+    params: torch.Tensor  # (1, RowParams.WIDTH) the row's sampling settings (sampling.py)
 
     @property
     def length(self) -> int:
         return self.cache.get_seq_length()
 
 
-_PER_ROW = ("positions", "tokens", "hidden", "seen", "generated")
+_PER_ROW = ("positions", "tokens", "hidden", "seen", "generated", "params")
 
 
 def _kv(tensor: torch.Tensor | None) -> torch.Tensor:
@@ -52,7 +55,7 @@ class DynamicRows:
         self.cache: Cache = first.cache
         self.mask = torch.ones(1, first.length, dtype=torch.long, device=first.tokens.device)
         self.positions, self.tokens, self.hidden = first.positions, first.tokens, first.hidden
-        self.seen, self.generated = first.seen, first.generated
+        self.seen, self.generated, self.params = first.seen, first.generated, first.params
 
     @property
     def length(self) -> int:
@@ -112,6 +115,7 @@ class StaticRows:
 
         self.positions, self.tokens, self.hidden = (rows_like(getattr(first, n)) for n in _PER_ROW[:3])
         self.seen, self.generated = rows_like(first.seen), rows_like(first.generated)
+        self.params = RowParams.idle(device).expand(max_batch, -1).clone()  # free slots: greedy, finite
         self.add(first, slot)
 
     @property

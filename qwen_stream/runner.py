@@ -7,8 +7,9 @@ masked, and its positions are its own (prompt length + tokens so far), which is 
 delta computes. Frames leave through `step()`'s result, not through the tap: the runner calls the talker's
 inner model, so the forward hook on the talker never fires.
 
-Sampling is per row (sampling.py), so a row's codes do not depend on its batch mates beyond the
-floating-point noise of batched kernels, too small to change a code in the tests. Everything runs eagerly;
+Sampling is per row (sampling.py): settings, generator and repetition history, so a row's codes do not
+depend on its batch mates beyond the floating-point noise of batched kernels, too small to change a code in
+the tests; rows asking for different temperatures, top-k, top-p or greedy choice share a batch. Everything runs eagerly;
 with `max_len` set, every step has the same shapes, which CUDA graphs will need.
 """
 
@@ -26,7 +27,7 @@ from .generation import SynthesisRequest, check_request
 from .kv import DynamicRows, Joining, StaticRows
 from .model import LoadedModel
 from .prompts import Prompt, capture_prompt
-from .sampling import BatchedCodePredictor, TalkerLogits, TalkerSampling, draw
+from .sampling import BatchedCodePredictor, Features, StepNoise, TalkerLogits, TalkerSampling
 from .settings import SamplingSettings
 
 End = Literal["eos", "cap"]
@@ -75,6 +76,7 @@ class StepResult:
 class _Row:
     slot: int
     generator: torch.Generator
+    sampling: TalkerSampling
     trailing_text: torch.Tensor
     max_frames: int | None
     text_step: int = 0  # the library's `generation_step`, which it keeps for the whole batch
@@ -107,9 +109,10 @@ class TalkerRunner:
         self._free = list(range(max_batch))
         self._order: list[_Row | None] = []  # batch index -> row; None: a free slot that still runs (static)
         self._store: DynamicRows | StaticRows | None = None
-        # Built from the first captured prompt: the library decides sampling there (checkpoint defaults).
+        # Built from the first captured prompt: the library decides the end token and suppressed tokens there.
         self._logits: TalkerLogits | None = None
-        self._predictor: BatchedCodePredictor | None = None
+        self._predictor = BatchedCodePredictor(talker.code_predictor)
+        self._noise_shape = (self._predictor.vocab, self._predictor.steps, self._vocab)
         self._pad: torch.Tensor | None = None
 
     # -- slots ---------------------------------------------------------------------------------------------
@@ -168,19 +171,19 @@ class TalkerRunner:
             max_frames = new.max_frames if new.max_frames is not None else new.request.max_frames
             if max_frames is not None and max_frames < 1:
                 raise ValueError("max_frames must be >= 1")
-            prompt = capture_prompt(self.model, new.request, self.sampling)
+            prompt = capture_prompt(self.model, new.request, self.sampling.merged(new.request.sampling))
             if self.max_len is not None:
                 room = self.max_len - prompt.embeds.shape[1]
                 if room < 1:
                     raise ValueError(f"a prompt of {prompt.embeds.shape[1]} positions leaves no room in {self.max_len}")
                 max_frames = room if max_frames is None else min(max_frames, room)
-            self._configure(prompt)
+            sampling = self._configure(prompt)
             generator = new.generator or self._generator(new.request.seed)
-            joining = self._prefill(prompt, generator)
+            joining = self._prefill(prompt, sampling, generator)
         except Exception as error:  # this row's own failure; nothing of it reached the batch
             return Admission(slot=None, error=error)
         slot = self._free.pop(0)
-        row = _Row(slot, generator, prompt.trailing_text, max_frames)
+        row = _Row(slot, generator, sampling, prompt.trailing_text, max_frames)
         if self._store is None:
             if self.max_len is None:
                 self._store = DynamicRows(joining)
@@ -197,14 +200,14 @@ class TalkerRunner:
             self._order[index] = row
         return Admission(slot=slot)
 
-    def _configure(self, prompt: Prompt) -> None:
+    def _configure(self, prompt: Prompt) -> TalkerSampling:
         sampling = TalkerSampling.from_talker_kwargs(prompt.talker_kwargs)
         if self._logits is None:
-            self._logits = TalkerLogits(sampling, self._vocab, self._device)
-            self._predictor = BatchedCodePredictor(self._talker.code_predictor, sampling)
+            self._logits = TalkerLogits(sampling.shared, self._vocab, self._device)
             self._pad = prompt.pad
-        elif sampling != self._logits.sampling:
-            raise RuntimeError("the library chose other sampling for this row than for the batch")
+        elif sampling.shared != self._logits.shared:
+            raise RuntimeError("the library chose another end token or suppressed tokens for this row")
+        return sampling
 
     def _generator(self, seed: int | None) -> torch.Generator:
         generator = torch.Generator(device=self._device)
@@ -215,7 +218,7 @@ class TalkerRunner:
         generator.manual_seed(seed)
         return generator
 
-    def _prefill(self, prompt: Prompt, generator: torch.Generator) -> Joining:
+    def _prefill(self, prompt: Prompt, sampling: TalkerSampling, generator: torch.Generator) -> Joining:
         assert self._logits is not None
         length = prompt.embeds.shape[1]
         cache = DynamicCache()
@@ -224,9 +227,13 @@ class TalkerRunner:
         hidden, logits = self._forward(prompt.embeds, mask, positions, cache, torch.arange(length, device=self._device))
         none = torch.zeros(1, dtype=torch.long, device=self._device)
         seen = torch.zeros(1, self._vocab, dtype=torch.bool, device=self._device)
-        token = draw(self._logits(logits, seen, none), [generator], self._logits.sampling.do_sample)
+        params = sampling.params(self._device)
+        noise = torch.ones(1, self._vocab, device=self._device)
+        if sampling.do_sample:
+            noise.exponential_(generator=generator)
+        token = self._logits(logits, seen, none, params, noise, Features.of([sampling], sub=False))
         seen[0, token] = True
-        return Joining(cache, none + length, token, hidden[:, -1:], seen, none + 1)
+        return Joining(cache, none + length, token, hidden[:, -1:], seen, none + 1, params)
 
     # -- the step ------------------------------------------------------------------------------------------
 
@@ -276,7 +283,7 @@ class TalkerRunner:
             row.frames += 1
             row.text_step += 1
             end: End | None = None
-            if token == self._logits.sampling.eos_id:
+            if token == self._logits.eos_id:
                 end = "eos"
             elif row.max_frames is not None and row.frames >= row.max_frames:
                 end = "cap"
@@ -289,11 +296,15 @@ class TalkerRunner:
 
     def _advance(self, store: DynamicRows | StaticRows) -> tuple[torch.Tensor, list[int], float]:
         """Frames (B, 16) and the next tokens, with the batch moved one position on."""
-        assert self._logits is not None and self._predictor is not None
+        assert self._logits is not None
         talker, order = self._talker, self._order
-        generators = [row.generator if row is not None else None for row in order]
+        rows = [row.sampling if row is not None else None for row in order]
+        live = [sampling for sampling in rows if sampling is not None]
+        noise = StepNoise(len(order), *self._noise_shape, self._device)
+        noise.fill([row.generator if row is not None else None for row in order], rows)
         first = talker.get_input_embeddings()(store.tokens.unsqueeze(1))
-        rest = self._predictor(torch.cat([store.hidden, first], dim=1), generators)
+        prompt = torch.cat([store.hidden, first], dim=1)
+        rest = self._predictor(prompt, store.params, noise.predictor, Features.of(live, sub=True))
         predicted = self._clock()
 
         tables = talker.code_predictor.get_input_embeddings()
@@ -302,7 +313,8 @@ class TalkerRunner:
         mask, cache_position = store.next_column()
         positions = store.positions.view(1, -1, 1).expand(3, -1, 1)
         hidden, logits = self._forward(embeds, mask, positions, store.cache, cache_position)
-        tokens = draw(self._logits(logits, store.seen, store.generated), generators, self._logits.sampling.do_sample)
+        features = Features.of(live, sub=False)
+        tokens = self._logits(logits, store.seen, store.generated, store.params, noise.talker, features)
         codes = torch.cat([store.tokens.unsqueeze(1), rest], dim=1)
         store.commit(mask, hidden[:, -1:], tokens)
         return codes, tokens.tolist(), predicted  # the step's one read-back: EOS is decided on the host

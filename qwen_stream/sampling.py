@@ -1,11 +1,16 @@
 """Token choice for the runner: the talker's logits processing and the code predictor's 15-step loop, batched
-over rows that each own a `torch.Generator`.
+over rows that each own their settings and a `torch.Generator`.
 
-Both reproduce what qwen-tts 0.1.1 gets from HF `generate` (transformers 4.57): the same processors in the
-same order, float32 scores, one `multinomial` draw per row per token. HF draws once for the whole batch
-from the global generator; here each row draws from its own, in the order the library draws for a batch of
-one (the 15 code-predictor tokens of a frame, then the talker's next token), so a seeded row yields the
-library's frames whatever its batch mates do.
+Both reproduce what qwen-tts 0.1.1 gets from HF `generate` (transformers 4.57) at batch 1: the same processors
+in the same order with the same float32 arithmetic, and one exponential draw per token (what `multinomial`
+does) from the row's own generator, in the order the library draws (the 15 code-predictor tokens of a frame,
+then the talker's next token). So a seeded row yields the library's frames whatever its batch mates do or ask
+for: every setting is a column of a per-row tensor (`RowParams`), so rows with different temperatures, top-k,
+top-p, penalties or greedy choice share one batched kernel per processor, and one draw serves the batch.
+
+A step's noise is drawn before the step, one call per row (`StepNoise`), which on CPU gives exactly the values
+the library's 16 separate draws would; inside the step nothing reads a value back to the host, which is what a
+captured CUDA graph needs.
 """
 
 from __future__ import annotations
@@ -16,15 +21,14 @@ from typing import Any
 
 import torch
 from transformers.cache_utils import DynamicCache
-from transformers.generation.logits_process import LogitsProcessorList
 
-from .code_predictor import _warpers
+_INF = float("inf")
 
 
 @dataclass(frozen=True)
 class TalkerSampling:
     """What the library's `Qwen3TTSForConditionalGeneration.generate` hands the talker's HF `generate`
-    (read from its captured keyword arguments, so checkpoint defaults and operator overrides both hold)."""
+    (read from its captured keyword arguments, so checkpoint defaults and operator or request overrides hold)."""
 
     do_sample: bool
     temperature: float | None
@@ -56,81 +60,211 @@ class TalkerSampling:
             subtalker_top_p=kwargs.get("subtalker_top_p"),
         )
 
+    @property
+    def shared(self) -> tuple[int, tuple[int, ...]]:
+        """What the model fixes for every row (end token, tokens never sampled): one value per batch."""
+        return self.eos_id, self.suppress_tokens
+
+    def params(self, device: torch.device) -> torch.Tensor:
+        """This row's settings as one (1, RowParams.WIDTH) float32 row; unset means "no such processor"."""
+        return RowParams.row(self, device)
+
+
+class RowParams:
+    """Columns of the per-row settings tensor (B, WIDTH) float32. Values are stored so that the batched
+    arithmetic equals HF's with a Python scalar: the temperature and penalty as float32 (what HF's scalar
+    becomes), the top-p threshold as `1 - top_p` computed in double first, as HF computes it."""
+
+    DO_SAMPLE, TEMPERATURE, TOP_K, TOP_P_FLOOR, PENALTY, MIN_NEW = range(6)
+    SUB_DO_SAMPLE, SUB_TEMPERATURE, SUB_TOP_K, SUB_TOP_P_FLOOR = range(6, 10)
+    WIDTH = 10
+
+    @staticmethod
+    def row(s: TalkerSampling, device: torch.device) -> torch.Tensor:
+        values = [0.0] * RowParams.WIDTH
+        values[RowParams.DO_SAMPLE] = float(s.do_sample)
+        values[RowParams.PENALTY] = s.repetition_penalty if s.repetition_penalty is not None else 1.0
+        values[RowParams.MIN_NEW] = float(s.min_new_tokens)
+        values[RowParams.SUB_DO_SAMPLE] = float(s.subtalker_do_sample)
+        for temperature, top_k, top_p, (t, k, p) in (
+            (s.temperature, s.top_k, s.top_p, (RowParams.TEMPERATURE, RowParams.TOP_K, RowParams.TOP_P_FLOOR)),
+            (
+                s.subtalker_temperature,
+                s.subtalker_top_k,
+                s.subtalker_top_p,
+                (RowParams.SUB_TEMPERATURE, RowParams.SUB_TOP_K, RowParams.SUB_TOP_P_FLOOR),
+            ),
+        ):
+            values[t] = temperature if temperature is not None else 1.0
+            values[k] = float(top_k or 0)  # 0: no top-k
+            values[p] = 1 - top_p if top_p is not None else 0.0  # 0: no top-p (nothing has cumulative p <= 0)
+        return torch.tensor([values], dtype=torch.float32, device=device)
+
+    @staticmethod
+    def idle(device: torch.device) -> torch.Tensor:
+        """A free slot of a static batch: greedy everywhere, so it draws nothing."""
+        values = [0.0] * RowParams.WIDTH
+        values[RowParams.TEMPERATURE] = values[RowParams.SUB_TEMPERATURE] = 1.0
+        values[RowParams.PENALTY] = 1.0
+        return torch.tensor([values], dtype=torch.float32, device=device)
+
+
+@dataclass(frozen=True)
+class Features:
+    """Which processors any row of the batch uses, so the eager path skips the sorts nobody needs. A captured
+    graph takes them all: each is an exact no-op for a row that does not use it."""
+
+    sample: bool = True
+    top_k: bool = True
+    top_p: bool = True
+
+    @classmethod
+    def of(cls, rows: Sequence[TalkerSampling], sub: bool) -> Features:
+        if sub:
+            sampled = [s for s in rows if s.subtalker_do_sample]
+            return cls(
+                bool(sampled), any(s.subtalker_top_k for s in sampled), any(_top_p(s.subtalker_top_p) for s in sampled)
+            )
+        sampled = [s for s in rows if s.do_sample]
+        return cls(bool(sampled), any(s.top_k for s in sampled), any(_top_p(s.top_p) for s in sampled))
+
+
+def _top_p(top_p: float | None) -> bool:
+    return top_p is not None and top_p < 1.0
+
+
+def warp(
+    scores: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p_floor: torch.Tensor, features: Features
+) -> torch.Tensor:
+    """HF's TemperatureLogitsWarper, TopKLogitsWarper and TopPLogitsWarper (min_tokens_to_keep 1) with a
+    setting per row: scores (B, V) float32; the settings (B, 1). Dividing by 1.0 and a top-k of all V are exact
+    no-ops, so a row without a warper gets what HF gives it without one."""
+    scores = scores / temperature
+    vocab = scores.shape[-1]
+    if features.top_k:
+        k = torch.where(top_k > 0, top_k.clamp(max=vocab), vocab).long()
+        kth = torch.sort(scores, dim=-1, descending=True).values.gather(1, k - 1)
+        scores = scores.masked_fill(scores < kth, -_INF)
+    if features.top_p:
+        ordered, indices = torch.sort(scores, descending=False)
+        remove = ordered.softmax(dim=-1).cumsum(dim=-1) <= top_p_floor
+        remove[..., -1:] = False
+        scores = scores.masked_fill(remove.scatter(1, indices, remove), -_INF)
+    return scores
+
+
+def draw(processed: torch.Tensor, warped: torch.Tensor, noise: torch.Tensor, do_sample: torch.Tensor) -> torch.Tensor:
+    """One token per row, (B,) long. A sampling row takes `multinomial(softmax(warped))` computed the way
+    torch computes it, `argmax(p / q)` with q ~ Exp(1) its noise (B, V); a greedy row takes the argmax of the
+    processed scores, as HF's greedy search does. do_sample: (B, 1) 0/1."""
+    sampled = torch.argmax(torch.softmax(warped, dim=-1) / noise, dim=-1)
+    return torch.where(do_sample[:, 0] > 0, sampled, torch.argmax(processed, dim=-1))
+
+
+class StepNoise:
+    """The exponential noise of one step for every row: 15 code-predictor draws then the talker's, each row's
+    from its own generator in one call (the same values as 16 calls on CPU). A row that does not sample a part
+    draws nothing for it, as the library draws nothing when greedy."""
+
+    def __init__(self, rows: int, predictor_vocab: int, predictor_steps: int, talker_vocab: int, device: torch.device):
+        self.split = predictor_vocab * predictor_steps
+        self.buffer = torch.ones(rows, self.split + talker_vocab, device=device)
+        self.predictor = self.buffer[:, : self.split].view(rows, predictor_steps, predictor_vocab)
+        self.talker = self.buffer[:, self.split :]
+
+    def fill(self, generators: Sequence[torch.Generator | None], rows: Sequence[TalkerSampling | None]) -> None:
+        buffer = self.buffer
+        for i, (generator, sampling) in enumerate(zip(generators, rows, strict=True)):
+            if generator is None or sampling is None:
+                buffer[i].fill_(1.0)
+                continue
+            sub, main = sampling.subtalker_do_sample, sampling.do_sample
+            if sub and main:
+                buffer[i].exponential_(generator=generator)
+            else:
+                buffer[i].fill_(1.0)
+                if sub:
+                    buffer[i, : self.split].exponential_(generator=generator)
+                elif main:
+                    buffer[i, self.split :].exponential_(generator=generator)
+
 
 class TalkerLogits:
     """HF's processors for the talker, in `_get_logits_processor`'s order: repetition penalty, min new tokens,
-    suppress tokens, then (sampling only) temperature, top-k, top-p.
+    suppress tokens, then (sampling rows only) temperature, top-k, top-p.
 
     HF's repetition penalty gathers the scores of the tokens in `input_ids`, penalizes and scatters them back;
     a per-row boolean `seen` mask over the vocabulary applies the same arithmetic to the same entries without
     needing equal history lengths across rows."""
 
-    def __init__(self, sampling: TalkerSampling, vocab_size: int, device: torch.device):
-        self.sampling = sampling
+    def __init__(self, shared: tuple[int, tuple[int, ...]], vocab_size: int, device: torch.device):
+        self.shared = shared
+        eos_id, suppress = shared
         vocab = torch.arange(vocab_size, device=device)
-        self._eos = vocab == sampling.eos_id
-        self._suppress = torch.isin(vocab, torch.tensor(sampling.suppress_tokens, dtype=torch.long, device=device))
-        # HF adds the warpers only when sampling; greedy takes the argmax of the processed scores.
-        self._warpers = LogitsProcessorList()
-        if sampling.do_sample:
-            self._warpers = _warpers(sampling.temperature, sampling.top_k, sampling.top_p)
+        self.eos_id = eos_id
+        self._eos = vocab == eos_id
+        self._suppress = torch.isin(vocab, torch.tensor(suppress, dtype=torch.long, device=device))
+        self._any_suppressed = bool(suppress)
 
-    def __call__(self, logits: torch.Tensor, seen: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
-        """logits (B, V) float32; seen (B, V) bool; generated (B,) tokens sampled so far per row."""
-        scores = logits
-        penalty = self.sampling.repetition_penalty
-        if penalty is not None and penalty != 1.0:
-            penalized = torch.where(scores < 0, scores * penalty, scores / penalty)
-            scores = torch.where(seen, penalized, scores)
-        if self.sampling.min_new_tokens > 0:
-            early = (generated < self.sampling.min_new_tokens).unsqueeze(1)
-            scores = torch.where(early & self._eos, -float("inf"), scores)
-        if self.sampling.suppress_tokens:
-            scores = torch.where(self._suppress, -float("inf"), scores)
-        if self._warpers:
-            scores = self._warpers(None, scores)  # type: ignore[arg-type]  # these warpers never read input_ids
-        return scores
-
-
-def draw(scores: torch.Tensor, generators: Sequence[torch.Generator | None], do_sample: bool) -> torch.Tensor:
-    """One token per row, (B,) long. Row i draws from generators[i] only; a row without one (a free slot
-    of a static batch) draws nothing and gets the most likely token."""
-    if not do_sample:
-        return torch.argmax(scores, dim=-1)
-    probs = torch.softmax(scores, dim=-1)
-    # `torch.multinomial(p, 1, generator=g)` is `argmax(p / q)` with q ~ Exp(1) drawn from g, after a check of
-    # p that reads a value back to the host. Drawing q row by row keeps every row's draws; one division and
-    # one argmax serve the batch, and no host read-back stalls a GPU (16 draws per row per step).
-    noise = torch.ones_like(probs)
-    for i, generator in enumerate(generators):
-        if generator is not None:
-            noise[i : i + 1].exponential_(generator=generator)
-    return torch.argmax(probs / noise, dim=-1)
+    def __call__(
+        self,
+        logits: torch.Tensor,
+        seen: torch.Tensor,
+        generated: torch.Tensor,
+        params: torch.Tensor,
+        noise: torch.Tensor,
+        features: Features,
+    ) -> torch.Tensor:
+        """logits (B, V) float32; seen (B, V) bool; generated (B,) tokens sampled so far; params (B, WIDTH);
+        noise (B, V). Returns the next token per row (B,)."""
+        penalty = params[:, RowParams.PENALTY : RowParams.PENALTY + 1]
+        penalized = torch.where(logits < 0, logits * penalty, logits / penalty)
+        scores = torch.where(seen, penalized, logits)
+        early = (generated.unsqueeze(1) < params[:, RowParams.MIN_NEW : RowParams.MIN_NEW + 1]) & self._eos
+        scores = scores.masked_fill(early, -_INF)
+        if self._any_suppressed:
+            scores = scores.masked_fill(self._suppress, -_INF)
+        do_sample = params[:, RowParams.DO_SAMPLE : RowParams.DO_SAMPLE + 1]
+        if not features.sample:
+            return torch.argmax(scores, dim=-1)
+        warped = warp(
+            scores,
+            params[:, RowParams.TEMPERATURE : RowParams.TEMPERATURE + 1],
+            params[:, RowParams.TOP_K : RowParams.TOP_K + 1],
+            params[:, RowParams.TOP_P_FLOOR : RowParams.TOP_P_FLOOR + 1],
+            features,
+        )
+        return draw(scores, warped, noise, do_sample)
 
 
 class BatchedCodePredictor:
     """Codebooks 1..15 for every row at once: the forward passes of `FastCodePredictor` (and of the library's
-    per-frame HF `generate`) over a (B, ...) batch, with each row's draws from its own generator.
+    per-frame HF `generate`) over a (B, ...) batch, each row with its own settings and noise.
 
     Every row's prompt is the same two positions (`[past_hidden, embed(cb0)]`), so no padding is needed and the
     cache starts empty at each frame."""
 
-    def __init__(self, code_predictor: Any, sampling: TalkerSampling):
+    def __init__(self, code_predictor: Any):
         # A qwen_tts module, used untyped: torch types its submodules as Tensor | Module.
         self._cp = code_predictor
-        self._do_sample = sampling.subtalker_do_sample
-        self._warpers = _warpers(sampling.subtalker_temperature, sampling.subtalker_top_k, sampling.subtalker_top_p)
-        self._steps = len(self._cp.lm_head)
+        self.steps = len(self._cp.lm_head)
+        self.vocab = int(self._cp.lm_head[0].out_features)
 
-    def __call__(self, prompt: torch.Tensor, generators: Sequence[torch.Generator | None]) -> torch.Tensor:
-        """prompt (B, 2, D_talker) -> codes (B, 15) long."""
+    def __call__(
+        self, prompt: torch.Tensor, params: torch.Tensor, noise: torch.Tensor, features: Features
+    ) -> torch.Tensor:
+        """prompt (B, 2, D_talker); params (B, WIDTH); noise (B, 15, V_cp) -> codes (B, 15) long."""
         cp = self._cp
         cache = DynamicCache()
         embeds = cp.small_to_mtp_projection(prompt)
         position = torch.arange(prompt.shape[1], device=prompt.device)
         tables = cp.model.get_input_embeddings()
+        temperature = params[:, RowParams.SUB_TEMPERATURE : RowParams.SUB_TEMPERATURE + 1]
+        top_k = params[:, RowParams.SUB_TOP_K : RowParams.SUB_TOP_K + 1]
+        top_p_floor = params[:, RowParams.SUB_TOP_P_FLOOR : RowParams.SUB_TOP_P_FLOOR + 1]
+        do_sample = params[:, RowParams.SUB_DO_SAMPLE : RowParams.SUB_DO_SAMPLE + 1]
         picks = []
-        for step in range(self._steps):
+        for step in range(self.steps):
             hidden = cp.model(
                 inputs_embeds=embeds,
                 past_key_values=cache,
@@ -140,10 +274,13 @@ class BatchedCodePredictor:
             ).last_hidden_state
             # HF's code-predictor forward applies the head to every position, then generate takes the last.
             logits = cp.lm_head[step](hidden)[:, -1, :].float()
-            scores = self._warpers(None, logits) if self._do_sample else logits  # type: ignore[arg-type]
-            tokens = draw(scores, generators, self._do_sample).unsqueeze(1)
+            if features.sample:
+                warped = warp(logits, temperature, top_k, top_p_floor, features)
+                tokens = draw(logits, warped, noise[:, step], do_sample).unsqueeze(1)
+            else:
+                tokens = torch.argmax(logits, dim=-1, keepdim=True)
             picks.append(tokens)
-            if step + 1 < self._steps:
+            if step + 1 < self.steps:
                 embeds = cp.small_to_mtp_projection(tables[step](tokens))
                 position = position[-1:] + 1
         return torch.cat(picks, dim=1)

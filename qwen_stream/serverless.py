@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from .api.jobs import JobParams
 from .audio import FORMATS
 from .catalog import FRAME_SECONDS, SAMPLE_RATE, family_of_hub_name
 from .config import ServerSettings, load_settings
@@ -116,16 +119,15 @@ class Worker(InProcessServer):
         unknown = set(data) - INPUT_KEYS
         if unknown:
             raise InvalidRequest("invalid_request", f"unknown input fields: {', '.join(sorted(unknown))}")
-        params = data.get("params") or {}
-        if not isinstance(params, dict):
+        raw_params = data.get("params") or {}
+        if not isinstance(raw_params, dict):
             raise InvalidRequest("invalid_request", "params must be an object")
-        unsupported = set(params) - {"max_new_tokens", "language", "instruct"}
-        if unsupported:
-            raise InvalidRequest(
-                "invalid_request",
-                "params not supported per request (sampling is the worker's own setting): "
-                + ", ".join(sorted(unsupported)),
-            )
+        try:
+            params = JobParams.model_validate(raw_params)  # the HTTP job route's own schema
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise InvalidRequest("invalid_params", f"params.{where}: {first['msg']}") from e
         segments = data.get("segments")
         if segments is not None and not (isinstance(segments, list) and all(isinstance(s, dict) for s in segments)):
             raise InvalidRequest("invalid_request", "segments must be a list of {text, voice?, language?}")
@@ -139,14 +141,15 @@ class Worker(InProcessServer):
             script=None,
             voices={},
             voice=data.get("voice"),
-            language=params.get("language") or data.get("language") or "Auto",
-            instruct=params.get("instruct"),
+            language=params.language or data.get("language") or "Auto",
+            instruct=params.instruct,
             output_format=output_format,
             sample_rate=None,
             pause_ms=int(data.get("pause_ms", 300)),
-            max_new_tokens=params.get("max_new_tokens"),
+            max_new_tokens=params.max_new_tokens,
             normalize=True,
             s3={"bucket": bucket} if bucket else None,
+            sampling=params.sampling(),
         )
 
 

@@ -26,6 +26,31 @@ class SamplingSettings:
         """The fields the operator set, as keyword arguments for the model's generate."""
         return {name: value for name, value in self.__dict__.items() if value is not None}
 
+    def merged(self, request: SamplingSettings | None) -> SamplingSettings:
+        """A request's own settings laid over these (the server's): what the request set wins."""
+        if request is None:
+            return self
+        return SamplingSettings(**{**self.__dict__, **request.overrides()})
+
+    def problems(self) -> list[str]:
+        """What is out of range, in words a client can act on (empty: fine)."""
+        found = []
+        for name in ("temperature", "subtalker_temperature"):
+            value = getattr(self, name)
+            if value is not None and not (0 < value <= 10):
+                found.append(f"{name} must be > 0 and <= 10")
+        for name in ("top_k", "subtalker_top_k"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and 0 <= value <= 100_000):
+                found.append(f"{name} must be a whole number >= 0 (0: no top-k)")
+        for name in ("top_p", "subtalker_top_p"):
+            value = getattr(self, name)
+            if value is not None and not (0 < value <= 1):
+                found.append(f"{name} must be > 0 and <= 1")
+        if self.repetition_penalty is not None and not (0 < self.repetition_penalty <= 10):
+            found.append("repetition_penalty must be > 0 and <= 10")
+        return found
+
 
 @dataclass(frozen=True)
 class StreamingSettings:

@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..jobs.service import JobInput, JobService
+from .protocol import SamplingParams
 from .state import server
 
 router = APIRouter(tags=["jobs"])
@@ -22,9 +23,9 @@ class SegmentIn(BaseModel):
     instruct: str | None = Field(None, max_length=2000)
 
 
-class JobParams(BaseModel):
-    """Generation parameters per job. Sampling is server-wide in this engine: asking for it per job is refused
-    rather than silently ignored."""
+class JobParams(SamplingParams):
+    """Generation parameters per job: sampling (laid over the server's settings), the cap per sentence, and
+    the language and instruction of segments that name none."""
 
     model_config = ConfigDict(extra="forbid")
     max_new_tokens: int | None = Field(None, ge=1, description="cap in frames (80 ms) per sentence")
@@ -81,6 +82,7 @@ async def create_job(body: JobRequest, request: Request):
             sample_rate=body.sample_rate,
             pause_ms=body.pause_ms,
             max_new_tokens=params.max_new_tokens,
+            sampling=params.sampling(),
             normalize=body.normalize,
             s3=None if body.output is None or body.output.s3 is None else body.output.s3.model_dump(),
         )

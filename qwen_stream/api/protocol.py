@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..settings import SamplingSettings
 from ..speech.queues import CLIENT_ID_PATTERN, DEFAULT_CLIENT
 
 
@@ -32,7 +33,29 @@ class _NamesClient(_Strict):
         return DEFAULT_CLIENT if value is None else value
 
 
-class StreamRequest(_NamesClient):
+class SamplingParams(BaseModel):
+    """A request's own sampling settings, laid over the server's (--temperature and friends; unset: the
+    server's, else the checkpoint's). Ranges are checked by the engine's settings, one place for every route."""
+
+    temperature: float | None = Field(None, description="talker temperature, > 0 and <= 10")
+    top_k: int | None = Field(None, description="talker top-k; 0: none")
+    top_p: float | None = Field(None, description="talker nucleus, > 0 and <= 1")
+    repetition_penalty: float | None = Field(None, description="> 0 and <= 10; 1: none")
+    do_sample: bool | None = Field(None, description="false: the talker is greedy")
+    subtalker_temperature: float | None = Field(None, description="code predictor temperature")
+    subtalker_top_k: int | None = Field(None, description="code predictor top-k")
+    subtalker_top_p: float | None = Field(None, description="code predictor nucleus")
+
+    def sampling(self) -> SamplingSettings | None:
+        """The settings this request gave, or None when it gave none (then it batches with anyone)."""
+        given = {name: getattr(self, name) for name in SAMPLING_FIELDS if getattr(self, name) is not None}
+        return SamplingSettings(**given) if given else None
+
+
+SAMPLING_FIELDS = tuple(SamplingSettings.__dataclass_fields__)
+
+
+class StreamRequest(_NamesClient, SamplingParams):
     text: str = Field(description="what to say; normalized and split into sentences unless normalize is false")
     language: str = Field("Auto", max_length=32)
     client_id: str | None = ClientId

@@ -56,6 +56,7 @@ async def tts_stream(body: StreamRequest, request: Request):
         body.normalize,
         ref_audio=body.ref_audio,
         max_frames=body.max_new_tokens,
+        sampling=body.sampling(),
     )
     service.open(utterance)
     headers = dict(raw_headers(raw), **{"X-Request-Id": utterance.id})

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..audio import FORMATS
 from ..catalog import FRAME_SECONDS
+from ..settings import SamplingSettings
 from ..speech.checks import canonical_language, check_input_text
 from ..speech.errors import InvalidRequest, NotFound
 from ..speech.service import SpeechService
@@ -49,6 +50,7 @@ class JobInput:
     max_new_tokens: int | None
     normalize: bool
     s3: dict[str, Any] | None = None  # {"bucket"?, "key"?, "expires"?}: upload the result there
+    sampling: SamplingSettings | None = None  # the job's own settings, laid over the server's
 
 
 def parse_script(script: str, voices: dict[str, str]) -> list[dict[str, Any]]:
@@ -83,6 +85,8 @@ class JobService:
     async def submit(self, job: JobInput) -> JobRecord:
         """Validates every segment as speech would (text, voice, language, instruct), then stores the job.
         Raises InvalidRequest or JobStorageFull; nothing is stored unless all of it is valid."""
+        if job.sampling is not None and (problems := job.sampling.problems()):
+            raise InvalidRequest("invalid_params", "params: " + "; ".join(problems))
         segments = self._segments(job)
         if job.output_format not in FORMATS:
             raise InvalidRequest("invalid_format", f"output_format must be one of {', '.join(FORMATS)}")
@@ -97,7 +101,7 @@ class JobService:
             try:
                 check_input_text(seg["text"], MAX_JOB_CHARS)
                 speaker = await self.speech.speaker(seg["voice"], seg.get("instruct"), seg["language"])
-                if not await self.speech.requests_for(seg["text"], speaker, job.normalize):
+                if not await self.speech.requests_for(seg["text"], speaker, job.normalize, sampling=job.sampling):
                     raise InvalidRequest("empty_text", "nothing to speak")
             except InvalidRequest as e:
                 raise InvalidRequest(e.code, f"segment {index}: {e}") from e
@@ -112,6 +116,7 @@ class JobService:
             "sample_rate": job.sample_rate,
             "pause_ms": job.pause_ms,
             "max_new_tokens": job.max_new_tokens,
+            "sampling": None if job.sampling is None else job.sampling.overrides(),
             "normalize": job.normalize,
             "output": output,
         }

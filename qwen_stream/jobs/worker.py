@@ -20,6 +20,7 @@ from typing import Any
 from ..audio import FORMATS, AudioPipeline
 from ..catalog import SAMPLE_RATE
 from ..engine import acollect
+from ..settings import SamplingSettings
 from ..speech.service import SpeechService
 from .storage import S3Target, S3Uploader
 from .store import JobStore
@@ -138,7 +139,14 @@ class JobWorker:
 
     async def _speak(self, seg: dict[str, Any], spec: dict[str, Any]) -> bytes:
         speaker = await self.speech.speaker(seg.get("voice"), seg.get("instruct"), seg.get("language") or "Auto")
-        requests = await self.speech.requests_for(seg["text"], speaker, spec["normalize"], spec.get("max_new_tokens"))
+        sampling = spec.get("sampling")
+        requests = await self.speech.requests_for(
+            seg["text"],
+            speaker,
+            spec["normalize"],
+            spec.get("max_new_tokens"),
+            None if sampling is None else SamplingSettings(**sampling),
+        )
         pcm = bytearray()
         for request in requests:
             while True:

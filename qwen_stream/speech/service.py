@@ -16,6 +16,7 @@ from ..engine import Engine
 from ..events import AudioChunk, Mark, Outcome
 from ..generation import SynthesisError, SynthesisRequest, Voice, check_request
 from ..metrics import Metrics
+from ..settings import SamplingSettings
 from .checks import canonical_language, check_client_id, check_input_text, check_text
 from .errors import InvalidRequest, StreamFailed
 from .queues import ClientQueues
@@ -63,11 +64,13 @@ class SpeechService:
         normalize: bool,
         ref_audio: str | None = None,
         max_frames: int | None = None,
+        sampling: SamplingSettings | None = None,
     ) -> Utterance:
         """Takes the client's place in line at arrival, then validates and normalizes. Raises InvalidRequest
         (the place is given back). Follow with open(), or discard() if the request will not be served.
 
-        max_frames: the client's cap per sentence; it only shortens (the server's budget still bounds it)."""
+        max_frames: the client's cap per sentence; it only shortens (the server's budget still bounds it).
+        sampling: the client's own settings, laid over the server's."""
         received = time.perf_counter()
         check_client_id(client_id)
         self.check_input_text(text)
@@ -76,7 +79,7 @@ class SpeechService:
         utterance = self.queues.reserve(client_id, len(text))
         utterance.stats.submitted = received
         try:
-            segments = await self._segments(text, language, voice, instruct, normalize, ref_audio, max_frames)
+            segments = await self._segments(text, language, voice, instruct, normalize, ref_audio, max_frames, sampling)
         except BaseException:
             self.queues.cancel(utterance, Outcome.REJECTED)
             raise
@@ -94,19 +97,29 @@ class SpeechService:
         normalize: bool,
         ref_audio: str | None,
         max_frames: int | None,
+        sampling: SamplingSettings | None,
     ) -> list[SynthesisRequest]:
         language = canonical_language(language)
         family, chosen = await self.voices.resolve(voice, instruct, ref_audio)
-        requests = await self.requests_for(text, Speaker(family, chosen, language), normalize, max_frames)
+        speaker = Speaker(family, chosen, language)
+        requests = await self.requests_for(text, speaker, normalize, max_frames, sampling)
         if not requests:
             raise InvalidRequest("empty_text", "text has nothing to speak")
         return requests
 
     async def requests_for(
-        self, text: str, speaker: Speaker, normalize: bool = True, max_frames: int | None = None
+        self,
+        text: str,
+        speaker: Speaker,
+        normalize: bool = True,
+        max_frames: int | None = None,
+        sampling: SamplingSettings | None = None,
     ) -> list[SynthesisRequest]:
         """Normalizes and splits `text` (off the event loop) into checked sentences for the speaker; [] when
-        nothing in it is speakable. max_frames: the client's cap per sentence; it only shortens."""
+        nothing in it is speakable. max_frames: the client's cap per sentence; it only shortens. sampling: the
+        client's own settings (out-of-range values are refused here, before anything is queued)."""
+        if sampling is not None and (problems := sampling.problems()):
+            raise InvalidRequest("invalid_params", "; ".join(problems))
         segments = await asyncio.wrap_future(
             normalization.normalize_in_worker(text, speaker.language, enable_tn=normalize)
         )
@@ -118,6 +131,7 @@ class SpeechService:
                 voice=speaker.voice,
                 family=speaker.family,
                 max_frames=None if max_frames is None else min(max_frames, budget.for_text(s.text)),
+                sampling=sampling,
             )
             for s in segments
         ]

@@ -97,7 +97,9 @@ def test_bad_jobs_are_refused_and_nothing_is_stored(server, client):
         ({"segments": [{"text": "Fine.", "voice": "Ryan"}, {"text": "Who?", "voice": "Nobody"}]}, "unknown_voice"),
         ({"segments": [{"text": "word " * 20_000, "voice": "Ryan"}] * 3}, "text_too_long"),
         ({"text": "Hi.", "output_format": "mp3", "sample_rate": 8000}, "invalid_sample_rate"),
-        ({"text": "Hi.", "params": {"temperature": 0.5}}, "invalid_request"),
+        ({"text": "Hi.", "params": {"temperature": 0}}, "invalid_params"),
+        ({"text": "Hi.", "params": {"top_p": 1.5, "subtalker_top_k": -1}}, "invalid_params"),
+        ({"text": "Hi.", "params": {"temprature": 0.5}}, "invalid_request"),
         ({"script": "no speaker tag here"}, "invalid_script"),
         ({"text": "   "}, "empty_text"),
     ]
@@ -106,6 +108,28 @@ def test_bad_jobs_are_refused_and_nothing_is_stored(server, client):
         assert r.status_code == 400 and r.json()["error"]["code"] == code, (body, r.text)
     assert "segment 1" in client.post("/v1/audio/jobs", json=cases[2][0]).json()["error"]["message"]
     assert server.backend.jobs.store.counts() == before
+
+
+# top-k 1 in both samplers picks the most likely token every time: the audio is fixed by the settings alone.
+FIXED = {"top_k": 1, "subtalker_top_k": 1}
+
+
+def test_a_jobs_sampling_params_decide_its_audio_as_they_decide_a_stream(client):
+    """The job's params reach the engine: with settings that fix every token, the job's audio is the stream's
+    audio for the same text and settings, and a job without them (the server's sampling) differs."""
+    text = "The settings decide this sentence."
+
+    def job_pcm(params: dict | None) -> bytes:
+        body = {"text": text, "voice": "Ryan", "output_format": "pcm", "pause_ms": 0, "params": params}
+        job = wait_for(client, client.post("/v1/audio/jobs", json=body).json()["id"], "done", "failed")
+        assert job["status"] == "done", job
+        return client.get(job["audio_url"]).content
+
+    streamed = client.post("/tts/stream", json={"text": text, "voice": "Ryan", **FIXED}).content
+    fixed = job_pcm(FIXED)
+    assert len(fixed) == frames(text) * 1920 * 2 and fixed == streamed
+    assert job_pcm(FIXED) == fixed
+    assert job_pcm(None) != fixed
 
 
 def test_delete_cancels_a_running_job(server, client):

@@ -64,12 +64,24 @@ def test_segments_with_voices_and_a_pause(worker):
     assert len(samples) == frames * 1920 + 6000 and answer["metadata"]["num_segments"] == 2
 
 
+def test_sampling_params_decide_the_audio(worker):
+    """top-k 1 in both samplers fixes every token: two answers agree, and differ from the worker's sampling."""
+    event = {"input": {"text": "Fixed by its settings.", "voice": "Ryan", "output_format": "pcm",
+                       "params": {"top_k": 1, "subtalker_top_k": 1}}}
+    first, second = (base64.b64decode(worker.handle(event)["audio_base64"]) for _ in range(2))
+    assert first == second
+    del event["input"]["params"]
+    assert base64.b64decode(worker.handle(event)["audio_base64"]) != first
+
+
 @pytest.mark.parametrize("event, code", [
     ({"input": {"text": "Hi.", "segments": [{"text": "Hi."}]}}, "invalid_request"),
     ({"input": {}}, "invalid_request"),
     ({"input": {"text": "Hi.", "voice": "Nobody"}}, "unknown_voice"),
     ({"input": {"text": "Hi.", "output_format": "ogg"}}, "invalid_format"),
-    ({"input": {"text": "Hi.", "params": {"temperature": 0.7}}}, "invalid_request"),
+    ({"input": {"text": "Hi.", "params": {"temperature": -1}}}, "invalid_params"),
+    ({"input": {"text": "Hi.", "params": {"top_k": "many"}}}, "invalid_params"),
+    ({"input": {"text": "Hi.", "params": {"seed_of_doubt": 1}}}, "invalid_params"),
     ({"input": {"text": "Hi.", "colour": "blue"}}, "invalid_request"),
     ({"text": "Hi."}, "invalid_request"),
 ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from contextlib import contextmanager
@@ -67,10 +68,10 @@ def hf_code_predictor(model):
         install_fast_code_predictor(model.inner.talker.code_predictor)
 
 
-def library_frames(model, requests, seed, frames):
+def library_frames(model, requests, seed, frames, sampling=SamplingSettings()):
     """What the library's own generate returns for the same inputs and seed (HF code predictor)."""
     inputs = build_generate_inputs(model, requests)
-    kwargs = model.tts._merge_generate_kwargs(max_new_tokens=frames + 1)
+    kwargs = model.tts._merge_generate_kwargs(**sampling.overrides(), max_new_tokens=frames + 1)
     with hf_code_predictor(model):
         torch.manual_seed(seed)
         codes, _ = model.inner.generate(**inputs, **kwargs)
@@ -444,6 +445,32 @@ def test_jobs_waiting_together_share_one_generate_call(custom_voice_model, mode)
             reference = offline_pcm(custom_voice_model, end.codes)
             assert len(streamed) == cap * 1920
             assert np.abs(streamed - reference).max() <= 1e-3 * np.abs(reference).max()
+    finally:
+        eng.close()
+
+
+@pytest.mark.parametrize("mode", ["continuous", "static"])
+def test_a_requests_own_sampling_reaches_the_library_in_both_loops(custom_voice_model, mode):
+    """The request's settings over the server's, in either loop; in the static loop (one generate call, one
+    set of settings) jobs asking for different settings never share a call."""
+    server = SamplingSettings(temperature=0.8)
+    eng = Engine(custom_voice_model, EngineSettings(model=ModelSettings(path=custom_voice_model.source),
+                                                    max_batch=3, engine=mode, sampling=server))
+    try:
+        own = SamplingSettings(temperature=1.5, top_k=20, subtalker_top_p=0.5)
+        request = SynthesisRequest(TEXT, "English", Voice(speaker="Ryan"), seed=3, max_frames=10, sampling=own)
+        _, end = run(eng, request)
+        expected = library_frames(custom_voice_model, [request], 3, 10, server.merged(own))[0]
+        assert torch.equal(end.codes, expected)
+        assert not torch.equal(expected, library_frames(custom_voice_model, [request], 3, 10, server)[0])
+        gate, blocker = _hold_engine(eng)
+        unseeded = [dataclasses.replace(request, seed=None, sampling=s) for s in (own, None)]
+        jobs = [eng.submit(r, lambda event: None) for r in unseeded]
+        steps = custom_voice_model.tap.steps
+        gate.set()
+        assert blocker.wait(60) and all(job.wait(120) for job in jobs) and eng.wait_idle(60)
+        taken = custom_voice_model.tap.steps - steps - _blocker_steps(eng)
+        assert taken == (20 if mode == "static" else 10)  # static: one call each; continuous: one batch
     finally:
         eng.close()
 

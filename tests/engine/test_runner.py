@@ -3,6 +3,7 @@ independent of when it joins and of its batch mates coming and going."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from contextlib import contextmanager
 
@@ -13,7 +14,6 @@ from qwen_stream import prompts
 from qwen_stream.code_predictor import install_fast_code_predictor, uninstall_fast_code_predictor
 from qwen_stream.generation import SynthesisError, SynthesisRequest, Voice, build_generate_inputs
 from qwen_stream.runner import NewRow, TalkerRunner
-from qwen_stream.sampling import draw
 from qwen_stream.settings import SamplingSettings
 from qwen_stream.cloning import clone_prompt
 
@@ -119,22 +119,6 @@ def max_len(request):
     return request.param
 
 
-def test_batched_draws_equal_torch_multinomial_row_by_row():
-    """`draw` skips multinomial's host read-back; each row must still get what multinomial gives it."""
-    scores = torch.randn(3, 2048, generator=torch.Generator().manual_seed(0)) * 4
-    scores[1, :1000] = -float("inf")  # what top-k and suppressed tokens leave behind
-    ours = [torch.Generator().manual_seed(seed) for seed in (5, 6, 7)]
-    theirs = [torch.Generator().manual_seed(seed) for seed in (5, 6, 7)]
-    probs = torch.softmax(scores, dim=-1)
-    for _ in range(20):
-        expected = [int(torch.multinomial(probs[i : i + 1], 1, generator=g)) for i, g in enumerate(theirs)]
-        assert draw(scores, ours, do_sample=True).tolist() == expected
-    # A free slot of a static batch has no generator: it draws nothing and the others' draws are unchanged.
-    before = [g.get_state() for g in ours]
-    assert draw(scores, [ours[0], None, ours[2]], do_sample=True)[1] == scores[1].argmax()
-    assert torch.equal(ours[1].get_state(), before[1]) and not torch.equal(ours[0].get_state(), before[0])
-
-
 # -- batch 1 equals the library -------------------------------------------------------------------------
 
 
@@ -205,6 +189,43 @@ def test_the_runner_leaves_the_model_as_the_generation_path_expects_it(custom_vo
     solo(custom_voice_model, speak(TEXT, seed=1, frames=3))
     assert custom_voice_model.tap.steps == steps and talker.rope_deltas is deltas
     assert "generate" not in vars(talker)
+
+
+OWN_SAMPLING = {
+    "hot": SamplingSettings(temperature=1.4, top_k=40),
+    "nucleus": SamplingSettings(top_p=0.6, repetition_penalty=1.4, subtalker_top_k=3),
+    "greedy": SamplingSettings(do_sample=False, subtalker_temperature=0.5),
+}
+
+
+@pytest.mark.parametrize("name", list(OWN_SAMPLING))
+def test_a_requests_own_sampling_is_applied_as_the_library_applies_it(custom_voice_model, name):
+    """A request's settings are laid over the server's and reach the library's processors as an operator's
+    would: a runner whose server sets something else still yields the library's frames for the merged set."""
+    model, server = custom_voice_model, SamplingSettings(temperature=0.8, repetition_penalty=1.1)
+    request = dataclasses.replace(speak(TEXT, seed=5, frames=16), sampling=OWN_SAMPLING[name])
+    with logit_bias(model, REPEATED, 2.0):
+        expected = library_frames(model, request, 16, server.merged(request.sampling))
+        assert torch.equal(solo(model, request, server), expected)
+        assert not torch.equal(expected, library_frames(model, request, 16, server))  # the settings matter
+
+
+def test_rows_with_their_own_sampling_share_a_batch_without_changing_their_frames(custom_voice_model, max_len):
+    """Each row's settings are a row of its own: batch mates asking for other settings change nothing."""
+    model = custom_voice_model
+    rows = {
+        name: dataclasses.replace(speak(f"Row {name} speaks with its own settings.", seed=30 + i, frames=14), sampling=s)
+        for i, (name, s) in enumerate(OWN_SAMPLING.items())
+    }
+    rows["server"] = speak("This row keeps the server's settings.", seed=40, frames=14)
+    alone = {name: solo(model, request, max_len=max_len) for name, request in rows.items()}
+    driver = Driver(TalkerRunner(model, SAMPLING, max_batch=4, max_len=max_len))
+    driver.join(hot=rows["hot"], greedy=rows["greedy"])
+    driver.step(2)
+    driver.join(nucleus=rows["nucleus"], server=rows["server"])
+    driver.finish()
+    for name, expected in alone.items():
+        assert torch.equal(driver.codes(name), expected), name
 
 
 # -- join / leave invariance ---------------------------------------------------------------------------

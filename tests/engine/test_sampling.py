@@ -1,0 +1,99 @@
+"""The batched token choice (sampling.py) against what HF and torch do row by row."""
+
+import pytest
+import torch
+
+from qwen_stream.code_predictor import _warpers
+from qwen_stream.sampling import Features, RowParams, StepNoise, TalkerSampling, draw, warp
+
+V = 2048
+
+
+def sampling(**fields) -> TalkerSampling:
+    base = dict(
+        do_sample=True,
+        temperature=None,
+        top_k=None,
+        top_p=None,
+        repetition_penalty=None,
+        min_new_tokens=0,
+        eos_id=0,
+        suppress_tokens=(),
+        subtalker_do_sample=True,
+        subtalker_temperature=None,
+        subtalker_top_k=None,
+        subtalker_top_p=None,
+    )
+    return TalkerSampling(**{**base, **fields})
+
+
+ROWS = [
+    sampling(),
+    sampling(temperature=0.7),
+    sampling(top_k=50),
+    sampling(top_p=0.8),
+    sampling(temperature=0.9, top_k=30, top_p=0.95),
+    sampling(temperature=1.3, top_k=V + 10, top_p=1.0),
+    sampling(top_k=1),
+    sampling(top_p=0.01),
+]
+
+
+def test_batched_draws_equal_torch_multinomial_row_by_row():
+    """`draw` skips multinomial's host read-back; each row must still get what multinomial gives it."""
+    scores = torch.randn(3, V, generator=torch.Generator().manual_seed(0)) * 4
+    scores[1, :1000] = -float("inf")  # what top-k and suppressed tokens leave behind
+    ours = [torch.Generator().manual_seed(seed) for seed in (5, 6, 7)]
+    theirs = [torch.Generator().manual_seed(seed) for seed in (5, 6, 7)]
+    probs = torch.softmax(scores, dim=-1)
+    sample = torch.ones(3, 1)
+    for _ in range(20):
+        expected = [int(torch.multinomial(probs[i : i + 1], 1, generator=g)) for i, g in enumerate(theirs)]
+        noise = torch.stack([torch.empty(V).exponential_(generator=g) for g in ours])
+        assert draw(scores, scores, noise, sample).tolist() == expected
+    # A greedy row takes the argmax of the processed scores, whatever its noise.
+    assert draw(scores, scores, noise, torch.tensor([[1.0], [0.0], [1.0]]))[1] == scores[1].argmax()
+
+
+def test_per_row_warpers_equal_hf_warpers_row_by_row():
+    scores = torch.randn(len(ROWS), V, generator=torch.Generator().manual_seed(1)) * 3
+    params = torch.cat([row.params(torch.device("cpu")) for row in ROWS])
+    column = lambda c: params[:, c : c + 1]  # noqa: E731
+    warped = warp(scores, column(RowParams.TEMPERATURE), column(RowParams.TOP_K), column(RowParams.TOP_P_FLOOR), Features())
+    for i, row in enumerate(ROWS):
+        expected = _warpers(row.temperature, row.top_k, row.top_p)(None, scores[i : i + 1].clone())
+        assert torch.equal(warped[i : i + 1], expected), row
+
+
+def test_one_call_of_step_noise_is_the_librarys_sixteen_draws():
+    """The library draws 15 code-predictor tokens then the talker's, each a separate call; a row's step noise
+    is one call. On CPU the values are the same, which is what keeps a row equal to the library."""
+    cp_vocab, steps, talker_vocab = 37, 15, 101
+    rows = [sampling(), sampling(do_sample=False), sampling(subtalker_do_sample=False), None]
+    generators = [torch.Generator().manual_seed(s) for s in (1, 2, 3)] + [None]
+    noise = StepNoise(len(rows), cp_vocab, steps, talker_vocab, torch.device("cpu"))
+    noise.fill(generators, rows)
+    for i, row in enumerate(rows[:3]):
+        g = torch.Generator().manual_seed(i + 1)
+        predictor = [torch.empty(1, cp_vocab).exponential_(generator=g) for _ in range(steps)] if row.subtalker_do_sample else []
+        talker = torch.empty(1, talker_vocab).exponential_(generator=g) if row.do_sample else None
+        if predictor:
+            assert torch.equal(noise.predictor[i], torch.cat(predictor))
+        else:
+            assert bool((noise.predictor[i] == 1).all())
+        if talker is not None:
+            assert torch.equal(noise.talker[i : i + 1], talker)
+        else:
+            assert bool((noise.talker[i] == 1).all())
+        # A part the row does not sample takes nothing from its generator.
+        assert torch.equal(g.get_state(), generators[i].get_state())
+    assert bool((noise.buffer[3] == 1).all())
+
+
+@pytest.mark.parametrize("sub", [False, True])
+def test_features_name_only_what_a_sampling_row_uses(sub):
+    prefix = "subtalker_" if sub else ""
+    greedy = {"subtalker_do_sample" if sub else "do_sample": False, f"{prefix}top_k": 5}
+    assert Features.of([sampling(**greedy)], sub) == Features(False, False, False)
+    assert Features.of([sampling(**{f"{prefix}top_p": 0.9})], sub) == Features(True, False, True)
+    assert Features.of([sampling(**{f"{prefix}top_k": 5}), sampling()], sub) == Features(True, True, False)
