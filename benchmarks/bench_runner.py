@@ -2,9 +2,12 @@
 lean code predictor) on the same requests.
 
     python benchmarks/bench_runner.py [--model-path DIR --device cuda] [--frames 50] [--runs 3] [--batches 1,2,4]
-                                      [--max-len 256] [--threads 1]
+                                      [--max-len 256] [--threads 1] [--mixed-sampling]
 
-The runner runs in both cache layouts (kv.py): dynamic, and static with `--max-len` positions per row.
+The runner runs in both cache layouts (kv.py): dynamic, and static with `--max-len` positions per row (the step
+of static_step.py, eager); on CUDA also static with the step captured as CUDA graphs (one per batch-size
+bucket, captured on the first step, which the median leaves out). `--mixed-sampling` gives every other row
+settings of its own (temperature, top-k, top-p), to show what per-row sampling costs.
 Both paths make codes only (no PCM decode). "frames/s" counts frames of all rows together per second of
 generation. For the runner it is reported twice: steps only, and with the rows' prefills included, which is
 what today's path always includes. On a shared CPU the figures are indicative only."""
@@ -59,6 +62,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,2,4")
     parser.add_argument("--max-len", type=int, default=256, help="positions per row of the static layout")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--mixed-sampling", action="store_true", help="odd rows sample with settings of their own")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,18 +79,26 @@ def main() -> None:
     sampling = SamplingSettings()
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
 
-    def requests(batch: int) -> list[SynthesisRequest]:
+    own = SamplingSettings(temperature=0.7, top_k=30, top_p=0.9, subtalker_top_k=20) if args.mixed_sampling else None
+
+    def requests(batch: int, mixed: bool = False) -> list[SynthesisRequest]:
         return [
-            SynthesisRequest(TEXTS[i % len(TEXTS)], "English", Voice(speaker=speakers[i % len(speakers)]), seed=i)
+            SynthesisRequest(
+                TEXTS[i % len(TEXTS)],
+                "English",
+                Voice(speaker=speakers[i % len(speakers)]),
+                seed=i,
+                sampling=own if mixed and i % 2 else None,
+            )
             for i in range(batch)
         ]
 
-    def runner_run(batch: int, max_len: int | None) -> tuple[float, float, float, float]:
+    def runner_run(batch: int, max_len: int | None, graphs: bool = False) -> tuple[float, float, float, float]:
         """Seconds: prefill of all rows, then median step, code predictor, talker per step."""
-        runner = TalkerRunner(model, sampling, max_batch=batch, max_len=max_len)
+        runner = TalkerRunner(model, sampling, max_batch=batch, max_len=max_len, cuda_graphs=graphs)
         sync()
         t0 = time.perf_counter()
-        admitted = runner.prefill([NewRow(r, max_frames=args.frames) for r in requests(batch)])
+        admitted = runner.prefill([NewRow(r, max_frames=args.frames) for r in requests(batch, own is not None)])
         sync()
         prefill = time.perf_counter() - t0
         if any(a.error for a in admitted):
@@ -111,9 +123,12 @@ def main() -> None:
     for batch in (int(b) for b in args.batches.split(",")):
         today_run(batch)  # warm-up
         today = batch * args.frames / median([today_run(batch) for _ in range(args.runs)])
-        for layout, max_len in (("dynamic", None), (f"static {args.max_len}", args.max_len)):
-            runner_run(batch, max_len)  # warm-up
-            runs = [runner_run(batch, max_len) for _ in range(args.runs)]
+        layouts = [("dynamic", None, False), (f"static {args.max_len}", args.max_len, False)]
+        if model.device.type == "cuda":
+            layouts.append((f"static {args.max_len} + CUDA graphs", args.max_len, True))
+        for layout, max_len, graphs in layouts:
+            runner_run(batch, max_len, graphs)  # warm-up
+            runs = [runner_run(batch, max_len, graphs) for _ in range(args.runs)]
             prefill, step, predictor, talker = (median([r[i] for r in runs]) for i in range(4))
             with_prefill = batch * args.frames / (prefill + step * args.frames)
             rows.append((batch, layout, step, predictor, talker, prefill / batch, batch / step, with_prefill, today))
@@ -121,7 +136,7 @@ def main() -> None:
     print(
         f"# bench_runner: {machine()}, threads {torch.get_num_threads()}, model {model.source} "
         f"({model.placement.dtype}, {model.placement.attention}), {args.frames} frames per row, "
-        f"median of {args.runs} runs"
+        f"median of {args.runs} runs" + (", odd rows with sampling of their own" if own is not None else "")
     )
     print(
         "| batch | layout | runner ms/step | code predictor ms | talker ms | prefill ms/row | runner frames/s "

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .settings import ENGINES, EngineSettings, FrameBudget, ModelSettings, SamplingSettings, StreamingSettings
+from .settings import (
+    CUDA_GRAPHS,
+    ENGINES,
+    EngineSettings,
+    FrameBudget,
+    ModelSettings,
+    SamplingSettings,
+    StreamingSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +198,20 @@ class ServerSettings:
             "utterances that waited together, generated to its end (the older path, kept for comparison)"
         ),
     )
+    cuda_graphs: str = field(
+        default=EngineSettings.cuda_graphs,
+        metadata=opt(
+            "auto, on or off: capture the continuous engine's step as a CUDA graph per batch-size bucket, on a static "
+            "KV cache; auto: on CUDA with sdpa or eager attention, eager where capture fails; on: fail instead"
+        ),
+    )
+    static_len: int = field(
+        default=EngineSettings.static_len,
+        metadata=opt(
+            "positions per row of a static KV cache (prompt + frames; a longer row is shortened to fit); "
+            "0: a dynamic cache, or the frame cap + 512 when CUDA graphs are on"
+        ),
+    )
     max_wait_ms: int = field(
         default=0,
         metadata=opt(
@@ -289,6 +311,11 @@ class ServerSettings:
             problems.append("pre_buffer and max_wait_ms must be >= 0")
         if self.engine not in ENGINES:
             problems.append(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.cuda_graphs not in CUDA_GRAPHS:
+            problems.append(f"cuda_graphs must be one of {', '.join(CUDA_GRAPHS)}, got {self.cuda_graphs!r}")
+        if self.static_len < 0:
+            problems.append("static_len must be >= 0")
+        problems.extend(self.sampling().problems())
         if self.max_buffer_seconds <= 0 or self.send_timeout <= 0:
             problems.append("max_buffer_seconds and send_timeout must be > 0")
         if min(self.max_text_chars, self.max_queue, self.max_frames, self.max_clients) < 1:
@@ -342,6 +369,8 @@ class ServerSettings:
             budget=FrameBudget(max_frames=self.max_frames),
             max_batch=self.max_batch,
             engine=self.engine,
+            cuda_graphs=self.cuda_graphs,
+            static_len=self.static_len,
         )
 
     def demo_cache_dir(self) -> Path:

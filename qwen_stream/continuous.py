@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .runner import NewRow, TalkerRunner
+from .static_step import graphs_possible
 
 if TYPE_CHECKING:
     from .engine import Engine, Job
@@ -40,6 +41,8 @@ class Load:
     code_predictor_s: float = 0.0
     decode_s: float = 0.0  # the decode stage after a step: every due window, every row
     job_frames: float = 0.0  # frames of a finished job
+    kv_cache: str = ""  # "dynamic" or "static" once a runner exists
+    cuda_graphs: bool = False  # the step replays captured CUDA graphs
 
     def record_step(self, talker: float, predictor: float, total: float, decode: float) -> None:
         """After the step's decode stage (`steps` was counted when the step returned)."""
@@ -152,7 +155,7 @@ class ContinuousLoop:
         else:
             model = self.engine.registry.get(family)
             if self.runner is None or self.runner.model is not model:
-                self.runner = TalkerRunner(model, self.engine.settings.sampling, self.engine.settings.max_batch)
+                self.runner = self._new_runner(model)
         job.attach(model, self.engine.settings.streaming)
         (admission,) = self.runner.prefill([NewRow(job.request, max_frames=job.cap)])
         if admission.slot is None:
@@ -164,6 +167,21 @@ class ContinuousLoop:
         self.rows[admission.slot] = job
         job.contended = self._contention
         self._publish()
+
+    def _new_runner(self, model) -> TalkerRunner:
+        settings = self.engine.settings
+        graphs = settings.cuda_graphs == "on" or (settings.cuda_graphs == "auto" and graphs_possible(model))
+        runner = TalkerRunner(
+            model,
+            settings.sampling,
+            settings.max_batch,
+            max_len=settings.cache_length(graphs),
+            cuda_graphs=graphs,
+            graphs_required=settings.cuda_graphs == "on",
+        )
+        self.load.kv_cache = "dynamic" if runner.max_len is None else "static"
+        self.load.cuda_graphs = graphs
+        return runner
 
     def _contention(self) -> bool:
         """Anyone else needs the engine: another live row, or live work waiting (then a slow reader's
@@ -240,3 +258,4 @@ class ContinuousLoop:
         decoded = sum(job.stats.decode_seconds - before for job, before in zip(jobs, decode_before, strict=True))
         timings = result.timings
         self.load.record_step(timings.talker_s, timings.code_predictor_s, timings.total_s, decoded)
+        self.load.cuda_graphs = self.runner is not None and self.runner.cuda_graphs  # off after a failed capture

@@ -451,12 +451,14 @@ class Engine:
             return 0.0
         return estimated_wait(self.load, self.waiting, self.settings.max_batch)
 
-    def report(self) -> dict[str, float | int | str]:
+    def report(self) -> dict[str, float | int | str | bool]:
         """The engine's load for /health and /metrics: batch occupancy, waiting heads, mean step and decode
         stage times (seconds; the continuous loop's, zero for the static one)."""
         load = self.load
         return {
             "mode": self.settings.engine,
+            "kv_cache": load.kv_cache,
+            "cuda_graphs": load.cuda_graphs,
             "max_batch": self.settings.max_batch,
             "batch_rows": load.live_rows,
             "waiting": self.waiting,

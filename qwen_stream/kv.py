@@ -5,10 +5,12 @@ padding is masked. Two layouts:
 
 - `DynamicRows`: a DynamicCache whose tensors grow one column per step; leaving rows are compacted away
   (batch index = order of joining) and columns no row attends to are trimmed. Simple and tight on CPU.
-- `StaticRows`: preallocated `max_batch x max_len` buffers (a StaticCache); batch index = slot, a free slot is
-  a masked row that still runs (fixed shapes, the precondition for CUDA graphs). When the write column
-  reaches `max_len`, every row shifts left by the padding all rows share; a joining prompt longer than the
-  history so far shifts every row right. Attention spans all `max_len` columns at every step.
+- `StaticRows`: preallocated `max_batch x max_len` buffers; batch index = slot, a free slot is a masked row
+  that still runs (fixed shapes and addresses, the precondition for CUDA graphs). A step runs over the rows
+  [0, bucket) that cover every slot in use, through views of the same buffers (`RowsCache`), and every
+  per-step update is in place. When the write column reaches `max_len`, every row shifts left by the padding
+  all rows share; a joining prompt longer than the history so far shifts every row right. Attention spans all
+  `max_len` columns at every step.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers.cache_utils import Cache, DynamicCache, StaticCache
+from transformers.cache_utils import Cache, DynamicCache
 
 from .sampling import RowParams
 
@@ -98,17 +100,36 @@ class DynamicRows:
         _advance(self, hidden, tokens)
 
 
+class RowsCache:
+    """The talker's KV for the batch rows [0, rows) of `StaticRows`' buffers, as views: the one method the talker's
+    attention layers call on a cache. Writes go into the shared buffers in place, so a captured graph that holds
+    these views sees every later change of the buffers, and one set of buffers serves every bucket size."""
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], rows: int):
+        self.keys = [k[:rows] for k in keys]
+        self.values = [v[:rows] for v in values]
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, cache_kwargs: dict):
+        position = cache_kwargs["cache_position"]
+        self.keys[layer_idx].index_copy_(2, position, keys)  # what HF's StaticLayer does
+        self.values[layer_idx].index_copy_(2, position, values)
+        return self.keys[layer_idx], self.values[layer_idx]
+
+
 class StaticRows:
     compacts = False
 
-    def __init__(self, first: Joining, slot: int, max_batch: int, max_len: int, config):
-        layer = _kv(first.cache.layers[0].keys)
-        device, dtype = layer.device, layer.dtype
-        self.max_len = max_len
-        self.cache = StaticCache(config=config, max_cache_len=max_len)
-        self.cache.early_initialization(max_batch, layer.shape[1], layer.shape[3], dtype, device)
+    def __init__(self, first: Joining, slot: int, max_batch: int, max_len: int):
+        device = first.tokens.device
+        self.max_batch, self.max_len = max_batch, max_len
+        layers = first.cache.layers
+        self.keys = [_kv(layer.keys).new_zeros(_rows_shape(layer, max_batch, max_len)) for layer in layers]
+        self.values = [_kv(layer.values).new_zeros(_rows_shape(layer, max_batch, max_len)) for layer in layers]
         self.mask = torch.zeros(max_batch, max_len, dtype=torch.long, device=device)
+        self.live = torch.zeros(max_batch, dtype=torch.long, device=device)  # 1: a row is in the slot
+        self.position = torch.zeros(1, dtype=torch.long, device=device)  # the write column, as the step reads it
         self.write = 0  # the column every row writes at the next step; histories end just before it
+        self._slots: set[int] = set()
 
         def rows_like(tensor: torch.Tensor) -> torch.Tensor:
             return torch.zeros((max_batch, *tensor.shape[1:]), dtype=tensor.dtype, device=device)
@@ -123,25 +144,41 @@ class StaticRows:
         """Columns in use: the write column (padding that all rows share on the left included)."""
         return self.write
 
+    @property
+    def rows_in_use(self) -> int:
+        """One past the highest slot in use: a step over fewer rows would leave one out."""
+        return max(self._slots) + 1 if self._slots else 0
+
+    def view(self, rows: int) -> RowsCache:
+        return RowsCache(self.keys, self.values, rows)
+
     def add(self, row: Joining, slot: int) -> int:
         if row.length > self.write:
             self._shift(row.length - self.write)
         start = self.write - row.length
-        for ours, theirs in zip(self.cache.layers, row.cache.layers, strict=True):
-            _kv(ours.keys)[slot, :, start : self.write] = _kv(theirs.keys)[0]
-            _kv(ours.values)[slot, :, start : self.write] = _kv(theirs.values)[0]
+        for ours, theirs in zip(self.keys, (layer.keys for layer in row.cache.layers), strict=True):
+            ours[slot, :, start : self.write] = _kv(theirs)[0]
+        for ours, theirs in zip(self.values, (layer.values for layer in row.cache.layers), strict=True):
+            ours[slot, :, start : self.write] = _kv(theirs)[0]
         self.mask[slot] = 0
         self.mask[slot, start : self.write] = 1
+        self.live[slot] = 1
+        self._slots.add(slot)
         for name in _PER_ROW:
             getattr(self, name)[slot] = getattr(row, name)[0]
         return slot
 
     def remove(self, indices: Collection[int]) -> None:
-        self.mask[sorted(indices)] = 0
-        if not bool(self.mask.any()):
+        gone = sorted(indices)
+        self.mask[gone] = 0
+        self.live[gone] = 0
+        self._slots.difference_update(gone)
+        if not self._slots:
             self.write = 0
 
-    def next_column(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_column(self) -> torch.Tensor:
+        """Opens the write column; returns the mask (max_batch, max_len). Reads a value back to the host only
+        when the buffer is full and every row shifts left (once per `max_len` steps at most)."""
         if self.write == self.max_len:
             used = self.mask.any(dim=0)
             shared = int(used.long().argmax()) if bool(used.any()) else self.write
@@ -150,19 +187,24 @@ class StaticRows:
             self._shift(-shared)
         # Free slots attend to their own new column only: finite outputs, which nobody reads.
         self.mask[:, self.write] = 1
-        return self.mask, torch.tensor([self.write], device=self.mask.device)
+        self.position.fill_(self.write)
+        return self.mask
 
-    def commit(self, mask: torch.Tensor, hidden: torch.Tensor, tokens: torch.Tensor) -> None:
-        free = ~mask[:, : self.write].any(dim=1)
-        self.mask[free, self.write] = 0  # a free slot keeps no history
+    def commit(self, rows: int, hidden: torch.Tensor, tokens: torch.Tensor) -> None:
+        """The step over rows [0, rows) made `hidden` (rows, 1, D) and sampled `tokens` (rows,): in place, so the
+        buffers keep their addresses."""
+        self.mask[:, self.write] = self.live  # a free slot keeps no history
         self.write += 1
-        _advance(self, hidden, tokens)
+        self.hidden[:rows].copy_(hidden)
+        self.tokens[:rows].copy_(tokens)
+        self.positions[:rows] += 1
+        self.generated[:rows] += 1
+        self.seen[:rows].scatter_(1, tokens.unsqueeze(1), True)
 
     def _shift(self, columns: int) -> None:
         """Moves every row's history `columns` to the right (negative: to the left); the write column too."""
-        for layer in self.cache.layers:
-            for tensor in (_kv(layer.keys), _kv(layer.values)):
-                tensor.copy_(torch.roll(tensor, columns, dims=2))
+        for tensor in (*self.keys, *self.values):
+            tensor.copy_(torch.roll(tensor, columns, dims=2))
         self.mask.copy_(torch.roll(self.mask, columns, dims=1))
         if columns > 0:
             self.mask[:, :columns] = 0
@@ -171,7 +213,12 @@ class StaticRows:
         self.write += columns
 
 
-def _advance(rows: DynamicRows | StaticRows, hidden: torch.Tensor, tokens: torch.Tensor) -> None:
+def _rows_shape(layer, max_batch: int, max_len: int) -> tuple[int, ...]:
+    _, heads, _, dim = _kv(layer.keys).shape
+    return (max_batch, heads, max_len, dim)
+
+
+def _advance(rows: DynamicRows, hidden: torch.Tensor, tokens: torch.Tensor) -> None:
     rows.hidden, rows.tokens = hidden, tokens
     rows.positions = rows.positions + 1
     rows.generated = rows.generated + 1

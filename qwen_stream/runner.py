@@ -15,6 +15,7 @@ with `max_len` set, every step has the same shapes, which CUDA graphs will need.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,8 +30,11 @@ from .model import LoadedModel
 from .prompts import Prompt, capture_prompt
 from .sampling import BatchedCodePredictor, Features, StepNoise, TalkerLogits, TalkerSampling
 from .settings import SamplingSettings
+from .static_step import ATTENTION, CapturedStep, StaticStep, bucket_for
 
 End = Literal["eos", "cap"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,15 @@ class TalkerRunner:
     preallocated for `max_batch` rows of `max_len` positions and every step has the same shapes
     (kv.StaticRows); a row's frames are then capped so that its prompt and frames fit in `max_len`."""
 
-    def __init__(self, model: LoadedModel, sampling: SamplingSettings, max_batch: int, max_len: int | None = None):
+    def __init__(
+        self,
+        model: LoadedModel,
+        sampling: SamplingSettings,
+        max_batch: int,
+        max_len: int | None = None,
+        cuda_graphs: bool = False,
+        graphs_required: bool = True,
+    ):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         if max_len is not None and max_len < 2:
@@ -99,10 +111,17 @@ class TalkerRunner:
         talker: Any = model.inner.talker
         if getattr(talker.config, "sliding_window", None) is not None:
             raise NotImplementedError("a talker with sliding-window attention")  # its cache layers roll
+        attention = talker.config._attn_implementation
+        if max_len is not None and attention not in ATTENTION:
+            raise ValueError(f"a static cache needs {' or '.join(ATTENTION)} attention, not {attention}")
+        if cuda_graphs and (max_len is None or model.device.type != "cuda"):
+            raise ValueError("CUDA graphs need a CUDA device and a static cache (max_len)")
         self.model = model
         self.sampling = sampling
         self.max_batch = max_batch
         self.max_len = max_len
+        self.cuda_graphs = cuda_graphs
+        self.graphs_required = graphs_required  # else a failed capture falls back to the eager static step
         self._talker = talker
         self._device = model.device
         self._vocab = int(talker.config.vocab_size)
@@ -114,6 +133,11 @@ class TalkerRunner:
         self._predictor = BatchedCodePredictor(talker.code_predictor)
         self._noise_shape = (self._predictor.vocab, self._predictor.steps, self._vocab)
         self._pad: torch.Tensor | None = None
+        # The static path's step per bucket, and the buffers its steps read (allocated with the store).
+        self._steps: dict[int, StaticStep | CapturedStep] = {}
+        self._noise: StepNoise | None = None
+        self._text: torch.Tensor | None = None
+        self._graph_pool: Any = None
 
     # -- slots ---------------------------------------------------------------------------------------------
 
@@ -182,15 +206,18 @@ class TalkerRunner:
             joining = self._prefill(prompt, sampling, generator)
         except Exception as error:  # this row's own failure; nothing of it reached the batch
             return Admission(slot=None, error=error)
-        slot = self._free.pop(0)
+        slot = min(self._free)  # the lowest: a static batch's rows stay packed into the smallest bucket
+        self._free.remove(slot)
         row = _Row(slot, generator, sampling, prompt.trailing_text, max_frames)
         if self._store is None:
             if self.max_len is None:
                 self._store = DynamicRows(joining)
                 self._order = [row]
             else:
-                self._store = StaticRows(joining, slot, self.max_batch, self.max_len, self._talker.config)
+                self._store = StaticRows(joining, slot, self.max_batch, self.max_len)
                 self._order = [None] * self.max_batch
+                self._noise = StepNoise(self.max_batch, *self._noise_shape, self._device)
+                self._text = torch.zeros_like(joining.hidden.expand(self.max_batch, -1, -1))
                 self._order[slot] = row
             return Admission(slot=slot)
         index = self._store.add(joining, slot)
@@ -273,11 +300,13 @@ class TalkerRunner:
         except BaseException:
             self._free.extend(row.slot for row in self._order if row is not None)
             self._store, self._order = None, []  # a static store may hold half a step's masks: rebuild it
+            self._steps = {}
             raise
         stepped = self._clock()
         assert self._logits is not None
         frames, ended = [], []
-        for index, (row, token) in enumerate(zip(self._order, tokens, strict=True)):
+        for index, token in enumerate(tokens):  # a static step covers a bucket; slots past it are free
+            row = self._order[index]
             if row is None:
                 continue
             row.frames += 1
@@ -296,6 +325,8 @@ class TalkerRunner:
 
     def _advance(self, store: DynamicRows | StaticRows) -> tuple[torch.Tensor, list[int], float]:
         """Frames (B, 16) and the next tokens, with the batch moved one position on."""
+        if isinstance(store, StaticRows):
+            return self._advance_static(store)
         assert self._logits is not None
         talker, order = self._talker, self._order
         rows = [row.sampling if row is not None else None for row in order]
@@ -318,6 +349,54 @@ class TalkerRunner:
         codes = torch.cat([store.tokens.unsqueeze(1), rest], dim=1)
         store.commit(mask, hidden[:, -1:], tokens)
         return codes, tokens.tolist(), predicted  # the step's one read-back: EOS is decided on the host
+
+    def _advance_static(self, store: StaticRows) -> tuple[torch.Tensor, list[int], float]:
+        """The same step over the rows [0, bucket) of fixed buffers (static_step.py); the host fills the step's
+        inputs, runs (or replays) it and commits its outputs in place. The step is not split in two for
+        timing: a captured graph is one launch, so its code-predictor share reads as 0."""
+        assert self._noise is not None and self._text is not None
+        start = self._clock()
+        bucket = bucket_for(store.rows_in_use, self.max_batch)
+        order = self._order[:bucket]
+        store.next_column()
+        self._noise.fill(
+            [row.generator if row is not None else None for row in order],
+            [row.sampling if row is not None else None for row in order],
+        )
+        for index, row in enumerate(order):
+            if row is not None:
+                self._text[index].copy_(self._text_input(row)[0])
+        step = self._steps.get(bucket) or self._build_step(store, bucket)
+        step.run()
+        store.commit(bucket, step.next_hidden, step.next_tokens)
+        codes = step.codes.clone()  # the next replay overwrites the output buffer
+        return codes, step.next_tokens.tolist(), start
+
+    def _build_step(self, store: StaticRows, bucket: int) -> StaticStep | CapturedStep:
+        assert self._logits is not None and self._noise is not None and self._text is not None
+        eager = StaticStep(
+            self._talker,
+            store,
+            bucket,
+            self._logits,
+            self._predictor,
+            (self._noise.predictor, self._noise.talker),
+            self._text,
+        )
+        step: StaticStep | CapturedStep = eager
+        if self.cuda_graphs:
+            try:
+                captured = CapturedStep(eager, self._graph_pool)
+            except Exception:
+                if self.graphs_required:
+                    raise
+                log.warning("CUDA graph capture failed; the step runs eagerly from now on", exc_info=True)
+                self.cuda_graphs = False
+            else:
+                self._graph_pool = captured.pool  # every bucket's graph shares one memory pool
+                step = captured
+        self._steps[bucket] = step
+        return step
 
     def _text_input(self, row: _Row | None) -> torch.Tensor:
         """The library adds `trailing_text_hidden[:, generation_step]` while text remains, else the pad."""

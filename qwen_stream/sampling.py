@@ -8,9 +8,8 @@ then the talker's next token). So a seeded row yields the library's frames whate
 for: every setting is a column of a per-row tensor (`RowParams`), so rows with different temperatures, top-k,
 top-p, penalties or greedy choice share one batched kernel per processor, and one draw serves the batch.
 
-A step's noise is drawn before the step, one call per row (`StepNoise`), which on CPU gives exactly the values
-the library's 16 separate draws would; inside the step nothing reads a value back to the host, which is what a
-captured CUDA graph needs.
+A step's noise is drawn before the step (`StepNoise`), so inside the step nothing touches a generator or reads
+a value back to the host, which is what a captured CUDA graph needs.
 """
 
 from __future__ import annotations
@@ -162,31 +161,32 @@ def draw(processed: torch.Tensor, warped: torch.Tensor, noise: torch.Tensor, do_
 
 
 class StepNoise:
-    """The exponential noise of one step for every row: 15 code-predictor draws then the talker's, each row's
-    from its own generator in one call (the same values as 16 calls on CPU). A row that does not sample a part
-    draws nothing for it, as the library draws nothing when greedy."""
+    """The exponential noise of one step for every row, drawn before the step: the 15 code-predictor draws
+    then the talker's, each row's from its own generator, one call per token as the library draws them (on
+    CUDA a call's size moves the generator's offset, so the calls must match the library's, not just the
+    values). A row that does not sample a part draws nothing for it, as the library draws nothing when greedy."""
 
     def __init__(self, rows: int, predictor_vocab: int, predictor_steps: int, talker_vocab: int, device: torch.device):
-        self.split = predictor_vocab * predictor_steps
-        self.buffer = torch.ones(rows, self.split + talker_vocab, device=device)
-        self.predictor = self.buffer[:, : self.split].view(rows, predictor_steps, predictor_vocab)
-        self.talker = self.buffer[:, self.split :]
+        self.buffer = torch.ones(rows, predictor_vocab * predictor_steps + talker_vocab, device=device)
+        split = predictor_vocab * predictor_steps
+        self.predictor = self.buffer[:, :split].view(rows, predictor_steps, predictor_vocab)
+        self.talker = self.buffer[:, split:]
 
     def fill(self, generators: Sequence[torch.Generator | None], rows: Sequence[TalkerSampling | None]) -> None:
-        buffer = self.buffer
+        """Rows [0, len(rows)); a free slot (no generator) gets ones."""
         for i, (generator, sampling) in enumerate(zip(generators, rows, strict=True)):
             if generator is None or sampling is None:
-                buffer[i].fill_(1.0)
+                self.buffer[i].fill_(1.0)
                 continue
-            sub, main = sampling.subtalker_do_sample, sampling.do_sample
-            if sub and main:
-                buffer[i].exponential_(generator=generator)
+            if sampling.subtalker_do_sample:
+                for token in self.predictor[i]:
+                    token.exponential_(generator=generator)
             else:
-                buffer[i].fill_(1.0)
-                if sub:
-                    buffer[i, : self.split].exponential_(generator=generator)
-                elif main:
-                    buffer[i, self.split :].exponential_(generator=generator)
+                self.predictor[i].fill_(1.0)
+            if sampling.do_sample:
+                self.talker[i].exponential_(generator=generator)
+            else:
+                self.talker[i].fill_(1.0)
 
 
 class TalkerLogits:

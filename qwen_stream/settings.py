@@ -122,10 +122,28 @@ class EngineSettings:
     # "continuous": rows join and leave a running batch between steps (continuous.py); "static": today's
     # generate call per batch of jobs that waited together (kept for comparison).
     engine: str = "continuous"
+    # The continuous loop's step: "on" captures it as a CUDA graph per batch-size bucket (static KV cache),
+    # "auto" does where the device and attention allow and falls back to eager where capture fails, "off" never.
+    cuda_graphs: str = "auto"
+    # Positions per row of a static KV cache; 0: a dynamic cache, unless CUDA graphs need a static one (then
+    # the frame cap plus PROMPT_ROOM).
+    static_len: int = 0
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.cuda_graphs not in CUDA_GRAPHS:
+            raise ValueError(f"cuda_graphs must be one of {', '.join(CUDA_GRAPHS)}, got {self.cuda_graphs!r}")
+        if self.static_len < 0:
+            raise ValueError("static_len must be >= 0")
+
+    def cache_length(self, graphs: bool) -> int | None:
+        """The static cache's positions per row, or None for a dynamic cache."""
+        if self.static_len:
+            return self.static_len
+        return self.budget.max_frames + PROMPT_ROOM if graphs else None
 
 
 ENGINES = ("continuous", "static")
+CUDA_GRAPHS = ("auto", "on", "off")
+PROMPT_ROOM = 512  # prompt positions a static cache holds beyond the frame cap before it shortens a row

@@ -65,9 +65,9 @@ def test_per_row_warpers_equal_hf_warpers_row_by_row():
         assert torch.equal(warped[i : i + 1], expected), row
 
 
-def test_one_call_of_step_noise_is_the_librarys_sixteen_draws():
-    """The library draws 15 code-predictor tokens then the talker's, each a separate call; a row's step noise
-    is one call. On CPU the values are the same, which is what keeps a row equal to the library."""
+def test_step_noise_is_the_librarys_sixteen_draws():
+    """The library draws 15 code-predictor tokens then the talker's, each a call of its own: a row's step noise
+    holds the same values, drawn before the step."""
     cp_vocab, steps, talker_vocab = 37, 15, 101
     rows = [sampling(), sampling(do_sample=False), sampling(subtalker_do_sample=False), None]
     generators = [torch.Generator().manual_seed(s) for s in (1, 2, 3)] + [None]

@@ -1,0 +1,126 @@
+"""The decode step over fixed buffers: the shape a CUDA graph can capture, run eagerly everywhere else.
+
+`StaticStep` is one talker step (code predictor, talker forward, logits processing, draws) for the batch rows
+[0, bucket) of `kv.StaticRows`, reading its inputs from the store's buffers and the runner's noise and text
+buffers, and writing its outputs into buffers of its own. It reads nothing back to the host and allocates
+nothing that outlives it, so `CapturedStep` can record it once per bucket and replay it at each step; the
+host does the rest between replays (opening the write column, drawing each row's noise, the next text
+position of each row, committing the outputs). On CPU, and wherever capture is off or fails, the same
+`StaticStep` runs eagerly, which is how the tests check its logic against the library's frames.
+
+Every processor runs for every row (`Features()`): each is an exact no-op for a row that does not use it, so
+a captured graph serves any mix of settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from .kv import StaticRows
+from .sampling import BatchedCodePredictor, Features, TalkerLogits
+
+log = logging.getLogger(__name__)
+
+ATTENTION = ("sdpa", "eager")  # implementations that take our 4D mask; flash attention takes none
+
+
+def graphs_possible(model: Any) -> bool:
+    """Whether a captured step can serve this model: a CUDA device and an attention that takes a 4D mask."""
+    return model.device.type == "cuda" and model.inner.talker.config._attn_implementation in ATTENTION
+
+
+def buckets(max_batch: int) -> list[int]:
+    """Batch sizes a step may run at: powers of two below max_batch, then max_batch."""
+    sizes, size = [], 1
+    while size < max_batch:
+        sizes.append(size)
+        size *= 2
+    return [*sizes, max_batch]
+
+
+def bucket_for(rows: int, max_batch: int) -> int:
+    return next(size for size in buckets(max_batch) if size >= rows)
+
+
+class StaticStep:
+    def __init__(
+        self,
+        talker: Any,
+        store: StaticRows,
+        rows: int,
+        logits: TalkerLogits,
+        predictor: BatchedCodePredictor,
+        noise: tuple[torch.Tensor, torch.Tensor],
+        text: torch.Tensor,
+    ):
+        self.rows = rows
+        self._talker = talker
+        self._logits, self._predictor = logits, predictor
+        self._cache = store.view(rows)
+        self._tokens, self._hidden, self._positions = store.tokens[:rows], store.hidden[:rows], store.positions[:rows]
+        self._seen, self._generated, self._params = store.seen[:rows], store.generated[:rows], store.params[:rows]
+        self._mask, self._position = store.mask[:rows], store.position
+        self._predictor_noise, self._talker_noise = noise[0][:rows], noise[1][:rows]
+        self._text = text[:rows]
+        self._additive = talker.config._attn_implementation == "eager"
+        # Outputs, at fixed addresses.
+        self.codes = torch.zeros(rows, 1 + predictor.steps, dtype=torch.long, device=store.tokens.device)
+        self.next_tokens = torch.zeros_like(self._tokens)
+        self.next_hidden = torch.zeros_like(self._hidden)
+
+    def run(self) -> None:
+        talker = self._talker
+        first = talker.get_input_embeddings()(self._tokens.unsqueeze(1))
+        prompt = torch.cat([self._hidden, first], dim=1)
+        rest = self._predictor(prompt, self._params, self._predictor_noise, Features())
+        tables = talker.code_predictor.get_input_embeddings()
+        embeds = torch.cat([first] + [tables[i](rest[:, i : i + 1]) for i in range(rest.shape[1])], dim=1)
+        embeds = embeds.sum(1, keepdim=True) + self._text
+        out = talker.model(
+            inputs_embeds=embeds,
+            attention_mask=self._attention_mask(embeds.dtype),
+            position_ids=self._positions.view(1, -1, 1).expand(3, -1, 1),
+            past_key_values=self._cache,
+            use_cache=True,
+            cache_position=self._position,
+        )
+        hidden = out.last_hidden_state
+        logits = talker.codec_head(hidden)[:, -1, :].float()
+        tokens = self._logits(logits, self._seen, self._generated, self._params, self._talker_noise, Features())
+        self.codes.copy_(torch.cat([self._tokens.unsqueeze(1), rest], dim=1))
+        self.next_tokens.copy_(tokens)
+        self.next_hidden.copy_(hidden[:, -1:])
+
+    def _attention_mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """(rows, 1, 1, max_len), the mask HF builds from a 2D padding mask for one query position: a 4D mask
+        is taken as it is, so HF's own mask building (which reads values back) never runs."""
+        attend = (self._mask != 0)[:, None, None, :]
+        if not self._additive:
+            return attend  # sdpa takes a boolean mask
+        return torch.zeros(attend.shape, dtype=dtype, device=attend.device).masked_fill(~attend, torch.finfo(dtype).min)
+
+
+class CapturedStep:
+    """A StaticStep recorded as a CUDA graph: `run()` replays it. The warm-up runs that capture needs write
+    only the step's outputs and the KV of the current write column, which the real step writes again with
+    the same values, so capturing in the middle of serving changes nothing."""
+
+    def __init__(self, step: StaticStep, pool: Any = None):
+        self.rows = step.rows
+        self.codes, self.next_tokens, self.next_hidden = step.codes, step.next_tokens, step.next_hidden
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # lazy initialisation (cuBLAS handles, autotuning) stays out of the graph
+                step.run()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            step.run()
+        self.pool = self.graph.pool()
+
+    def run(self) -> None:
+        self.graph.replay()

@@ -1,0 +1,116 @@
+"""The static step (static_step.py): what a CUDA graph captures, run eagerly here. Its frames are checked against
+the library's in test_runner.py (every test there runs the static layout too); these check what capture needs
+and the server's wiring of it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from qwen_stream.engine import Engine
+from qwen_stream.generation import SynthesisRequest, Voice
+from qwen_stream.runner import NewRow, TalkerRunner
+from qwen_stream.settings import EngineSettings, ModelSettings, SamplingSettings
+from qwen_stream.static_step import StaticStep, bucket_for, buckets
+from tests.engine.test_runner import MATES, PROBE, Driver, library_frames, solo, speak
+
+# Ops that read a device value back to the host: each would stall a GPU, and none can be captured.
+READ_BACKS = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal", "item", "masked_select", "unique_dim"}
+
+
+class HostReads(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name.lstrip("_") in {r.lstrip("_") for r in READ_BACKS}:
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_buckets_cover_every_batch_size_with_few_graphs():
+    assert buckets(1) == [1] and buckets(4) == [1, 2, 4] and buckets(6) == [1, 2, 4, 6]
+    assert buckets(32) == [1, 2, 4, 8, 16, 32]
+    assert [bucket_for(rows, 6) for rows in range(1, 7)] == [1, 2, 4, 4, 6, 6]
+
+
+def test_the_step_reads_nothing_back_to_the_host(custom_voice_model):
+    """What makes it capturable: a step with rows of mixed settings, run under a mode that sees every op."""
+    runner = TalkerRunner(custom_voice_model, SamplingSettings(), max_batch=4, max_len=96)
+    greedy = SynthesisRequest("A greedy row.", "English", Voice(speaker="Ryan"), seed=1,
+                              sampling=SamplingSettings(do_sample=False, top_p=0.5))
+    runner.prefill([NewRow(PROBE), NewRow(greedy), NewRow(MATES["short"])])
+    runner.step()
+    (step,) = runner._steps.values()
+    assert isinstance(step, StaticStep) and step.rows == 4  # three rows: the bucket of four
+    with torch.inference_mode(), HostReads() as reads:
+        step.run()
+    assert reads.seen == []
+    with HostReads() as control:  # the mode does see a read-back
+        bool(torch.ones(1).any())
+    assert control.seen
+
+
+def test_rows_keep_their_frames_as_the_bucket_grows_and_shrinks(custom_voice_model):
+    """A probe in slot 0 runs at bucket 1, then 2 and 4 as mates join in higher slots, then 1 again."""
+    model = custom_voice_model
+    expected = solo(model, PROBE)
+    driver = Driver(TalkerRunner(model, SamplingSettings(), max_batch=4, max_len=96))
+    driver.join(probe=PROBE)
+    driver.step(2)
+    driver.join(a=MATES["short"], b=MATES["long"])  # slots 1 and 2: bucket 4
+    driver.step(3)
+    driver.release("a")
+    driver.release("b")
+    driver.finish()
+    assert sorted(driver.runner._steps) == [1, 4]
+    assert torch.equal(driver.codes("probe"), expected)
+
+
+def test_the_continuous_engine_runs_the_static_step_when_asked(custom_voice_model):
+    """--static-len on CPU: the server's loop on the static layout (eager), frames equal to the library's;
+    /health says which step runs. CUDA graphs stay off where there is no CUDA ("auto")."""
+    eng = Engine(custom_voice_model, EngineSettings(model=ModelSettings(path=custom_voice_model.source),
+                                                    max_batch=2, static_len=96))
+    try:
+        request = speak("The engine's static step.", seed=9, frames=10)
+        frames = []
+        job = eng.submit(request, lambda event: frames.append(event), keep_codes=True)
+        assert job.wait(120)
+        assert torch.equal(frames[-1].codes, library_frames(custom_voice_model, request, 10))
+        report = eng.report()
+        assert report["kv_cache"] == "static" and report["cuda_graphs"] is False
+    finally:
+        eng.close()
+
+
+def test_cuda_graphs_on_without_cuda_is_refused(custom_voice_model):
+    with pytest.raises(ValueError, match="CUDA"):
+        TalkerRunner(custom_voice_model, SamplingSettings(), max_batch=2, max_len=64, cuda_graphs=True)
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        EngineSettings(model=ModelSettings(path="x"), cuda_graphs="sometimes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_captured_steps_make_the_eager_steps_frames(custom_voice_dir):
+    from qwen_stream.model import load_model
+
+    model = load_model(ModelSettings(path=str(custom_voice_dir), device="cuda", dtype="fp32"))
+    expected = library_frames(model, PROBE, 12)
+
+    def batch(graphs: bool) -> Driver:
+        driver = Driver(TalkerRunner(model, SamplingSettings(), max_batch=4, max_len=128, cuda_graphs=graphs))
+        driver.join(short=MATES["short"])
+        driver.step(2)
+        driver.join(probe=PROBE, late=MATES["late"])
+        driver.finish()
+        return driver
+
+    captured, eager = batch(True), batch(False)
+    assert captured.runner.cuda_graphs and captured.runner._steps
+    assert torch.equal(captured.codes("probe").cpu(), expected.cpu())
+    for name in ("short", "probe", "late"):
+        assert torch.equal(captured.codes(name).cpu(), eager.codes(name).cpu()), name
