@@ -359,15 +359,14 @@ class TalkerRunner:
         bucket = bucket_for(store.rows_in_use, self.max_batch)
         order = self._order[:bucket]
         store.next_column()
-        self._noise.fill(
-            [row.generator if row is not None else None for row in order],
-            [row.sampling if row is not None else None for row in order],
-        )
+        rows = [row.sampling if row is not None else None for row in order]
+        self._noise.fill([row.generator if row is not None else None for row in order], rows)
+        live = [sampling for sampling in rows if sampling is not None]
         for index, row in enumerate(order):
             if row is not None:
                 self._text[index].copy_(self._text_input(row)[0])
         step = self._steps.get(bucket) or self._build_step(store, bucket)
-        step.run()
+        step.run(Features.of(live, sub=False), Features.of(live, sub=True))  # a captured step ignores them
         store.commit(bucket, step.next_hidden, step.next_tokens)
         codes = step.codes.clone()  # the next replay overwrites the output buffer
         return codes, step.next_tokens.tolist(), start

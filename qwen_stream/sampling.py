@@ -22,6 +22,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 _INF = float("inf")
+ALL = 1 << 30  # a top-k bound above any vocabulary: every k a row may ask for
 
 
 @dataclass(frozen=True)
@@ -110,22 +111,24 @@ class RowParams:
 
 @dataclass(frozen=True)
 class Features:
-    """Which processors any row of the batch uses, so the eager path skips the sorts nobody needs. A captured
-    graph takes them all: each is an exact no-op for a row that does not use it."""
+    """Which processors any row of the batch uses, so the eager path skips work nobody needs: `top_k` is the
+    largest k of any row (0: no row filters by k), so one `topk` of that size serves every row. A captured
+    graph takes them all (the default): each is an exact no-op for a row that does not use it."""
 
     sample: bool = True
-    top_k: bool = True
+    top_k: int = ALL
     top_p: bool = True
 
     @classmethod
     def of(cls, rows: Sequence[TalkerSampling], sub: bool) -> Features:
         if sub:
             sampled = [s for s in rows if s.subtalker_do_sample]
-            return cls(
-                bool(sampled), any(s.subtalker_top_k for s in sampled), any(_top_p(s.subtalker_top_p) for s in sampled)
-            )
+            ks = [s.subtalker_top_k or 0 for s in sampled]
+            return cls(bool(sampled), max(ks, default=0), any(_top_p(s.subtalker_top_p) for s in sampled))
         sampled = [s for s in rows if s.do_sample]
-        return cls(bool(sampled), any(s.top_k for s in sampled), any(_top_p(s.top_p) for s in sampled))
+        return cls(
+            bool(sampled), max((s.top_k or 0 for s in sampled), default=0), any(_top_p(s.top_p) for s in sampled)
+        )
 
 
 def _top_p(top_p: float | None) -> bool:
@@ -136,14 +139,16 @@ def warp(
     scores: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p_floor: torch.Tensor, features: Features
 ) -> torch.Tensor:
     """HF's TemperatureLogitsWarper, TopKLogitsWarper and TopPLogitsWarper (min_tokens_to_keep 1) with a
-    setting per row: scores (B, V) float32; the settings (B, 1). Dividing by 1.0 and a top-k of all V are exact
-    no-ops, so a row without a warper gets what HF gives it without one."""
+    setting per row: scores (B, V) float32; the settings (B, 1). Dividing by 1.0 is an exact no-op, and a row
+    without top-k gets a threshold of -inf, so a row without a warper gets what HF gives it without one."""
     scores = scores / temperature
     vocab = scores.shape[-1]
     if features.top_k:
-        k = torch.where(top_k > 0, top_k.clamp(max=vocab), vocab).long()
-        kth = torch.sort(scores, dim=-1, descending=True).values.gather(1, k - 1)
-        scores = scores.masked_fill(scores < kth, -_INF)
+        largest = min(features.top_k, vocab)
+        k = top_k.long().clamp(max=largest)  # HF: min(top_k, vocab)
+        kth = torch.topk(scores, largest).values.gather(1, (k - 1).clamp(min=0))
+        threshold = torch.where(k > 0, kth, -_INF)
+        scores = scores.masked_fill(scores < threshold, -_INF)
     if features.top_p:
         ordered, indices = torch.sort(scores, descending=False)
         remove = ordered.softmax(dim=-1).cumsum(dim=-1) <= top_p_floor

@@ -8,8 +8,8 @@ host does the rest between replays (opening the write column, drawing each row's
 position of each row, committing the outputs). On CPU, and wherever capture is off or fails, the same
 `StaticStep` runs eagerly, which is how the tests check its logic against the library's frames.
 
-Every processor runs for every row (`Features()`): each is an exact no-op for a row that does not use it, so
-a captured graph serves any mix of settings.
+Captured, every processor runs for every row (`Features()`): each is an exact no-op for a row that does not
+use it, so one graph serves any mix of settings; eagerly, only what the bucket's rows use.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .sampling import BatchedCodePredictor, Features, TalkerLogits
 
 log = logging.getLogger(__name__)
 
+EVERY = Features()  # every processor: what a captured step runs
 ATTENTION = ("sdpa", "eager")  # implementations that take our 4D mask; flash attention takes none
 
 
@@ -71,11 +72,13 @@ class StaticStep:
         self.next_tokens = torch.zeros_like(self._tokens)
         self.next_hidden = torch.zeros_like(self._hidden)
 
-    def run(self) -> None:
+    def run(self, talker_features: Features = EVERY, predictor_features: Features = EVERY) -> None:
+        """Eagerly, the features of the rows in the bucket skip work nobody needs; captured, the defaults (every
+        processor) serve any mix of settings."""
         talker = self._talker
         first = talker.get_input_embeddings()(self._tokens.unsqueeze(1))
         prompt = torch.cat([self._hidden, first], dim=1)
-        rest = self._predictor(prompt, self._params, self._predictor_noise, Features())
+        rest = self._predictor(prompt, self._params, self._predictor_noise, predictor_features)
         tables = talker.code_predictor.get_input_embeddings()
         embeds = torch.cat([first] + [tables[i](rest[:, i : i + 1]) for i in range(rest.shape[1])], dim=1)
         embeds = embeds.sum(1, keepdim=True) + self._text
@@ -89,7 +92,7 @@ class StaticStep:
         )
         hidden = out.last_hidden_state
         logits = talker.codec_head(hidden)[:, -1, :].float()
-        tokens = self._logits(logits, self._seen, self._generated, self._params, self._talker_noise, Features())
+        tokens = self._logits(logits, self._seen, self._generated, self._params, self._talker_noise, talker_features)
         self.codes.copy_(torch.cat([self._tokens.unsqueeze(1), rest], dim=1))
         self.next_tokens.copy_(tokens)
         self.next_hidden.copy_(hidden[:, -1:])
@@ -122,5 +125,5 @@ class CapturedStep:
             step.run()
         self.pool = self.graph.pool()
 
-    def run(self) -> None:
+    def run(self, *_features: Features) -> None:
         self.graph.replay()

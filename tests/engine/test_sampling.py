@@ -55,11 +55,14 @@ def test_batched_draws_equal_torch_multinomial_row_by_row():
     assert draw(scores, scores, noise, torch.tensor([[1.0], [0.0], [1.0]]))[1] == scores[1].argmax()
 
 
-def test_per_row_warpers_equal_hf_warpers_row_by_row():
+@pytest.mark.parametrize("features", ["all", "of the rows"])
+def test_per_row_warpers_equal_hf_warpers_row_by_row(features):
+    """Both the captured graph's choice (every processor, any k) and the eager one (what the rows use)."""
     scores = torch.randn(len(ROWS), V, generator=torch.Generator().manual_seed(1)) * 3
     params = torch.cat([row.params(torch.device("cpu")) for row in ROWS])
-    column = lambda c: params[:, c : c + 1]  # noqa: E731
-    warped = warp(scores, column(RowParams.TEMPERATURE), column(RowParams.TOP_K), column(RowParams.TOP_P_FLOOR), Features())
+    chosen = Features() if features == "all" else Features.of(ROWS, sub=False)
+    columns = [params[:, c : c + 1] for c in (RowParams.TEMPERATURE, RowParams.TOP_K, RowParams.TOP_P_FLOOR)]
+    warped = warp(scores, *columns, chosen)
     for i, row in enumerate(ROWS):
         expected = _warpers(row.temperature, row.top_k, row.top_p)(None, scores[i : i + 1].clone())
         assert torch.equal(warped[i : i + 1], expected), row
@@ -94,6 +97,7 @@ def test_step_noise_is_the_librarys_sixteen_draws():
 def test_features_name_only_what_a_sampling_row_uses(sub):
     prefix = "subtalker_" if sub else ""
     greedy = {"subtalker_do_sample" if sub else "do_sample": False, f"{prefix}top_k": 5}
-    assert Features.of([sampling(**greedy)], sub) == Features(False, False, False)
-    assert Features.of([sampling(**{f"{prefix}top_p": 0.9})], sub) == Features(True, False, True)
-    assert Features.of([sampling(**{f"{prefix}top_k": 5}), sampling()], sub) == Features(True, True, False)
+    assert Features.of([sampling(**greedy)], sub) == Features(False, 0, False)
+    assert Features.of([sampling(**{f"{prefix}top_p": 0.9})], sub) == Features(True, 0, True)
+    rows = [sampling(**{f"{prefix}top_k": 5}), sampling(), sampling(**{f"{prefix}top_k": 9})]
+    assert Features.of(rows, sub) == Features(True, 9, False)  # one topk of the largest k serves every row
