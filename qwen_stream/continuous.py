@@ -3,8 +3,9 @@
 One iteration: take what waits (tasks, new jobs up to the free slots, cancelled jobs to drain) in arrival
 order; run each task; prefill each new job alone into a free slot (a prompt that fails fails that job only);
 release the rows whose job stopped between steps (cancel, stall); then one talker step for every live row;
-then the decode stage: each frame goes to its job (FlowControl, decoder window, chunk out), and rows that
-ended (EOS, cap, cancel, stall, their own error) end at once and free their slot.
+then the decode stage: each frame goes to its job (FlowControl, decoder window), every window due in this
+step (the rows' chunks and the tails of rows that end) is decoded in one batched call per window shape, the
+chunks go out, and rows that ended (EOS, cap, cancel, stall, their own error) end at once and free their slot.
 
 A batch is one model: while rows of one family run, a job of another family waits at the head of the
 line, and jobs behind it are not admitted past it, so the batch drains and the family switches (no
@@ -18,6 +19,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import torch
+
+from .decoder import Window, decode_windows
 from .runner import NewRow, TalkerRunner
 from .static_step import graphs_possible
 
@@ -232,6 +236,36 @@ class ContinuousLoop:
         self.runner = None
 
     # -- the step and the decode stage ----------------------------------------------------------------
+    def _decode(self, windows: list[tuple[Job, Window]]) -> float:
+        """The decode stage: every due window of the step in as few decoder calls as their shapes allow, then
+        each row's chunk goes out. If a batched call fails, each window is decoded alone, so only a row whose
+        own window fails ends with the error. Returns the stage's seconds."""
+        if not windows:
+            return 0.0
+        assert self.runner is not None
+        model = self.runner.model
+        started = time.perf_counter()
+        wavs: list[torch.Tensor | None]
+        try:
+            wavs = list(decode_windows(model.decode_batch, [window for _, window in windows]))
+        except Exception:
+            log.warning("a batched decode failed; decoding its windows one by one", exc_info=True)
+            wavs = []
+            for job, window in windows:
+                try:
+                    wavs.append(model.decode(window.codes, window.new))
+                except Exception as error:  # this row's window: this row's failure
+                    job.on_error(error)
+                    wavs.append(None)
+        elapsed = time.perf_counter() - started
+        for (job, window), wav in zip(windows, wavs, strict=True):
+            if wav is not None:
+                try:
+                    job.deliver(window, wav, elapsed / len(windows))
+                except Exception as error:
+                    job.on_error(error)
+        return elapsed
+
     def _step(self) -> None:
         assert self.runner is not None
         try:
@@ -242,20 +276,34 @@ class ContinuousLoop:
             return
         self.load.steps += 1  # before the frames go out: a job's first chunk is seen at the step that made it
         self.runner.model.tap.count_step()
-        jobs = list(self.rows.values())
-        decode_before = [job.stats.decode_seconds for job in jobs]
+        windows: list[tuple[Job, Window]] = []  # every row's due chunk, decoded together below
+        leaving: list[tuple[int, bool]] = []
         for frame in result.frames:
             job = self.rows[frame.slot]
             if not job.stopped:  # a cancel that came during the step: its frame is not wanted
                 try:
-                    job.on_frame(frame.codes)
+                    window = job.take_frame(frame.codes)
                 except Exception as error:  # this row's decoder or sink: this row's failure
                     job.on_error(error)
+                else:
+                    if window is not None:
+                        windows.append((job, window))
                 if frame.end == "eos":
                     job.on_eos()
             if frame.end is not None or job.stopped:
-                self._leave(frame.slot, release=frame.end is None)  # its tail is decoded now
-        decoded = sum(job.stats.decode_seconds - before for job, before in zip(jobs, decode_before, strict=True))
+                leaving.append((frame.slot, frame.end is None))
+        for slot, _ in leaving:  # the tails of rows that end join the same decode
+            job = self.rows[slot]
+            try:
+                tail = job.take_tail()
+            except Exception as error:
+                job.on_error(error)
+            else:
+                if tail is not None:
+                    windows.append((job, tail))
+        decoded = self._decode(windows)
+        for slot, release in leaving:
+            self._leave(slot, release=release)
         timings = result.timings
         self.load.record_step(timings.talker_s, timings.code_predictor_s, timings.total_s, decoded)
         self.load.cuda_graphs = self.runner is not None and self.runner.cuda_graphs  # off after a failed capture

@@ -11,7 +11,8 @@ twice real time, while spending only a few extra window decodes at the start.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,6 +21,35 @@ from .settings import SAMPLES_PER_FRAME, StreamingSettings
 
 # (codes (T, 16), frames wanted n) -> waveform whose last n * 1920 samples belong to the last n frames
 DecodeFn = Callable[[torch.Tensor, int], torch.Tensor]
+# (codes (B, T, 16), frames wanted n) -> waveforms (B, samples), the same for every row
+BatchDecodeFn = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A chunk that is due: the frames to decode (its left context, then `new` frames) of one utterance."""
+
+    codes: torch.Tensor  # (T, 16)
+    new: int
+
+    def pcm(self, wav: torch.Tensor) -> bytes:
+        """The chunk's PCM from the decode of this window."""
+        return to_pcm16(wav[-self.new * SAMPLES_PER_FRAME :])
+
+
+def decode_windows(decode: BatchDecodeFn, windows: Sequence[Window]) -> list[torch.Tensor]:
+    """Every due window of a step in as few decoder calls as shapes allow: windows of the same length and chunk
+    are one batch (after the first second of speech every row's window is context + chunk_size, so one call
+    serves the whole batch). Waveforms come back in the windows' order."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, window in enumerate(windows):
+        groups.setdefault((len(window.codes), window.new), []).append(index)
+    out: list[torch.Tensor | None] = [None] * len(windows)
+    for (_, new), members in groups.items():
+        wavs = decode(torch.stack([windows[i].codes for i in members]), new)
+        for i, wav in zip(members, wavs, strict=True):
+            out[i] = wav
+    return [wav for wav in out if wav is not None]
 
 
 def to_pcm16(wav: torch.Tensor) -> bytes:
@@ -52,26 +82,36 @@ class StreamingDecoder:
 
     def push(self, frame: torch.Tensor) -> bytes | None:
         """Adds one frame (16 codes); returns PCM bytes when it completes a chunk."""
+        window = self.take(frame)
+        return None if window is None else window.pcm(self._decode(window.codes, window.new))
+
+    def flush(self) -> bytes | None:
+        """PCM for the frames not yet emitted (end of the utterance)."""
+        window = self.take_tail()
+        return None if window is None else window.pcm(self._decode(window.codes, window.new))
+
+    def take(self, frame: torch.Tensor) -> Window | None:
+        """Adds one frame; returns the window to decode when it completes a chunk (the caller decodes it, maybe
+        batched with other utterances' windows, and turns it into PCM with `Window.pcm`)."""
         self._history.append(frame)
         self._pending += 1
         if self._pending >= self._target:
             self._target = next(self._schedule)
-            return self._emit()
+            return self._window()
         return None
 
-    def flush(self) -> bytes | None:
-        """PCM for the frames not yet emitted (end of the utterance)."""
-        return self._emit() if self._pending else None
+    def take_tail(self) -> Window | None:
+        """The window of the frames not yet emitted (end of the utterance), if any."""
+        return self._window() if self._pending else None
 
-    def _emit(self) -> bytes:
+    def _window(self) -> Window:
         new = self._pending
         context = min(self._left_context, len(self._history) - new)
-        window = torch.stack(self._history[len(self._history) - new - context :])
-        wav = self._decode(window, new)
+        window = Window(torch.stack(self._history[len(self._history) - new - context :]), new)
         self._pending = 0
         if len(self._history) > self._left_context:
             del self._history[: len(self._history) - self._left_context]
-        return to_pcm16(wav[-new * SAMPLES_PER_FRAME :])
+        return window
 
 
 def pcm16_to_float(data: bytes) -> np.ndarray:

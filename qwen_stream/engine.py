@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 import torch
 
 from .continuous import ContinuousLoop, Load, estimated_wait
-from .decoder import StreamingDecoder
+from .decoder import DecodeFn, StreamingDecoder, Window
 from .events import AudioChunk, End, Event, Outcome, Stats
 from .generation import (
     SynthesisError,
@@ -126,6 +126,7 @@ class Job:
         self.stats = Stats()
         self.codes: list[torch.Tensor] | None = [] if keep_codes else None
         self._decoder: StreamingDecoder | None = None
+        self._decode: DecodeFn | None = None
         self._emit = emit
         self._flow = flow
         self._cancelled = threading.Event()
@@ -159,6 +160,7 @@ class Job:
     def attach(self, model: LoadedModel, streaming: StreamingSettings) -> None:
         """Binds the job to the model that runs it (worker thread, just before generation)."""
         context = self.request.voice.context_codes
+        self._decode = model.decode
         self._decoder = StreamingDecoder(
             model.decode, streaming, context_codes=None if context is None else context.to(model.device)
         )
@@ -169,20 +171,39 @@ class Job:
         return self._eos or self._cancelled.is_set() or self._error is not None or self.stats.frames >= self.cap
 
     def on_frame(self, codes: torch.Tensor) -> None:
+        """The static loop's sink: the frame's chunk, if one is due, is decoded and sent at once."""
+        window = self.take_frame(codes)
+        if window is not None:
+            assert self._decode is not None
+            started = time.perf_counter()
+            wav = self._decode(window.codes, window.new)
+            self.deliver(window, wav, time.perf_counter() - started)
+
+    def take_frame(self, codes: torch.Tensor) -> Window | None:
+        """Counts the frame in; returns the window to decode when it completes a chunk (the continuous loop
+        decodes every row's due window of a step together, then calls `deliver`)."""
         if self._flow is not None and not self._flow.wait_for_room(self.contended):
             log.warning("job %d: reader took nothing for %.0f s; stopping it as stalled", self.id, self._flow.timeout)
             self._stalled = True
             self._cancelled.set()
-            return
+            return None
         self.stats.frames += 1
         if self.codes is not None:
             self.codes.append(codes.detach().cpu())
-        started = time.perf_counter()
-        assert self._decoder is not None  # made in start(), before the first frame
-        pcm = self._decoder.push(codes)
-        if pcm is not None:
-            self.stats.decode_seconds += time.perf_counter() - started
-            self._send_chunk(pcm)
+        assert self._decoder is not None  # made in attach(), before the first frame
+        return self._decoder.take(codes)
+
+    def take_tail(self) -> Window | None:
+        """The window of the frames not yet sent, for a row that ends now (none for a cancelled or failed one);
+        `finish` flushes whatever is left if this was not called."""
+        if self._ended.is_set() or self.cancelled or self._error is not None or self._decoder is None:
+            return None
+        return self._decoder.take_tail()
+
+    def deliver(self, window: Window, wav: torch.Tensor, seconds: float) -> None:
+        """A decoded window's chunk goes out; `seconds`: this row's share of the decode."""
+        self.stats.decode_seconds += seconds
+        self._send_chunk(window.pcm(wav))
 
     def on_eos(self) -> None:
         self._eos = True
@@ -268,7 +289,7 @@ class Job:
         finally:
             self._ended.set()
             # Batch mates and the decoder's window are not needed any more: let them go with the batch.
-            self.mates, self.contended, self._decoder = [], _never, None
+            self.mates, self.contended, self._decoder, self._decode = [], _never, None, None
 
 
 def is_last(event: Event) -> bool:

@@ -223,15 +223,19 @@ class LoadedModel:
             return True
         return self.family == "custom_voice" and self.size != "0b6"
 
-    @torch.inference_mode()
     def decode(self, codes: torch.Tensor, keep: int | None = None) -> torch.Tensor:
         """Codes (T, 16) -> float waveform. With `keep`, only the last `keep` frames' samples are wanted:
         the transformer still sees the whole window (its context is long), but the sample-rate conv stack
         after it, where nearly all the cost is, runs on `keep + CONV_CONTEXT_FRAMES` frames only."""
+        return self.decode_batch(codes.unsqueeze(0), keep)[0]
+
+    @torch.inference_mode()
+    def decode_batch(self, codes: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+        """Codes (B, T, 16), windows of equal length -> float waveforms (B, samples); `keep` as for decode."""
         dec = self._decoder
-        window = codes.to(self.device).long().clamp(min=0).transpose(0, 1).unsqueeze(0)
+        window = codes.to(self.device).long().clamp(min=0).transpose(1, 2)
         if keep is None or not self._staged_decode:
-            return dec(window)[0, 0].float()
+            return dec(window)[:, 0].float()
         hidden = dec.quantizer.decode(window)
         hidden = dec.pre_conv(hidden).transpose(1, 2)
         hidden = dec.pre_transformer(inputs_embeds=hidden).last_hidden_state.permute(0, 2, 1)
@@ -241,7 +245,7 @@ class LoadedModel:
                 hidden = block(hidden)
         for block in dec.decoder:
             hidden = block(hidden)
-        return hidden.clamp(min=-1, max=1)[0, 0].float()
+        return hidden.clamp(min=-1, max=1)[:, 0].float()
 
     def describe(self) -> dict:
         return {

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from qwen_stream.code_predictor import install_fast_code_predictor, uninstall_fast_code_predictor
-from qwen_stream.decoder import pcm16_to_float, to_pcm16
+from qwen_stream.decoder import Window, decode_windows, pcm16_to_float, to_pcm16
 from qwen_stream.engine import Engine
 from qwen_stream.events import AudioChunk, End
 from qwen_stream.generation import (
@@ -399,6 +399,27 @@ def test_instruct_refused_by_a_06b_custom_voice_model(custom_voice_model):
             eng.submit(SynthesisRequest(TEXT, "English", Voice(speaker="Vivian", instruct="whisper")), lambda e: None)
     finally:
         eng.close()
+
+
+def test_windows_of_one_shape_are_decoded_in_one_call_as_each_alone(custom_voice_model):
+    """The decode stage's batching: equal windows share one call, others get their own, and every row's
+    waveform is its own decode (batched kernels differ by rounding only)."""
+    model = custom_voice_model
+    gen = torch.Generator().manual_seed(3)
+    codes = [torch.randint(0, 2048, (t, 16), generator=gen) for t in (76, 76, 76, 5, 2)]
+    windows = [Window(c, new) for c, new in zip(codes, (4, 4, 4, 4, 2), strict=True)]
+    calls = []
+
+    def counted(batch, keep):
+        calls.append((batch.shape[0], batch.shape[1], keep))
+        return model.decode_batch(batch, keep)
+
+    wavs = decode_windows(counted, windows)
+    assert sorted(calls) == [(1, 2, 2), (1, 5, 4), (3, 76, 4)]
+    for window, wav in zip(windows, wavs, strict=True):
+        alone = model.decode(window.codes, window.new)
+        assert wav.shape == alone.shape
+        assert torch.allclose(wav, alone, atol=1e-5), (float((wav - alone).abs().max()), window.codes.shape)
 
 
 def test_staged_decode_of_the_last_frames_equals_the_full_decode(custom_voice_model):

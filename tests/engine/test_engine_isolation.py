@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from qwen_stream.decoder import pcm16_to_float
+from qwen_stream.decoder import Window, pcm16_to_float
 from qwen_stream.engine import Engine, FlowControl
 from qwen_stream.events import AudioChunk, End
 from qwen_stream.generation import SynthesisError, SynthesisRequest, Voice
@@ -30,7 +30,7 @@ def events_of(inbox: queue.Queue) -> list:
     return [inbox.get() for _ in range(inbox.qsize())]
 
 
-def run_held_batch(model, texts, break_row=None):
+def run_held_batch(model, texts, break_row=None, poison_row=None):
     """Submits one job per text while the engine is held, so they run as one batch; `break_row`'s decoder
     raises on its third chunk. Returns each row's events and the talker steps the batch took."""
     eng = batch_engine(model)
@@ -41,6 +41,8 @@ def run_held_batch(model, texts, break_row=None):
                            keep_codes=True) for text, cap, inbox in zip(texts, CAPS, inboxes)]
         if break_row is not None:
             _break_decoder(jobs[break_row], on_push=3)
+        if poison_row is not None:
+            _poison_window(jobs[poison_row], at=3)
         steps = model.tap.steps
         gate.set()
         assert blocker.wait(60) and all(job.wait(120) for job in jobs)
@@ -49,27 +51,55 @@ def run_held_batch(model, texts, break_row=None):
         eng.close()
 
 
+POISON = 7777  # a code no codebook has: the decoder below refuses a window that holds it
+
+
+def _poison_window(job, at: int) -> None:
+    """The job's `at`-th window to decode carries a code the (patched) decoder refuses."""
+    attach = job.attach
+
+    def attach_then_poison(model, streaming):
+        attach(model, streaming)
+        decoder, taken = job._decoder, [0]
+        take = decoder.take
+
+        def poisoned(codes):
+            window = take(codes)
+            if window is not None:
+                taken[0] += 1
+                if taken[0] == at:
+                    marked = window.codes.clone()
+                    marked[-1, 0] = POISON
+                    return Window(marked, window.new)
+            return window
+
+        decoder.take = poisoned
+
+    job.attach = attach_then_poison
+
+
 def _break_decoder(job, on_push: int | None = None, on_flush: bool = False) -> None:
-    """The job's decoder raises at its `on_push`-th push, or at the final flush of its tail."""
+    """The job's decoder raises at its `on_push`-th frame, or when its tail is taken (both loops take frames and
+    tails through `take` and `take_tail`)."""
     attach = job.attach
 
     def attach_then_break(model, streaming):
         attach(model, streaming)
         decoder, pushes = job._decoder, [0]
-        push = decoder.push
+        take = decoder.take
 
-        def failing_push(codes):
+        def failing_take(codes):
             pushes[0] += 1
             if pushes[0] == on_push:
                 raise RuntimeError("this row's decoder broke")
-            return push(codes)
+            return take(codes)
 
-        def failing_flush():
+        def failing_tail():
             raise RuntimeError("this row's decoder broke at its tail")
 
-        decoder.push = failing_push
+        decoder.take = failing_take
         if on_flush:
-            decoder.flush = failing_flush
+            decoder.take_tail = failing_tail
 
     job.attach = attach_then_break
 
@@ -92,6 +122,36 @@ def test_a_row_that_fails_mid_generation_ends_alone_and_its_mates_are_untouched(
         assert torch.equal(end.codes, clean[row][-1].codes)
         streamed = pcm16_to_float(b"".join(e.pcm for e in broken[row] if isinstance(e, AudioChunk)))
         reference = offline_pcm(custom_voice_model, end.codes)
+        assert np.abs(streamed - reference).max() <= 1e-3 * np.abs(reference).max()
+
+
+def test_a_window_the_decoder_refuses_fails_only_its_row_of_a_batched_decode(custom_voice_model, monkeypatch):
+    """Rows' due windows are decoded in one call; when that call fails, each window is decoded alone, so only
+    the row whose window the decoder refuses ends with the error, and its mates' audio is whole."""
+    model = custom_voice_model
+    batch_sizes = []
+    decode_batch = model.decode_batch
+
+    def refusing(codes, keep=None):
+        batch_sizes.append(codes.shape[0])
+        if bool((codes == POISON).any()):
+            raise RuntimeError("the decoder refuses this window")
+        return decode_batch(codes, keep)
+
+    monkeypatch.setattr(model, "decode_batch", refusing)  # model.decode goes through it too
+    torch.manual_seed(5)
+    clean, _ = run_held_batch(model, TEXTS)
+    assert max(batch_sizes) >= 2  # rows in step decoded their chunks in one call (the blocker holds a slot)
+    torch.manual_seed(5)
+    poisoned, _ = run_held_batch(model, TEXTS, poison_row=1)
+    assert poisoned[1][-1].error is not None and "refuses" in str(poisoned[1][-1].error)
+    assert sum(isinstance(e, AudioChunk) for e in poisoned[1]) == 2  # the chunks before the refused one
+    for row in (0, 2):
+        end = poisoned[row][-1]
+        assert isinstance(end, End) and end.outcome == "capped" and torch.equal(end.codes, clean[row][-1].codes)
+        streamed = pcm16_to_float(b"".join(e.pcm for e in poisoned[row] if isinstance(e, AudioChunk)))
+        reference = offline_pcm(model, end.codes)
+        assert len(streamed) == len(reference)
         assert np.abs(streamed - reference).max() <= 1e-3 * np.abs(reference).max()
 
 
