@@ -212,6 +212,13 @@ class ServerSettings:
             "0: a dynamic cache, or the frame cap + 512 when CUDA graphs are on"
         ),
     )
+    decode_overlap: bool = field(
+        default=EngineSettings.decode_overlap,
+        metadata=opt(
+            "decode each step's audio windows on a thread of their own (a CUDA stream of their own on a GPU), beside "
+            "the next talker step; off: between steps, on the engine thread"
+        ),
+    )
     max_wait_ms: int = field(
         default=0,
         metadata=opt(
@@ -371,6 +378,7 @@ class ServerSettings:
             engine=self.engine,
             cuda_graphs=self.cuda_graphs,
             static_len=self.static_len,
+            decode_overlap=self.decode_overlap,
         )
 
     def demo_cache_dir(self) -> Path:

@@ -14,6 +14,7 @@ starvation, one runner at a time). Tasks run between steps, so a voice prompt ne
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -21,12 +22,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .decode_stage import DecodeStage
 from .decoder import Window, decode_windows
 from .runner import NewRow, TalkerRunner
 from .static_step import graphs_possible
 
 if TYPE_CHECKING:
     from .engine import Engine, Job
+    from .model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +51,16 @@ class Load:
     kv_cache: str = ""  # "dynamic" or "static" once a runner exists
     cuda_graphs: bool = False  # the step replays captured CUDA graphs
 
-    def record_step(self, talker: float, predictor: float, total: float, decode: float) -> None:
-        """After the step's decode stage (`steps` was counted when the step returned)."""
+    def record_step(self, talker: float, predictor: float, total: float) -> None:
+        """After a step (`steps` was counted when it returned)."""
         first = self.steps == 1
         self.talker_s = _mean(self.talker_s, talker, first)
         self.code_predictor_s = _mean(self.code_predictor_s, predictor, first)
         self.step_s = _mean(self.step_s, total, first)
-        self.decode_s = _mean(self.decode_s, decode, first)
+
+    def record_decode(self, seconds: float) -> None:
+        """After a step's decode stage (which may run beside the next step)."""
+        self.decode_s = _mean(self.decode_s, seconds, self.steps == 1)
 
     def record_job(self, frames: int, first: bool) -> None:
         self.job_frames = _mean(self.job_frames, float(frames), first)
@@ -84,6 +90,8 @@ class ContinuousLoop:
         self.family: str | None = None  # the batch's model family while rows are live
         self.rows: dict[int, Job] = {}  # slot -> job
         self._jobs_done = 0
+        # Chunks and ends go out through the decode stage, in order; beside the next step when overlapping.
+        self.stage = DecodeStage(engine.settings.decode_overlap)
 
     def run(self) -> None:
         from .engine import _STOP, _Task
@@ -148,8 +156,7 @@ class ContinuousLoop:
     def _admit(self, job: Job) -> None:
         job.stats.started = time.perf_counter()
         if job.cancelled:
-            job.finish()
-            self._retire(job)
+            self.stage.submit(functools.partial(self._finish, job))
             return
         family = self.engine._family(job)
         if self.rows and self.runner is not None:
@@ -193,25 +200,36 @@ class ContinuousLoop:
         return len(self.rows) > 1 or self.engine._live_work_waiting()
 
     # -- rows leaving ---------------------------------------------------------------------------------
+    # A row leaves the batch on the engine thread at once (its slot is free for the next step); its job ends
+    # through the decode stage, after the chunks handed in before.
     def _release_stopped(self) -> None:
-        """Rows whose job stopped between steps (cancel, a reader gone) leave before the next step."""
+        """Rows whose job stopped between steps (cancel, a reader gone, its own error) leave before the next step."""
         for slot, job in list(self.rows.items()):
             if job.stopped:
-                self._leave(slot, release=True)
+                self._detach(slot, release=True)
+                self.stage.submit(functools.partial(self._finish, job))
 
-    def _leave(self, slot: int, release: bool) -> None:
+    def _detach(self, slot: int, release: bool) -> Job:
         job = self.rows.pop(slot)
         if release and self.runner is not None:
             self.runner.release(slot)
+        self._publish()
+        return job
+
+    def _finish(self, job: Job) -> None:
         job.finish()
         self._retire(job)
 
     def _end(self, job: Job, error: BaseException) -> None:
-        job.fail(error)
-        self._retire(job)
+        def end() -> None:
+            job.fail(error)
+            self._retire(job)
+
+        self.stage.submit(end)
 
     def _fail_all(self, error: BaseException) -> None:
         rows, self.rows = self.rows, {}
+        self._publish()
         for job in rows.values():
             self._end(job, error)
         if self.runner is not None and self.runner.live_rows:  # the step failed before the runner noticed
@@ -223,27 +241,26 @@ class ContinuousLoop:
         engine = self.engine
         with engine._wake:
             engine._pending.discard(job)
-            self._publish()
             engine._wake.notify_all()
 
     def _publish(self) -> None:
-        self.engine._active = list(self.rows.values())
+        with self.engine._wake:
+            self.engine._active = list(self.rows.values())
         self.load.live_rows = len(self.rows)
 
     def _stop(self) -> None:
         for slot in list(self.rows):
-            self._leave(slot, release=False)
+            self.stage.submit(functools.partial(self._finish, self._detach(slot, release=False)))
         self.runner = None
+        self.stage.close()
 
     # -- the step and the decode stage ----------------------------------------------------------------
-    def _decode(self, windows: list[tuple[Job, Window]]) -> float:
+    def _decode(self, windows: list[tuple[Job, Window]], model: LoadedModel) -> float:
         """The decode stage: every due window of the step in as few decoder calls as their shapes allow, then
         each row's chunk goes out. If a batched call fails, each window is decoded alone, so only a row whose
         own window fails ends with the error. Returns the stage's seconds."""
         if not windows:
             return 0.0
-        assert self.runner is not None
-        model = self.runner.model
         started = time.perf_counter()
         wavs: list[torch.Tensor | None]
         try:
@@ -268,6 +285,7 @@ class ContinuousLoop:
 
     def _step(self) -> None:
         assert self.runner is not None
+        self.stage.wait_for_room()  # the decode of the step before last has ended
         try:
             result = self.runner.step()
         except Exception as error:  # every row is half-advanced; the runner has let them all go
@@ -301,9 +319,16 @@ class ContinuousLoop:
             else:
                 if tail is not None:
                     windows.append((job, tail))
-        decoded = self._decode(windows)
-        for slot, release in leaving:
-            self._leave(slot, release=release)
+        ended = [self._detach(slot, release) for slot, release in leaving]
         timings = result.timings
-        self.load.record_step(timings.talker_s, timings.code_predictor_s, timings.total_s, decoded)
+        self.load.record_step(timings.talker_s, timings.code_predictor_s, timings.total_s)
         self.load.cuda_graphs = self.runner is not None and self.runner.cuda_graphs  # off after a failed capture
+
+        model = self.runner.model
+
+        def decode_stage() -> None:
+            self.load.record_decode(self._decode(windows, model))
+            for job in ended:
+                self._finish(job)
+
+        self.stage.submit(decode_stage, model.device)

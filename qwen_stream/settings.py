@@ -128,6 +128,8 @@ class EngineSettings:
     # Positions per row of a static KV cache; 0: a dynamic cache, unless CUDA graphs need a static one (then
     # the frame cap plus PROMPT_ROOM).
     static_len: int = 0
+    # The continuous loop's decode stage runs on a thread of its own, beside the next talker step.
+    decode_overlap: bool = True
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

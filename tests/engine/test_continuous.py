@@ -7,10 +7,13 @@ import random
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
 from qwen_stream.continuous import Load, estimated_wait
+from qwen_stream.decode_stage import DecodeStage
+from qwen_stream.decoder import pcm16_to_float
 from qwen_stream.engine import Engine
 from qwen_stream.events import AudioChunk, End
 from qwen_stream.generation import SynthesisRequest, Voice
@@ -19,7 +22,7 @@ from qwen_stream.registry import ModelInfo, ModelRegistry, ModelSpec
 from qwen_stream.runner import TalkerRunner
 from qwen_stream.settings import EngineSettings, ModelSettings
 
-from .test_engine import run
+from .test_engine import offline_pcm, run
 
 SAFETY = 120  # seconds; reached only when something hangs
 
@@ -253,3 +256,67 @@ def test_reported_load_after_work(engine):
     report = engine.report()
     assert report["mode"] == "continuous" and report["steps"] >= 5
     assert report["step_seconds"] > 0 and report["decode_seconds"] > 0 and report["batch_rows"] == 0
+
+
+# -- the decode stage beside the step -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["own thread", "inline"])
+def test_the_decode_stage_runs_beside_the_step_and_the_audio_is_whole(custom_voice_model, monkeypatch, overlap):
+    """With overlap, windows decode on the stage's thread while the engine thread steps on; either way a row's
+    chunks arrive in order, its End last, and the stream equals the offline decode of its frames."""
+    model = custom_voice_model
+    threads: dict[str, set[int]] = {"step": set(), "decode": set()}
+    decode_batch, step = model.decode_batch, TalkerRunner.step
+
+    me = threading.get_ident()  # the test's own offline decodes below are not the engine's
+
+    def decoding(codes, keep=None):
+        if threading.get_ident() != me:
+            threads["decode"].add(threading.get_ident())
+        return decode_batch(codes, keep)
+
+    def stepping(runner):
+        threads["step"].add(threading.get_ident())
+        return step(runner)
+
+    monkeypatch.setattr(model, "decode_batch", decoding)
+    monkeypatch.setattr(TalkerRunner, "step", stepping)
+    eng = Engine(model, EngineSettings(model=ModelSettings(path=model.source), max_batch=2, decode_overlap=overlap))
+    try:
+        recorders = [Recorder(eng), Recorder(eng)]
+        for recorder, request in zip(recorders, (LONG, PROBE), strict=True):
+            eng.submit(request, recorder, keep_codes=True)
+        for recorder in recorders:
+            end = recorder.end
+            assert all(isinstance(e, AudioChunk) for e in recorder.events[:-1])
+            assert [e.index for e in recorder.events[:-1]] == list(range(len(recorder.events) - 1))
+            streamed = pcm16_to_float(b"".join(e.pcm for e in recorder.events[:-1]))
+            reference = offline_pcm(model, end.codes)
+            assert len(streamed) == len(reference)
+            assert np.abs(streamed - reference).max() <= 1e-3 * np.abs(reference).max()
+    finally:
+        eng.close()
+    assert len(threads["step"]) == len(threads["decode"]) == 1
+    assert (threads["decode"] != threads["step"]) == overlap
+
+
+def test_the_stage_keeps_order_bounds_what_waits_and_survives_a_failing_piece():
+    stage = DecodeStage(overlap=True)
+    gate, done = threading.Event(), []
+    stage.submit(lambda: gate.wait(SAFETY))
+    stage.submit(lambda: done.append(1))
+    stage.submit(lambda: 1 / 0)  # logged; the stage goes on
+    stage.submit(lambda: done.append(2))
+    waiter = threading.Thread(target=stage.wait_for_room)
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive() and done == []  # four unfinished: the loop would wait before its next step
+    gate.set()
+    waiter.join(SAFETY)
+    stage.drain()
+    assert done == [1, 2]
+    stage.close()
+    inline = DecodeStage(overlap=False)
+    inline.submit(lambda: done.append(3))
+    assert done == [1, 2, 3]  # ran at once, on the caller's thread

@@ -435,12 +435,6 @@ def _hold_engine(engine):
     return _hold_engine_with(engine, Voice(speaker="Eric"))
 
 
-def _blocker_steps(eng) -> int:
-    """Steps the held blocker (see _hold_engine_with) makes apart from the batch: its last step is its own in
-    the static loop; in the continuous loop the batch joins it, so that step is shared."""
-    return 1 if eng.settings.engine == "static" else 0
-
-
 @pytest.mark.parametrize("mode", ["continuous", "static"])
 def test_jobs_waiting_together_share_one_generate_call(custom_voice_model, mode):
     eng = Engine(custom_voice_model, EngineSettings(model=ModelSettings(path=custom_voice_model.source),
@@ -457,7 +451,7 @@ def test_jobs_waiting_together_share_one_generate_call(custom_voice_model, mode)
         assert blocker.wait(60) and all(job.wait(120) for job in jobs)
         assert eng.wait_idle(60)  # the end event may come just before the worker clears its batch
         # One step makes a frame for every row: the batch took as many steps as its longest row.
-        assert custom_voice_model.tap.steps - steps - _blocker_steps(eng) == max(caps)
+        assert custom_voice_model.tap.steps - steps == max(caps)
         for cap, inbox in zip(caps, inboxes):
             events = [inbox.get() for _ in range(inbox.qsize())]
             end = events[-1]
@@ -490,7 +484,7 @@ def test_a_requests_own_sampling_reaches_the_library_in_both_loops(custom_voice_
         steps = custom_voice_model.tap.steps
         gate.set()
         assert blocker.wait(60) and all(job.wait(120) for job in jobs) and eng.wait_idle(60)
-        taken = custom_voice_model.tap.steps - steps - _blocker_steps(eng)
+        taken = custom_voice_model.tap.steps - steps
         assert taken == (20 if mode == "static" else 10)  # static: one call each; continuous: one batch
     finally:
         eng.close()
@@ -508,7 +502,7 @@ def test_seeded_jobs_run_alone_to_stay_reproducible_in_the_static_loop(custom_vo
         steps = custom_voice_model.tap.steps
         gate.set()
         assert blocker.wait(60) and all(job.wait(120) for job in jobs)
-        assert custom_voice_model.tap.steps - steps - 1 == 16  # one after the other
+        assert custom_voice_model.tap.steps - steps == 16  # one after the other
         for inbox in inboxes:
             end = [inbox.get() for _ in range(inbox.qsize())][-1]
             assert torch.equal(end.codes, alone.codes)
@@ -517,7 +511,7 @@ def test_seeded_jobs_run_alone_to_stay_reproducible_in_the_static_loop(custom_vo
 
 
 def test_seeded_jobs_share_the_continuous_batch_and_stay_reproducible(custom_voice_model):
-    """Each row samples from its own generator: seeded jobs batch together (and with the blocker) and still
+    """Each row samples from its own generator: seeded jobs batch together and still
     make exactly the frames they make alone."""
     eng = Engine(custom_voice_model, EngineSettings(model=ModelSettings(path=custom_voice_model.source),
                                                     max_batch=4))
@@ -530,7 +524,7 @@ def test_seeded_jobs_share_the_continuous_batch_and_stay_reproducible(custom_voi
         steps = eng.steps
         gate.set()
         assert blocker.wait(60) and all(job.wait(120) for job in jobs)
-        assert eng.steps - steps == 8  # together, joined to the blocker's last step
+        assert eng.steps - steps == 8  # together
         for inbox in inboxes:
             end = [inbox.get() for _ in range(inbox.qsize())][-1]
             assert torch.equal(end.codes, alone.codes)
@@ -547,7 +541,6 @@ def test_a_batch_may_mix_icl_and_xvector_clones(base_model, reference_audio, mod
     try:
         gate, blocker = _hold_engine_with(eng, xvector)
         inboxes = [queue.Queue(), queue.Queue()]
-        # The static loop's blocker runs alone (it is seeded); the continuous one's takes a slot of two.
         caps = (9, 12)
         jobs = [eng.submit(SynthesisRequest(TEXT, "English", voice, max_frames=cap), inbox.put, keep_codes=True)
                 for voice, cap, inbox in zip((icl, xvector), caps, inboxes)]
@@ -556,7 +549,7 @@ def test_a_batch_may_mix_icl_and_xvector_clones(base_model, reference_audio, mod
         assert blocker.wait(60) and all(job.wait(120) for job in jobs)
         assert eng.wait_idle(60)
         if mode == "static":
-            assert base_model.tap.steps - steps - 1 == 12  # one batch
+            assert base_model.tap.steps - steps == 12  # one batch
         for voice, cap, inbox in zip((icl, xvector), caps, inboxes):
             events = [inbox.get() for _ in range(inbox.qsize())]
             end = events[-1]
@@ -570,14 +563,17 @@ def test_a_batch_may_mix_icl_and_xvector_clones(base_model, reference_audio, mod
 
 
 def _hold_engine_with(engine, voice):
-    """A short job (seeded, so it runs alone in the static loop) whose first chunk blocks the engine thread until the
-    returned gate is set. Returns once the engine thread is really held."""
+    """Runs a short job (seeded: it runs alone in the static loop; it loads `voice`'s model) to its end, then holds
+    the engine thread with a task until the returned gate is set: whatever is submitted meanwhile is taken
+    together when it is released. Returns once the engine thread is really held."""
+    blocker = engine.submit(SynthesisRequest(TEXT, "English", voice, seed=1, max_frames=2), lambda event: None)
+    assert blocker.wait(60)
     gate, held = threading.Event(), threading.Event()
 
-    def emit(event):
+    def hold(registry):
         held.set()
         gate.wait(60)
 
-    blocker = engine.submit(SynthesisRequest(TEXT, "English", voice, seed=1, max_frames=2), emit)
+    engine.run_task(hold)
     assert held.wait(60)
     return gate, blocker

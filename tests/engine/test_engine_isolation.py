@@ -46,7 +46,7 @@ def run_held_batch(model, texts, break_row=None, poison_row=None):
         steps = model.tap.steps
         gate.set()
         assert blocker.wait(60) and all(job.wait(120) for job in jobs)
-        return [events_of(inbox) for inbox in inboxes], model.tap.steps - steps - 1
+        return [events_of(inbox) for inbox in inboxes], model.tap.steps - steps
     finally:
         eng.close()
 
@@ -300,7 +300,7 @@ def test_a_row_that_stops_early_ends_without_waiting_for_its_batch(custom_voice_
         assert blocker.wait(60) and long.wait(120) and short.wait(120)
         end = short_box[-1]
         assert isinstance(end, End) and end.outcome == how
-        assert ended_at["step"] - start <= 8 + 2  # at its own stop (plus the blocker's last step), not at 80
+        assert ended_at["step"] - start <= 8 + 1  # at its own stop (its end may leave a step later), not at 80
         if how == "capped":
             assert sum(e.frames for e in short_box if isinstance(e, AudioChunk)) == 8  # the tail was flushed
     finally:
