@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .settings import (
-    CUDA_GRAPHS,
     ENGINES,
+    SWITCH,
     EngineSettings,
     FrameBudget,
     ModelSettings,
@@ -212,11 +212,12 @@ class ServerSettings:
             "0: a dynamic cache, or the frame cap + 512 when CUDA graphs are on"
         ),
     )
-    decode_overlap: bool = field(
+    decode_overlap: str = field(
         default=EngineSettings.decode_overlap,
         metadata=opt(
-            "decode each step's audio windows on a thread of their own (a CUDA stream of their own on a GPU), beside "
-            "the next talker step; off: between steps, on the engine thread"
+            "auto, on or off: decode each step's audio windows on a thread and CUDA stream of their own, beside the "
+            "next talker step; auto: on CUDA only (on CPU the threads contend and it gains nothing); off: between "
+            "steps, on the engine thread"
         ),
     )
     max_wait_ms: int = field(
@@ -318,8 +319,9 @@ class ServerSettings:
             problems.append("pre_buffer and max_wait_ms must be >= 0")
         if self.engine not in ENGINES:
             problems.append(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.cuda_graphs not in CUDA_GRAPHS:
-            problems.append(f"cuda_graphs must be one of {', '.join(CUDA_GRAPHS)}, got {self.cuda_graphs!r}")
+        for name in ("cuda_graphs", "decode_overlap"):
+            if getattr(self, name) not in SWITCH:
+                problems.append(f"{name} must be one of {', '.join(SWITCH)}, got {getattr(self, name)!r}")
         if self.static_len < 0:
             problems.append("static_len must be >= 0")
         problems.extend(self.sampling().problems())

@@ -82,6 +82,10 @@ def estimated_wait(load: Load, waiting: int, max_batch: int) -> float:
     return rounds * load.job_frames * (load.step_s + load.decode_s)
 
 
+def _overlaps(setting: str) -> bool:
+    return setting == "on" or (setting == "auto" and torch.cuda.is_available())
+
+
 class ContinuousLoop:
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -91,7 +95,7 @@ class ContinuousLoop:
         self.rows: dict[int, Job] = {}  # slot -> job
         self._jobs_done = 0
         # Chunks and ends go out through the decode stage, in order; beside the next step when overlapping.
-        self.stage = DecodeStage(engine.settings.decode_overlap)
+        self.stage = DecodeStage(_overlaps(engine.settings.decode_overlap))
 
     def run(self) -> None:
         from .engine import _STOP, _Task

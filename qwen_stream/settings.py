@@ -128,16 +128,19 @@ class EngineSettings:
     # Positions per row of a static KV cache; 0: a dynamic cache, unless CUDA graphs need a static one (then
     # the frame cap plus PROMPT_ROOM).
     static_len: int = 0
-    # The continuous loop's decode stage runs on a thread of its own, beside the next talker step.
-    decode_overlap: bool = True
+    # The continuous loop's decode stage on a thread (and CUDA stream) of its own, beside the next talker step:
+    # "auto" does on CUDA; on CPU the two threads contend for the cores and the interpreter, and it gains nothing.
+    decode_overlap: str = "auto"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.cuda_graphs not in CUDA_GRAPHS:
-            raise ValueError(f"cuda_graphs must be one of {', '.join(CUDA_GRAPHS)}, got {self.cuda_graphs!r}")
+        if self.cuda_graphs not in SWITCH:
+            raise ValueError(f"cuda_graphs must be one of {', '.join(SWITCH)}, got {self.cuda_graphs!r}")
         if self.static_len < 0:
             raise ValueError("static_len must be >= 0")
+        if self.decode_overlap not in SWITCH:
+            raise ValueError(f"decode_overlap must be one of {', '.join(SWITCH)}, got {self.decode_overlap!r}")
 
     def cache_length(self, graphs: bool) -> int | None:
         """The static cache's positions per row, or None for a dynamic cache."""
@@ -147,5 +150,5 @@ class EngineSettings:
 
 
 ENGINES = ("continuous", "static")
-CUDA_GRAPHS = ("auto", "on", "off")
+SWITCH = ("auto", "on", "off")
 PROMPT_ROOM = 512  # prompt positions a static cache holds beyond the frame cap before it shortens a row
