@@ -36,10 +36,7 @@ done
 step decoder-1.7b python3 benchmarks/bench_decoder.py --model-path /tmp/cv-1.7b --device cuda
 step runner-1.7b python3 benchmarks/bench_runner.py --model-path /tmp/cv-1.7b --device cuda --frames 60 --runs 2 \
   --batches 1,4,16,32 --max-len 512
-# Voice-chat load on the server, eager step against captured CUDA graphs: first audio at c = 1, 4, 10, 32 and
-# audio seconds per wall second. One turn of two sentences of at most 60 frames (4.8 s) each per client.
-for graphs in off on; do
-  step "load-1.7b-graphs-$graphs" python3 benchmarks/bench_load.py --model-path /tmp/cv-1.7b --device cuda \
-    --engines continuous --clients 1,4,10,32 --turns 1 --stagger 0.05 \
-    --extra "--max-batch 32 --max-frames 60 --cuda-graphs $graphs --static-len 640"
-done
+# Concurrent utterances on the continuous engine (the server's stack is not in the GPU image): first audio at
+# c = 1, 4, 10, 32 and audio seconds per wall second, eager static step against captured CUDA graphs.
+step concurrency-1.7b python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b --device cuda \
+  --concurrency 1,4,10,32 --frames 60 --cuda-graphs off,on --static-len 640

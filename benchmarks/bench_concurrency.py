@@ -1,0 +1,124 @@
+"""Concurrent utterances on the continuous engine, without the HTTP stack: first audio and throughput at c at once.
+
+    python benchmarks/bench_concurrency.py [--model-path DIR --device cuda] [--concurrency 1,4,10,32]
+                                           [--frames 60] [--cuda-graphs off,on] [--static-len 640]
+
+For each `--cuda-graphs` setting an engine is built (`--max-batch` = the largest c) and warmed up (every
+batch-size bucket once, so graph capture is not timed); then for each c, c utterances are submitted at once,
+each capped at `--frames` frames, and every one's first PCM chunk is timed from its submission. Reported: first
+audio p50 / p95 / max over the c utterances, audio seconds made per wall second, and the engine's mean step
+and decode-stage times. This is what the GPU suite runs, since the GPU image carries the engine but not the
+server's stack; `bench_load.py` is the same question asked through real HTTP conversations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import add_model_args, machine, model_path, pct  # noqa: E402
+
+TEXT = "Streaming speech synthesis should start talking almost at once, for every one of many callers."
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_args(parser)
+    parser.add_argument("--concurrency", default="1,4,10,32")
+    parser.add_argument("--frames", type=int, default=60, help="frames per utterance (80 ms each)")
+    parser.add_argument("--cuda-graphs", default="off,on", help="settings to compare (auto, on, off)")
+    parser.add_argument("--static-len", type=int, default=0, help="static KV cache positions per row (0: auto)")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    args = parser.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from qwen_stream.engine import Engine
+    from qwen_stream.events import AudioChunk, End
+    from qwen_stream.generation import SynthesisRequest, Voice
+    from qwen_stream.model import load_model
+    from qwen_stream.settings import FRAME_SECONDS, EngineSettings, ModelSettings
+
+    settings = ModelSettings(path=model_path(args), device=args.device, dtype=args.dtype)
+    model = load_model(settings)
+    speakers = model.speakers
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    def request(i: int) -> SynthesisRequest:
+        return SynthesisRequest(TEXT, "English", Voice(speaker=speakers[i % len(speakers)]), max_frames=args.frames)
+
+    def burst(engine: Engine, count: int) -> tuple[list[float], float, int]:
+        """Submits `count` utterances at once; returns first-audio seconds, wall seconds, frames made."""
+        firsts: list[float] = []
+        frames = [0]
+        lock, done = threading.Lock(), threading.Semaphore(0)
+
+        def listener(submitted: float):
+            seen = [False]
+
+            def on_event(event) -> None:
+                if isinstance(event, AudioChunk) and not seen[0]:
+                    seen[0] = True
+                    with lock:
+                        firsts.append(time.perf_counter() - submitted)
+                elif isinstance(event, End):
+                    with lock:
+                        frames[0] += event.stats.frames
+                    done.release()
+
+            return on_event
+
+        start = time.perf_counter()
+        for i in range(count):
+            engine.submit(request(i), listener(time.perf_counter()))
+        for _ in range(count):
+            if not done.acquire(timeout=600):
+                raise SystemExit("an utterance never ended")
+        return firsts, time.perf_counter() - start, frames[0]
+
+    rows = []
+    for graphs in args.cuda_graphs.split(","):
+        engine = Engine(
+            model,
+            EngineSettings(model=settings, max_batch=max(levels), cuda_graphs=graphs, static_len=args.static_len),
+        )
+        try:
+            size = 1
+            while size <= max(levels):  # every bucket once: capture (when on) is not timed
+                burst(engine, size)
+                size *= 2
+            burst(engine, max(levels))
+            report = engine.report()
+            for count in levels:
+                firsts, wall, frames = burst(engine, count)
+                report = engine.report()
+                rows.append((graphs, report["kv_cache"], report["cuda_graphs"], count, firsts, wall, frames, report))
+        finally:
+            engine.close()
+
+    print(
+        f"# bench_concurrency: {machine()}, model {model.source} ({model.placement.dtype}, "
+        f"{model.placement.attention}), {args.frames} frames per utterance, all submitted at once"
+    )
+    print(
+        "| --cuda-graphs | KV cache | graphs ran | c | first audio p50 ms | p95 ms | max ms | audio s per wall s "
+        "| step ms | decode ms |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for graphs, layout, ran, count, firsts, wall, frames, report in rows:
+        print(
+            f"| {graphs} | {layout} | {ran} | {count} | {1000 * pct(firsts, 50):.0f} | {1000 * pct(firsts, 95):.0f} "
+            f"| {1000 * max(firsts):.0f} | {frames * FRAME_SECONDS / wall:.1f} "
+            f"| {1000 * float(report['step_seconds']):.1f} | {1000 * float(report['decode_seconds']):.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
