@@ -30,7 +30,7 @@ from .model import LoadedModel
 from .prompts import Prompt, capture_prompt
 from .sampling import BatchedCodePredictor, Features, StepNoise, TalkerLogits, TalkerSampling
 from .settings import SamplingSettings
-from .static_step import ATTENTION, CapturedStep, StaticStep, bucket_for
+from .static_step import ATTENTION, CapturedStep, RowText, StaticStep, bucket_for
 
 End = Literal["eos", "cap"]
 
@@ -136,7 +136,7 @@ class TalkerRunner:
         # The static path's step per bucket, and the buffers its steps read (allocated with the store).
         self._steps: dict[int, StaticStep | CapturedStep] = {}
         self._noise: StepNoise | None = None
-        self._text: torch.Tensor | None = None
+        self._text: RowText | None = None
         self._graph_pool: Any = None
 
     # -- slots ---------------------------------------------------------------------------------------------
@@ -217,10 +217,14 @@ class TalkerRunner:
                 self._store = StaticRows(joining, slot, self.max_batch, self.max_len)
                 self._order = [None] * self.max_batch
                 self._noise = StepNoise(self.max_batch, *self._noise_shape, self._device)
-                self._text = torch.zeros_like(joining.hidden.expand(self.max_batch, -1, -1))
+                assert self._pad is not None  # set by _configure
+                self._text = RowText(self.max_batch, self.max_len, self._pad)
+                self._text.set(slot, prompt.trailing_text)
                 self._order[slot] = row
             return Admission(slot=slot)
         index = self._store.add(joining, slot)
+        if self._text is not None:
+            self._text.set(slot, prompt.trailing_text)
         if index == len(self._order):
             self._order.append(row)
         else:
@@ -362,12 +366,10 @@ class TalkerRunner:
         rows = [row.sampling if row is not None else None for row in order]
         self._noise.fill([row.generator if row is not None else None for row in order], rows)
         live = [sampling for sampling in rows if sampling is not None]
-        for index, row in enumerate(order):
-            if row is not None:
-                self._text[index].copy_(self._text_input(row)[0])
         step = self._steps.get(bucket) or self._build_step(store, bucket)
         step.run(Features.of(live, sub=False), Features.of(live, sub=True))  # a captured step ignores them
         store.commit(bucket, step.next_hidden, step.next_tokens)
+        self._text.advance(bucket)
         codes = step.codes.clone()  # the next replay overwrites the output buffer
         return codes, step.next_tokens.tolist(), start
 

@@ -4,8 +4,8 @@
 [0, bucket) of `kv.StaticRows`, reading its inputs from the store's buffers and the runner's noise and text
 buffers, and writing its outputs into buffers of its own. It reads nothing back to the host and allocates
 nothing that outlives it, so `CapturedStep` can record it once per bucket and replay it at each step; the
-host does the rest between replays (opening the write column, drawing each row's noise, the next text
-position of each row, committing the outputs). On CPU, and wherever capture is off or fails, the same
+host does the rest between replays (opening the write column, drawing each row's noise, committing the
+outputs, moving every row's text one position on). On CPU, and wherever capture is off or fails, the same
 `StaticStep` runs eagerly, which is how the tests check its logic against the library's frames.
 
 Captured, every processor runs for every row (`Features()`): each is an exact no-op for a row that does not
@@ -46,6 +46,35 @@ def bucket_for(rows: int, max_batch: int) -> int:
     return next(size for size in buckets(max_batch) if size >= rows)
 
 
+class RowText:
+    """Each row's trailing text in a fixed buffer, fed inside the step: the library adds
+    `trailing_text_hidden[:, step]` to a row's input while text remains, then the pad embedding. `length` is the
+    static cache's: a row never takes more steps than that, so text past it is never read."""
+
+    def __init__(self, max_batch: int, length: int, pad: torch.Tensor):
+        self.pad = pad  # (1, 1, D)
+        self.buffer = pad.new_zeros(max_batch, length, pad.shape[-1])
+        self.lengths = torch.zeros(max_batch, dtype=torch.long, device=pad.device)
+        self.steps = torch.zeros(max_batch, dtype=torch.long, device=pad.device)
+
+    def set(self, slot: int, trailing: torch.Tensor) -> None:
+        """trailing (1, N, D): a row joining `slot`."""
+        kept = min(trailing.shape[1], self.buffer.shape[1])
+        self.buffer[slot, :kept] = trailing[0, :kept]
+        self.lengths[slot] = trailing.shape[1]
+        self.steps[slot] = 0
+
+    def inputs(self, rows: int) -> torch.Tensor:
+        """(rows, 1, D) for the rows [0, rows): their text at their step, or the pad; nothing read back."""
+        steps = self.steps[:rows]
+        index = steps.clamp(max=self.buffer.shape[1] - 1).view(-1, 1, 1).expand(-1, 1, self.buffer.shape[2])
+        picked = self.buffer[:rows].gather(1, index)
+        return torch.where((steps < self.lengths[:rows]).view(-1, 1, 1), picked, self.pad)
+
+    def advance(self, rows: int) -> None:
+        self.steps[:rows] += 1
+
+
 class StaticStep:
     def __init__(
         self,
@@ -55,7 +84,7 @@ class StaticStep:
         logits: TalkerLogits,
         predictor: BatchedCodePredictor,
         noise: tuple[torch.Tensor, torch.Tensor],
-        text: torch.Tensor,
+        text: RowText,
     ):
         self.rows = rows
         self._talker = talker
@@ -65,7 +94,7 @@ class StaticStep:
         self._seen, self._generated, self._params = store.seen[:rows], store.generated[:rows], store.params[:rows]
         self._mask, self._position = store.mask[:rows], store.position
         self._predictor_noise, self._talker_noise = noise[0][:rows], noise[1][:rows]
-        self._text = text[:rows]
+        self._text = text
         self._additive = talker.config._attn_implementation == "eager"
         # Outputs, at fixed addresses.
         self.codes = torch.zeros(rows, 1 + predictor.steps, dtype=torch.long, device=store.tokens.device)
@@ -81,7 +110,7 @@ class StaticStep:
         rest = self._predictor(prompt, self._params, self._predictor_noise, predictor_features)
         tables = talker.code_predictor.get_input_embeddings()
         embeds = torch.cat([first] + [tables[i](rest[:, i : i + 1]) for i in range(rest.shape[1])], dim=1)
-        embeds = embeds.sum(1, keepdim=True) + self._text
+        embeds = embeds.sum(1, keepdim=True) + self._text.inputs(self.rows)
         out = talker.model(
             inputs_embeds=embeds,
             attention_mask=self._attention_mask(embeds.dtype),
