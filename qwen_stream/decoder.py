@@ -83,12 +83,16 @@ class StreamingDecoder:
     def push(self, frame: torch.Tensor) -> bytes | None:
         """Adds one frame (16 codes); returns PCM bytes when it completes a chunk."""
         window = self.take(frame)
-        return None if window is None else window.pcm(self._decode(window.codes, window.new))
+        return None if window is None else window.pcm(self.decode(window))
 
     def flush(self) -> bytes | None:
         """PCM for the frames not yet emitted (end of the utterance)."""
         window = self.take_tail()
-        return None if window is None else window.pcm(self._decode(window.codes, window.new))
+        return None if window is None else window.pcm(self.decode(window))
+
+    def decode(self, window: Window) -> torch.Tensor:
+        """One window alone, with this utterance's decoder (batched decoding: `decode_windows`)."""
+        return self._decode(window.codes, window.new)
 
     def take(self, frame: torch.Tensor) -> Window | None:
         """Adds one frame; returns the window to decode when it completes a chunk (the caller decodes it, maybe

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 import torch
 
 from .continuous import ContinuousLoop, Load, estimated_wait
-from .decoder import DecodeFn, StreamingDecoder, Window
+from .decoder import StreamingDecoder, Window
 from .events import AudioChunk, End, Event, Outcome, Stats
 from .generation import (
     SynthesisError,
@@ -126,7 +126,6 @@ class Job:
         self.stats = Stats()
         self.codes: list[torch.Tensor] | None = [] if keep_codes else None
         self._decoder: StreamingDecoder | None = None
-        self._decode: DecodeFn | None = None
         self._emit = emit
         self._flow = flow
         self._cancelled = threading.Event()
@@ -160,7 +159,6 @@ class Job:
     def attach(self, model: LoadedModel, streaming: StreamingSettings) -> None:
         """Binds the job to the model that runs it (worker thread, just before generation)."""
         context = self.request.voice.context_codes
-        self._decode = model.decode
         self._decoder = StreamingDecoder(
             model.decode, streaming, context_codes=None if context is None else context.to(model.device)
         )
@@ -174,9 +172,9 @@ class Job:
         """The static loop's sink: the frame's chunk, if one is due, is decoded and sent at once."""
         window = self.take_frame(codes)
         if window is not None:
-            assert self._decode is not None
+            assert self._decoder is not None
             started = time.perf_counter()
-            wav = self._decode(window.codes, window.new)
+            wav = self._decoder.decode(window)
             self.deliver(window, wav, time.perf_counter() - started)
 
     def take_frame(self, codes: torch.Tensor) -> Window | None:
@@ -289,7 +287,7 @@ class Job:
         finally:
             self._ended.set()
             # Batch mates and the decoder's window are not needed any more: let them go with the batch.
-            self.mates, self.contended, self._decoder, self._decode = [], _never, None, None
+            self.mates, self.contended, self._decoder = [], _never, None
 
 
 def is_last(event: Event) -> bool:
