@@ -5,12 +5,12 @@ padding is masked. Two layouts:
 
 - `DynamicRows`: a DynamicCache whose tensors grow one column per step; leaving rows are compacted away
   (batch index = order of joining) and columns no row attends to are trimmed. Simple and tight on CPU.
-- `StaticRows`: preallocated `max_batch x max_len` buffers; batch index = slot, a free slot is a masked row
-  that still runs (fixed shapes and addresses, the precondition for CUDA graphs). A step runs over the rows
-  [0, bucket) that cover every slot in use, through views of the same buffers (`RowsCache`), and every
-  per-step update is in place. When the write column reaches `max_len`, every row shifts left by the padding
-  all rows share; a joining prompt longer than the history so far shifts every row right. Attention spans all
-  `max_len` columns at every step.
+- `StaticRows`: preallocated `max_batch x max_len` buffers; a free batch index is a masked row that still runs
+  (fixed shapes and addresses, the precondition for CUDA graphs). A step runs over the rows [0, bucket) that
+  cover every row in use, through views of the same buffers (`RowsCache`), and every per-step update is in
+  place; a row may move to a lower free index (`move`) so that the bucket shrinks. When the write column
+  reaches `max_len`, every row shifts left by the padding all rows share; a joining prompt longer than the
+  history so far shifts every row right. Attention spans all `max_len` columns at every step.
 """
 
 from __future__ import annotations
@@ -51,8 +51,6 @@ def _kv(tensor: torch.Tensor | None) -> torch.Tensor:
 
 
 class DynamicRows:
-    compacts = True
-
     def __init__(self, first: Joining):
         self.cache: Cache = first.cache
         self.mask = torch.ones(1, first.length, dtype=torch.long, device=first.tokens.device)
@@ -63,7 +61,8 @@ class DynamicRows:
     def length(self) -> int:
         return int(self.mask.shape[1])
 
-    def add(self, row: Joining, slot: int) -> int:
+    def add(self, row: Joining) -> int:
+        """Appends the row; returns its batch index."""
         width = max(self.length, row.length)
         grow, pad = width - self.length, width - row.length
         for ours, theirs in zip(self.cache.layers, row.cache.layers, strict=True):
@@ -117,27 +116,25 @@ class RowsCache:
 
 
 class StaticRows:
-    compacts = False
-
-    def __init__(self, first: Joining, slot: int, max_batch: int, max_len: int):
+    def __init__(self, first: Joining, index: int, max_batch: int, max_len: int):
         device = first.tokens.device
         self.max_batch, self.max_len = max_batch, max_len
         layers = first.cache.layers
         self.keys = [_kv(layer.keys).new_zeros(_rows_shape(layer, max_batch, max_len)) for layer in layers]
         self.values = [_kv(layer.values).new_zeros(_rows_shape(layer, max_batch, max_len)) for layer in layers]
         self.mask = torch.zeros(max_batch, max_len, dtype=torch.long, device=device)
-        self.live = torch.zeros(max_batch, dtype=torch.long, device=device)  # 1: a row is in the slot
+        self.live = torch.zeros(max_batch, dtype=torch.long, device=device)  # 1: a row is at that batch index
         self.position = torch.zeros(1, dtype=torch.long, device=device)  # the write column, as the step reads it
         self.write = 0  # the column every row writes at the next step; histories end just before it
-        self._slots: set[int] = set()
+        self._rows: set[int] = set()
 
         def rows_like(tensor: torch.Tensor) -> torch.Tensor:
             return torch.zeros((max_batch, *tensor.shape[1:]), dtype=tensor.dtype, device=device)
 
         self.positions, self.tokens, self.hidden = (rows_like(getattr(first, n)) for n in _PER_ROW[:3])
         self.seen, self.generated = rows_like(first.seen), rows_like(first.generated)
-        self.params = RowParams.idle(device).expand(max_batch, -1).clone()  # free slots: greedy, finite
-        self.add(first, slot)
+        self.params = RowParams.idle(device).expand(max_batch, -1).clone()  # free rows: greedy, finite
+        self.add(first, index)
 
     @property
     def length(self) -> int:
@@ -146,34 +143,43 @@ class StaticRows:
 
     @property
     def rows_in_use(self) -> int:
-        """One past the highest slot in use: a step over fewer rows would leave one out."""
-        return max(self._slots) + 1 if self._slots else 0
+        """One past the highest batch index in use: a step over fewer rows would leave one out."""
+        return max(self._rows) + 1 if self._rows else 0
 
     def view(self, rows: int) -> RowsCache:
         return RowsCache(self.keys, self.values, rows)
 
-    def add(self, row: Joining, slot: int) -> int:
+    def add(self, row: Joining, index: int) -> int:
         if row.length > self.write:
             self._shift(row.length - self.write)
         start = self.write - row.length
         for ours, theirs in zip(self.keys, (layer.keys for layer in row.cache.layers), strict=True):
-            ours[slot, :, start : self.write] = _kv(theirs)[0]
+            ours[index, :, start : self.write] = _kv(theirs)[0]
         for ours, theirs in zip(self.values, (layer.values for layer in row.cache.layers), strict=True):
-            ours[slot, :, start : self.write] = _kv(theirs)[0]
-        self.mask[slot] = 0
-        self.mask[slot, start : self.write] = 1
-        self.live[slot] = 1
-        self._slots.add(slot)
+            ours[index, :, start : self.write] = _kv(theirs)[0]
+        self.mask[index] = 0
+        self.mask[index, start : self.write] = 1
+        self.live[index] = 1
+        self._rows.add(index)
         for name in _PER_ROW:
-            getattr(self, name)[slot] = getattr(row, name)[0]
-        return slot
+            getattr(self, name)[index] = getattr(row, name)[0]
+        return index
+
+    def move(self, source: int, destination: int) -> None:
+        """The row at batch index `source` continues at the free index `destination`, unchanged."""
+        assert destination not in self._rows and source in self._rows
+        for tensor in (*self.keys, *self.values, self.mask, *(getattr(self, name) for name in _PER_ROW)):
+            tensor[destination].copy_(tensor[source])
+        self.live[destination] = 1
+        self._rows.add(destination)
+        self.remove([source])
 
     def remove(self, indices: Collection[int]) -> None:
         gone = sorted(indices)
         self.mask[gone] = 0
         self.live[gone] = 0
-        self._slots.difference_update(gone)
-        if not self._slots:
+        self._rows.difference_update(gone)
+        if not self._rows:
             self.write = 0
 
     def next_column(self) -> torch.Tensor:

@@ -50,7 +50,8 @@ class NewRow:
 
 @dataclass(frozen=True)
 class Admission:
-    """The outcome of one `NewRow`: the slot it runs in, or why its prompt failed."""
+    """The outcome of one `NewRow`: the slot that names the row in `RowFrame` and `release` (not its batch
+    index, which may change), or why its prompt failed."""
 
     slot: int | None
     error: BaseException | None = None
@@ -164,6 +165,13 @@ class TalkerRunner:
                 return
         raise ValueError(f"slot {slot} is not in use")
 
+    @property
+    def step_rows(self) -> int:
+        """Batch rows the next step runs: the live rows (dynamic), or the bucket that covers them (static)."""
+        if isinstance(self._store, StaticRows):
+            return bucket_for(self._store.rows_in_use, self.max_batch) if self._store.rows_in_use else 0
+        return len(self._order)
+
     def _drop(self, indices: Sequence[int]) -> None:
         gone = {i for i in indices if self._order[i] is not None}
         self._free.extend(row.slot for row in (self._order[i] for i in sorted(gone)) if row is not None)
@@ -177,6 +185,24 @@ class TalkerRunner:
             self._store.remove(gone)
             for i in gone:
                 self._order[i] = None
+            self._compact(self._store)
+
+    def _compact(self, store: StaticRows) -> None:
+        """Moves rows that sit above the bucket their count needs into free rows below it, so that a lone row
+        left in a high batch index does not keep a large bucket until it ends. Rows move only when that
+        lowers the bucket; a move copies one row's KV and state within the same buffers, so captured graphs
+        stay valid and the row's frames are unchanged (the step treats every row alike)."""
+        live = [index for index, row in enumerate(self._order) if row is not None]
+        target = bucket_for(len(live), self.max_batch) if live else 0
+        if not live or bucket_for(store.rows_in_use, self.max_batch) == target:
+            return
+        assert self._text is not None
+        holes = (index for index in range(target) if self._order[index] is None)
+        for source in (index for index in live if index >= target):
+            destination = next(holes)
+            store.move(source, destination)
+            self._text.move(source, destination)
+            self._order[destination], self._order[source] = self._order[source], None
 
     # -- joining -------------------------------------------------------------------------------------------
 
@@ -206,7 +232,7 @@ class TalkerRunner:
             joining = self._prefill(prompt, sampling, generator)
         except Exception as error:  # this row's own failure; nothing of it reached the batch
             return Admission(slot=None, error=error)
-        slot = min(self._free)  # the lowest: a static batch's rows stay packed into the smallest bucket
+        slot = min(self._free)  # the row's name for the caller; in a static store it may move to another index
         self._free.remove(slot)
         row = _Row(slot, generator, sampling, prompt.trailing_text, max_frames)
         if self._store is None:
@@ -214,17 +240,20 @@ class TalkerRunner:
                 self._store = DynamicRows(joining)
                 self._order = [row]
             else:
-                self._store = StaticRows(joining, slot, self.max_batch, self.max_len)
+                self._store = StaticRows(joining, 0, self.max_batch, self.max_len)
                 self._order = [None] * self.max_batch
                 self._noise = StepNoise(self.max_batch, *self._noise_shape, self._device)
                 assert self._pad is not None  # set by _configure
                 self._text = RowText(self.max_batch, self.max_len, self._pad)
-                self._text.set(slot, prompt.trailing_text)
-                self._order[slot] = row
+                self._text.set(0, prompt.trailing_text)
+                self._order[0] = row
             return Admission(slot=slot)
-        index = self._store.add(joining, slot)
+        if isinstance(self._store, StaticRows):
+            index = self._store.add(joining, self._order.index(None))  # the lowest: rows stay in a small bucket
+        else:
+            index = self._store.add(joining)
         if self._text is not None:
-            self._text.set(slot, prompt.trailing_text)
+            self._text.set(index, prompt.trailing_text)
         if index == len(self._order):
             self._order.append(row)
         else:

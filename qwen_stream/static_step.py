@@ -64,6 +64,10 @@ class RowText:
         self.lengths[slot] = trailing.shape[1]
         self.steps[slot] = 0
 
+    def move(self, source: int, destination: int) -> None:
+        for tensor in (self.buffer, self.lengths, self.steps):
+            tensor[destination] = tensor[source]
+
     def inputs(self, rows: int) -> torch.Tensor:
         """(rows, 1, D) for the rows [0, rows): their text at their step, or the pad; nothing read back."""
         steps = self.steps[:rows]

@@ -16,6 +16,7 @@ from qwen_stream.generation import SynthesisError, SynthesisRequest, Voice, buil
 from qwen_stream.runner import NewRow, TalkerRunner
 from qwen_stream.sampling import BatchedCodePredictor
 from qwen_stream.settings import SamplingSettings
+from qwen_stream.static_step import bucket_for
 from qwen_stream.cloning import clone_prompt
 
 TEXT = "Hello there, this is a streaming test."
@@ -328,6 +329,8 @@ def test_no_slot_leaks_over_many_random_joins_and_releases(custom_voice_model, r
             runner.step()
         live = runner.live_rows
         assert len(set(live)) == len(live) and runner.free_slots + len(live) == 3
+        if max_len is not None:  # rows move down as others leave: the bucket follows the live count
+            assert runner.step_rows == (bucket_for(len(live), 3) if live else 0)
         assert runner.cache_length == 0 or live
         lengths.append(runner.cache_length)
     assert joined > 100

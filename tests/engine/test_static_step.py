@@ -4,6 +4,8 @@ and the server's wiring of it."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -70,6 +72,31 @@ def test_rows_keep_their_frames_as_the_bucket_grows_and_shrinks(custom_voice_mod
     assert torch.equal(driver.codes("probe"), expected)
 
 
+def test_rows_left_high_in_the_batch_move_down_and_keep_their_frames(custom_voice_model):
+    """Mates take batch rows 0 and 1, the probe and a late row 2 and 3 (bucket 4). When the mates leave (one
+    released, one at its cap), the two left move to rows 0 and 1 and step at bucket 2, then 1: the bucket
+    follows the live count, not the highest index ever used, and nobody's frames change."""
+    model = custom_voice_model
+    runner = TalkerRunner(model, SamplingSettings(), max_batch=4, max_len=96)
+    driver = Driver(runner)
+    short = dataclasses.replace(MATES["short"], max_frames=4)
+    driver.join(a=MATES["long"], b=short)
+    driver.step(1)
+    driver.join(probe=PROBE, late=MATES["late"])
+    assert runner.step_rows == 4
+    driver.step(2)
+    driver.release("a")
+    assert runner.step_rows == 4  # three live rows still need the bucket of four
+    driver.step(1)  # b makes its 4th frame, its last
+    assert "b" in driver.ends and runner.step_rows == 2
+    assert [index for index, row in enumerate(runner._order) if row is not None] == [0, 1]
+    driver.finish()  # late ends before the probe: the probe runs on alone at bucket 1
+    assert sorted(runner._steps) == [1, 2, 4]
+    assert torch.equal(driver.codes("probe"), solo(model, PROBE))
+    assert torch.equal(driver.codes("late"), solo(model, MATES["late"]))
+    assert torch.equal(driver.codes("b"), solo(model, short))
+
+
 def test_the_continuous_engine_runs_the_static_step_when_asked(custom_voice_model):
     """--static-len on CPU: the server's loop on the static layout (eager), frames equal to the library's;
     /health says which step runs. CUDA graphs stay off where there is no CUDA ("auto")."""
@@ -106,11 +133,13 @@ def test_on_cuda_captured_steps_make_the_eager_steps_frames(custom_voice_dir):
         driver.join(short=MATES["short"])
         driver.step(2)
         driver.join(probe=PROBE, late=MATES["late"])
+        driver.step(2)
+        driver.release("short")  # late moves from row 2 to row 0: bucket 4 -> 2, replayed on moved rows
         driver.finish()
         return driver
 
     captured, eager = batch(True), batch(False)
-    assert captured.runner.cuda_graphs and captured.runner._steps
+    assert captured.runner.cuda_graphs and sorted(captured.runner._steps) == [1, 2, 4]
     assert torch.equal(captured.codes("probe").cpu(), expected.cpu())
     for name in ("short", "probe", "late"):
         assert torch.equal(captured.codes(name).cpu(), eager.codes(name).cpu()), name
