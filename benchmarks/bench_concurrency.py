@@ -1,10 +1,12 @@
 """Concurrent utterances on the continuous engine, without the HTTP stack: first audio and throughput at c at once.
 
     python benchmarks/bench_concurrency.py [--model-path DIR --device cuda] [--concurrency 1,4,10,32]
-                                           [--frames 60] [--cuda-graphs off,on] [--static-len 640]
+                                           [--frames 60] [--cuda-graphs off,on] [--torch-compile off,on]
+                                           [--static-len 640]
 
-For each `--cuda-graphs` setting an engine is built (`--max-batch` = the largest c) and warmed up (every
-batch-size bucket once, so graph capture is not timed); then for each c, c utterances are submitted at once,
+For each `--cuda-graphs` and `--torch-compile` setting an engine is built (`--max-batch` = the largest c) and
+warmed up as the server warms up (every batch-size bucket's step built, so capture and compiling are not timed;
+the warm-up's seconds are reported); then for each c, c utterances are submitted at once,
 each capped at `--frames` frames, and every one's first PCM chunk is timed from its submission. Reported: first
 audio p50 / p95 / max over the c utterances, audio seconds made per wall second, and the engine's mean step
 and decode-stage times. This is what the GPU suite runs, since the GPU image carries the engine but not the
@@ -32,6 +34,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4,10,32")
     parser.add_argument("--frames", type=int, default=60, help="frames per utterance (80 ms each)")
     parser.add_argument("--cuda-graphs", default="off,on", help="settings to compare (auto, on, off)")
+    parser.add_argument("--torch-compile", default="off", help="settings to compare (on, off), with each of the above")
     parser.add_argument("--static-len", type=int, default=0, help="static KV cache positions per row (0: auto)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
@@ -84,22 +87,27 @@ def main() -> None:
         return firsts, time.perf_counter() - start, frames[0]
 
     rows = []
-    for graphs in args.cuda_graphs.split(","):
+    variants = [(g, c) for c in args.torch_compile.split(",") for g in args.cuda_graphs.split(",")]
+    for graphs, compiled in variants:
         engine = Engine(
             model,
-            EngineSettings(model=settings, max_batch=max(levels), cuda_graphs=graphs, static_len=args.static_len),
+            EngineSettings(
+                model=settings,
+                max_batch=max(levels),
+                cuda_graphs=graphs,
+                static_len=args.static_len,
+                torch_compile=compiled,
+            ),
         )
         try:
-            size = 1
-            while size <= max(levels):  # every bucket once: capture (when on) is not timed
-                burst(engine, size)
-                size *= 2
-            burst(engine, max(levels))
-            report = engine.report()
+            warm = time.perf_counter()
+            # What the server does before it is ready: every bucket's step built (captured, compiled); untimed.
+            engine.warmup(request(0))
+            warm = time.perf_counter() - warm
             for count in levels:
                 firsts, wall, frames = burst(engine, count)
                 report = engine.report()
-                rows.append((graphs, report["kv_cache"], report["cuda_graphs"], count, firsts, wall, frames, report))
+                rows.append((graphs, compiled, report, count, firsts, wall, frames, warm))
         finally:
             engine.close()
 
@@ -108,13 +116,15 @@ def main() -> None:
         f"{model.placement.attention}), {args.frames} frames per utterance, all submitted at once"
     )
     print(
-        "| --cuda-graphs | KV cache | graphs ran | c | first audio p50 ms | p95 ms | max ms | audio s per wall s "
-        "| step ms | decode ms |"
+        "| --cuda-graphs | --torch-compile | KV cache | step ran as | warm-up s | c | first audio p50 ms | p95 ms "
+        "| max ms | audio s per wall s | step ms | decode ms |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for graphs, layout, ran, count, firsts, wall, frames, report in rows:
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for graphs, compiled, report, count, firsts, wall, frames, warm in rows:
+        ran = "+".join(k for k in ("torch_compile", "cuda_graphs") if report[k]) or "eager"
         print(
-            f"| {graphs} | {layout} | {ran} | {count} | {1000 * pct(firsts, 50):.0f} | {1000 * pct(firsts, 95):.0f} "
+            f"| {graphs} | {compiled} | {report['kv_cache']} | {ran} | {warm:.0f} | {count} "
+            f"| {1000 * pct(firsts, 50):.0f} | {1000 * pct(firsts, 95):.0f} "
             f"| {1000 * max(firsts):.0f} | {frames * FRAME_SECONDS / wall:.1f} "
             f"| {1000 * float(report['step_seconds']):.1f} | {1000 * float(report['decode_seconds']):.1f} |"
         )

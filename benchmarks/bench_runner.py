@@ -2,11 +2,12 @@
 lean code predictor) on the same requests.
 
     python benchmarks/bench_runner.py [--model-path DIR --device cuda] [--frames 50] [--runs 3] [--batches 1,2,4]
-                                      [--max-len 256] [--threads 1] [--mixed-sampling]
+                                      [--max-len 256] [--threads 1] [--mixed-sampling] [--compile]
 
 The runner runs in both cache layouts (kv.py): dynamic, and static with `--max-len` positions per row (the step
 of static_step.py, eager); on CUDA also static with the step captured as CUDA graphs (one per batch-size
-bucket, captured on the first step, which the median leaves out). `--mixed-sampling` gives every other row
+bucket, captured on the first step, which the median leaves out); with `--compile` also static with the step
+through torch.compile (inductor; compiled in the untimed warm-up run). `--mixed-sampling` gives every other row
 settings of its own (temperature, top-k, top-p), to show what per-row sampling costs.
 Both paths make codes only (no PCM decode). "frames/s" counts frames of all rows together per second of
 generation. For the runner it is reported twice: steps only, and with the rows' prefills included, which is
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=256, help="positions per row of the static layout")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--mixed-sampling", action="store_true", help="odd rows sample with settings of their own")
+    parser.add_argument("--compile", action="store_true", help="also the static step through torch.compile (inductor)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,9 +95,8 @@ def main() -> None:
             for i in range(batch)
         ]
 
-    def runner_run(batch: int, max_len: int | None, graphs: bool = False) -> tuple[float, float, float, float]:
+    def runner_run(runner: TalkerRunner, batch: int) -> tuple[float, float, float, float]:
         """Seconds: prefill of all rows, then median step, code predictor, talker per step."""
-        runner = TalkerRunner(model, sampling, max_batch=batch, max_len=max_len, cuda_graphs=graphs)
         sync()
         t0 = time.perf_counter()
         admitted = runner.prefill([NewRow(r, max_frames=args.frames) for r in requests(batch, own is not None)])
@@ -123,12 +124,21 @@ def main() -> None:
     for batch in (int(b) for b in args.batches.split(",")):
         today_run(batch)  # warm-up
         today = batch * args.frames / median([today_run(batch) for _ in range(args.runs)])
-        layouts = [("dynamic", None, False), (f"static {args.max_len}", args.max_len, False)]
-        if model.device.type == "cuda":
-            layouts.append((f"static {args.max_len} + CUDA graphs", args.max_len, True))
-        for layout, max_len, graphs in layouts:
-            runner_run(batch, max_len, graphs)  # warm-up
-            runs = [runner_run(batch, max_len, graphs) for _ in range(args.runs)]
+        cuda = model.device.type == "cuda"
+        layouts = [("dynamic", None, False, None), (f"static {args.max_len}", args.max_len, False, None)]
+        if cuda:
+            layouts.append((f"static {args.max_len} + CUDA graphs", args.max_len, True, None))
+        if args.compile:
+            layouts.append((f"static {args.max_len} + torch.compile", args.max_len, False, "inductor"))
+            if cuda:
+                layouts.append((f"static {args.max_len} + torch.compile + CUDA graphs", args.max_len, True, "inductor"))
+        for layout, max_len, graphs, backend in layouts:
+            # One runner per layout, reused: its steps are built (captured, compiled) once, in the warm-up run.
+            runner = TalkerRunner(
+                model, sampling, max_batch=batch, max_len=max_len, cuda_graphs=graphs, compile_backend=backend
+            )
+            runner_run(runner, batch)  # warm-up
+            runs = [runner_run(runner, batch) for _ in range(args.runs)]
             prefill, step, predictor, talker = (median([r[i] for r in runs]) for i in range(4))
             with_prefill = batch * args.frames / (prefill + step * args.frames)
             rows.append((batch, layout, step, predictor, talker, prefill / batch, batch / step, with_prefill, today))

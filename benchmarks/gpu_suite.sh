@@ -40,3 +40,7 @@ step runner-1.7b python3 benchmarks/bench_runner.py --model-path /tmp/cv-1.7b --
 # c = 1, 4, 10, 32 and audio seconds per wall second, eager static step against captured CUDA graphs.
 step concurrency-1.7b python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b --device cuda \
   --concurrency 1,4,10,32 --frames 60 --cuda-graphs off,on --static-len 640
+# Last, so that the figures above are in $OUT even if the time runs out here: torch.compile (inductor) on the
+# static step, alone and under CUDA graphs, at batch 1 and 32 (each compiles per batch: minutes in all).
+step runner-compile-1.7b python3 benchmarks/bench_runner.py --model-path /tmp/cv-1.7b --device cuda --frames 60 \
+  --runs 2 --batches 1,32 --max-len 512 --compile

@@ -23,6 +23,7 @@ from typing import Any
 from .settings import (
     ENGINES,
     SWITCH,
+    TOGGLE,
     EngineSettings,
     FrameBudget,
     ModelSettings,
@@ -209,7 +210,14 @@ class ServerSettings:
         default=EngineSettings.static_len,
         metadata=opt(
             "positions per row of a static KV cache (prompt + frames; a longer row is shortened to fit); "
-            "0: a dynamic cache, or the frame cap + 512 when CUDA graphs are on"
+            "0: a dynamic cache, or the frame cap + 512 when CUDA graphs or torch.compile are on"
+        ),
+    )
+    torch_compile: str = field(
+        default=EngineSettings.torch_compile,
+        metadata=opt(
+            "on or off: run the continuous engine's step (static KV cache) through torch.compile, one graph per "
+            "batch-size bucket, compiled at start-up (tens of seconds per bucket); eager where compiling fails"
         ),
     )
     decode_overlap: str = field(
@@ -324,6 +332,8 @@ class ServerSettings:
                 problems.append(f"{name} must be one of {', '.join(SWITCH)}, got {getattr(self, name)!r}")
         if self.static_len < 0:
             problems.append("static_len must be >= 0")
+        if self.torch_compile not in TOGGLE:
+            problems.append(f"torch_compile must be one of {', '.join(TOGGLE)}, got {self.torch_compile!r}")
         problems.extend(self.sampling().problems())
         if self.max_buffer_seconds <= 0 or self.send_timeout <= 0:
             problems.append("max_buffer_seconds and send_timeout must be > 0")
@@ -380,6 +390,7 @@ class ServerSettings:
             engine=self.engine,
             cuda_graphs=self.cuda_graphs,
             static_len=self.static_len,
+            torch_compile=self.torch_compile,
             decode_overlap=self.decode_overlap,
         )
 

@@ -29,10 +29,12 @@ from .static_step import graphs_possible
 
 if TYPE_CHECKING:
     from .engine import Engine, Job
+    from .generation import SynthesisRequest
     from .model import LoadedModel
 
 log = logging.getLogger(__name__)
 
+COMPILE_BACKEND = "inductor"  # torch.compile's backend for --torch-compile on
 LOOKAHEAD = 64  # backlog entries looked at per iteration: admission costs the same with 10,000 waiting
 
 
@@ -50,10 +52,11 @@ class Load:
     job_frames: float = 0.0  # frames of a finished job
     kv_cache: str = ""  # "dynamic" or "static" once a runner exists
     cuda_graphs: bool = False  # the step replays captured CUDA graphs
+    torch_compile: bool = False  # the step runs torch.compile'd code
 
     def record_step(self, talker: float, predictor: float, total: float) -> None:
         """After a step (`steps` was counted when it returned)."""
-        first = self.steps == 1
+        first = self.step_s == 0.0
         self.talker_s = _mean(self.talker_s, talker, first)
         self.code_predictor_s = _mean(self.code_predictor_s, predictor, first)
         self.step_s = _mean(self.step_s, total, first)
@@ -193,10 +196,25 @@ class ContinuousLoop:
             max_len=settings.cache_length(graphs),
             cuda_graphs=graphs,
             graphs_required=settings.cuda_graphs == "on",
+            compile_backend=COMPILE_BACKEND if settings.torch_compile == "on" else None,
         )
         self.load.kv_cache = "dynamic" if runner.max_len is None else "static"
-        self.load.cuda_graphs = graphs
+        self._publish_step_kind(runner)
         return runner
+
+    def _publish_step_kind(self, runner: TalkerRunner) -> None:
+        """What the step runs as: either may turn off after a failed capture or compile."""
+        self.load.cuda_graphs = runner.cuda_graphs
+        self.load.torch_compile = runner.compile_backend is not None
+
+    def warm_up(self, request: SynthesisRequest) -> int:
+        """On the engine thread, idle, after a generation of `request` made the runner: builds the step of every
+        batch-size bucket (compiling, capturing), so no request waits for that later. Returns the buckets built."""
+        if self.rows or self.runner is None or self.runner.model is not self.engine.registry.get(request.family):
+            return 0
+        built = self.runner.warm_up(request)
+        self._publish_step_kind(self.runner)
+        return built
 
     def _contention(self) -> bool:
         """Anyone else needs the engine: another live row, or live work waiting (then a slow reader's
@@ -325,8 +343,10 @@ class ContinuousLoop:
                     windows.append((job, tail))
         ended = [self._detach(slot, release) for slot, release in leaving]
         timings = result.timings
-        self.load.record_step(timings.talker_s, timings.code_predictor_s, timings.total_s)
-        self.load.cuda_graphs = self.runner is not None and self.runner.cuda_graphs  # off after a failed capture
+        if not timings.built:  # a compile or capture (seconds) would hold the mean up for hundreds of steps
+            self.load.record_step(timings.talker_s, timings.code_predictor_s, timings.total_s)
+        if self.runner is not None:
+            self._publish_step_kind(self.runner)
 
         model = self.runner.model
 

@@ -478,6 +478,7 @@ class Engine:
             "mode": self.settings.engine,
             "kv_cache": load.kv_cache,
             "cuda_graphs": load.cuda_graphs,
+            "torch_compile": load.torch_compile,
             "max_batch": self.settings.max_batch,
             "batch_rows": load.live_rows,
             "waiting": self.waiting,
@@ -493,8 +494,13 @@ class Engine:
         }
 
     def warmup(self, request: SynthesisRequest) -> Stats:
-        """One short generation so first-request latency does not include lazy initialisation."""
-        return collect(self.stream(request))[1].stats
+        """One short generation so first-request latency does not include lazy initialisation; then, on the
+        continuous loop, every batch-size bucket's step is built (compiled, captured) where that is slow."""
+        stats = collect(self.stream(request))[1].stats
+        loop = self._continuous
+        if loop is not None:
+            self.run_task(lambda _registry: loop.warm_up(request)).result()
+        return stats
 
     def close(self, timeout: float = 10.0) -> None:
         with self._lock:

@@ -30,7 +30,16 @@ from .model import LoadedModel
 from .prompts import Prompt, capture_prompt
 from .sampling import BatchedCodePredictor, Features, StepNoise, TalkerLogits, TalkerSampling
 from .settings import SamplingSettings
-from .static_step import ATTENTION, CapturedStep, RowText, StaticStep, bucket_for
+from .static_step import (
+    ATTENTION,
+    EVERY,
+    CapturedStep,
+    CompiledStep,
+    RowText,
+    StaticStep,
+    bucket_for,
+    buckets,
+)
 
 End = Literal["eos", "cap"]
 
@@ -69,6 +78,7 @@ class StepTimings:
     code_predictor_s: float
     talker_s: float  # the talker's forward, logits processing and draws
     total_s: float
+    built: bool = False  # the step first built a bucket's step (compiled, captured): not a step's usual time
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,7 @@ class TalkerRunner:
         max_len: int | None = None,
         cuda_graphs: bool = False,
         graphs_required: bool = True,
+        compile_backend: str | None = None,
     ):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -117,12 +128,16 @@ class TalkerRunner:
             raise ValueError(f"a static cache needs {' or '.join(ATTENTION)} attention, not {attention}")
         if cuda_graphs and (max_len is None or model.device.type != "cuda"):
             raise ValueError("CUDA graphs need a CUDA device and a static cache (max_len)")
+        if compile_backend is not None and max_len is None:
+            raise ValueError("torch.compile needs a static cache (max_len): a dynamic one changes shape every step")
         self.model = model
         self.sampling = sampling
         self.max_batch = max_batch
         self.max_len = max_len
         self.cuda_graphs = cuda_graphs
         self.graphs_required = graphs_required  # else a failed capture falls back to the eager static step
+        # torch.compile's backend for the static step (None: eager); a step that fails to compile runs eagerly.
+        self.compile_backend = compile_backend
         self._talker = talker
         self._device = model.device
         self._vocab = int(talker.config.vocab_size)
@@ -135,7 +150,7 @@ class TalkerRunner:
         self._noise_shape = (self._predictor.vocab, self._predictor.steps, self._vocab)
         self._pad: torch.Tensor | None = None
         # The static path's step per bucket, and the buffers its steps read (allocated with the store).
-        self._steps: dict[int, StaticStep | CapturedStep] = {}
+        self._steps: dict[int, StaticStep | CompiledStep | CapturedStep] = {}
         self._noise: StepNoise | None = None
         self._text: RowText | None = None
         self._graph_pool: Any = None
@@ -295,6 +310,28 @@ class TalkerRunner:
         seen[0, token] = True
         return Joining(cache, none + length, token, hidden[:, -1:], seen, none + 1, params)
 
+    @torch.inference_mode()
+    def warm_up(self, request: SynthesisRequest) -> int:
+        """Builds the step of every batch-size bucket now, where building is slow (compiling, capturing), by
+        stepping once at each bucket with copies of `request` capped at one frame. Only on an idle runner; the
+        rows leave again and the runner is as it was. Returns the buckets built."""
+        if self.max_len is None or not (self.cuda_graphs or self.compile_backend) or self.live_rows:
+            return 0
+        built = 0
+        for bucket in buckets(self.max_batch):
+            if bucket in self._steps:
+                continue
+            admissions = self.prefill([NewRow(request, max_frames=1)] * bucket)
+            failed = next((a.error for a in admissions if a.error is not None), None)
+            if failed is not None:
+                for admission in admissions:
+                    if admission.slot is not None:
+                        self.release(admission.slot)
+                raise failed
+            self.step()  # every row ends at its cap
+            built += 1
+        return built
+
     # -- the step ------------------------------------------------------------------------------------------
 
     def _forward(
@@ -328,6 +365,7 @@ class TalkerRunner:
         if self._store is None or not self.live_rows:
             return StepResult([], StepTimings(0.0, 0.0, 0.0))
         start = self._clock()
+        steps_built = len(self._steps)
         try:
             codes, tokens, predicted = self._advance(self._store)
         except BaseException:
@@ -354,7 +392,8 @@ class TalkerRunner:
             frames.append(RowFrame(row.slot, codes[index], end))
         if ended:
             self._drop(ended)
-        return StepResult(frames, StepTimings(predicted - start, stepped - predicted, self._clock() - start))
+        built = len(self._steps) > steps_built
+        return StepResult(frames, StepTimings(predicted - start, stepped - predicted, self._clock() - start, built))
 
     def _advance(self, store: DynamicRows | StaticRows) -> tuple[torch.Tensor, list[int], float]:
         """Frames (B, 16) and the next tokens, with the batch moved one position on."""
@@ -395,14 +434,21 @@ class TalkerRunner:
         rows = [row.sampling if row is not None else None for row in order]
         self._noise.fill([row.generator if row is not None else None for row in order], rows)
         live = [sampling for sampling in rows if sampling is not None]
-        step = self._steps.get(bucket) or self._build_step(store, bucket)
-        step.run(Features.of(live, sub=False), Features.of(live, sub=True))  # a captured step ignores them
+        features = Features.of(live, sub=False), Features.of(live, sub=True)
+        step = self._steps.get(bucket) or self._build_step(store, bucket, features)
+        step.run(*features)  # a captured step ignores them
         store.commit(bucket, step.next_hidden, step.next_tokens)
         self._text.advance(bucket)
         codes = step.codes.clone()  # the next replay overwrites the output buffer
         return codes, step.next_tokens.tolist(), start
 
-    def _build_step(self, store: StaticRows, bucket: int) -> StaticStep | CapturedStep:
+    def _build_step(
+        self, store: StaticRows, bucket: int, features: tuple[Features, Features]
+    ) -> StaticStep | CompiledStep | CapturedStep:
+        """The bucket's step, compiled and captured as asked. Called inside a step whose inputs are ready: the
+        extra runs compiling and capturing need write only outputs and the current KV column, which the step
+        writes again with the same values. Compiled for `features` (the step's rows' processors), or for every
+        processor when a CUDA graph will replay it for any mix."""
         assert self._logits is not None and self._noise is not None and self._text is not None
         eager = StaticStep(
             self._talker,
@@ -413,10 +459,20 @@ class TalkerRunner:
             (self._noise.predictor, self._noise.talker),
             self._text,
         )
-        step: StaticStep | CapturedStep = eager
+        base: StaticStep | CompiledStep = eager
+        if self.compile_backend is not None:
+            try:
+                compiled = CompiledStep(eager, self.compile_backend)
+                compiled.run(*((EVERY, EVERY) if self.cuda_graphs else features))  # compiles: a failure is ours
+            except Exception:
+                log.warning("torch.compile failed; the step runs uncompiled from now on", exc_info=True)
+                self.compile_backend = None
+            else:
+                base = compiled
+        step: StaticStep | CompiledStep | CapturedStep = base
         if self.cuda_graphs:
             try:
-                captured = CapturedStep(eager, self._graph_pool)
+                captured = CapturedStep(base, self._graph_pool)
             except Exception:
                 if self.graphs_required:
                     raise

@@ -125,9 +125,13 @@ class EngineSettings:
     # The continuous loop's step: "on" captures it as a CUDA graph per batch-size bucket (static KV cache),
     # "auto" does where the device and attention allow and falls back to eager where capture fails, "off" never.
     cuda_graphs: str = "auto"
-    # Positions per row of a static KV cache; 0: a dynamic cache, unless CUDA graphs need a static one (then
-    # the frame cap plus PROMPT_ROOM).
+    # Positions per row of a static KV cache; 0: a dynamic cache, unless CUDA graphs or torch.compile need a
+    # static one (then the frame cap plus PROMPT_ROOM).
     static_len: int = 0
+    # "on": the continuous loop's static step goes through torch.compile (inductor), one graph per bucket,
+    # compiled at warm-up; a step that fails to compile runs eagerly. Off by default: compiling takes tens of
+    # seconds per bucket, and what it gains depends on the device (docs/benchmarks.md).
+    torch_compile: str = "off"
     # The continuous loop's decode stage on a thread (and CUDA stream) of its own, beside the next talker step:
     # "auto" does on CUDA; on CPU the two threads contend for the cores and the interpreter, and it gains nothing.
     decode_overlap: str = "auto"
@@ -139,6 +143,8 @@ class EngineSettings:
             raise ValueError(f"cuda_graphs must be one of {', '.join(SWITCH)}, got {self.cuda_graphs!r}")
         if self.static_len < 0:
             raise ValueError("static_len must be >= 0")
+        if self.torch_compile not in TOGGLE:
+            raise ValueError(f"torch_compile must be one of {', '.join(TOGGLE)}, got {self.torch_compile!r}")
         if self.decode_overlap not in SWITCH:
             raise ValueError(f"decode_overlap must be one of {', '.join(SWITCH)}, got {self.decode_overlap!r}")
 
@@ -146,9 +152,11 @@ class EngineSettings:
         """The static cache's positions per row, or None for a dynamic cache."""
         if self.static_len:
             return self.static_len
-        return self.budget.max_frames + PROMPT_ROOM if graphs else None
+        fixed_shapes = graphs or self.torch_compile == "on"
+        return self.budget.max_frames + PROMPT_ROOM if fixed_shapes else None
 
 
 ENGINES = ("continuous", "static")
 SWITCH = ("auto", "on", "off")
+TOGGLE = ("on", "off")
 PROMPT_ROOM = 512  # prompt positions a static cache holds beyond the frame cap before it shortens a row

@@ -139,12 +139,37 @@ class StaticStep:
         return torch.zeros(attend.shape, dtype=dtype, device=attend.device).masked_fill(~attend, torch.finfo(dtype).min)
 
 
-class CapturedStep:
-    """A StaticStep recorded as a CUDA graph: `run()` replays it. The warm-up runs that capture needs write
-    only the step's outputs and the KV of the current write column, which the real step writes again with
-    the same values, so capturing in the middle of serving changes nothing."""
+class CompiledStep:
+    """A StaticStep through torch.compile, as one graph (`fullgraph`: a break would be an error, not a slow
+    path), specialised to the processors of its first run: the server's own sampling at warm-up, or every
+    processor (the defaults) under a CUDA graph, which must serve any mix. A step asking for other processors
+    (a row with settings of its own) runs eagerly instead, so serving never waits for a compile (tens of
+    seconds per bucket with inductor, which is why the engine builds every bucket before it serves)."""
 
-    def __init__(self, step: StaticStep, pool: Any = None):
+    def __init__(self, step: StaticStep, backend: str = "inductor"):
+        self.rows = step.rows
+        self.codes, self.next_tokens, self.next_hidden = step.codes, step.next_tokens, step.next_hidden
+        self._eager = step
+        # dynamic=False: each bucket gets code specialised to its shapes, as each gets a graph of its own.
+        self._compiled = torch.compile(step.run, fullgraph=True, dynamic=False, backend=backend)
+        self.features: tuple[Features, Features] | None = None  # what the compiled code serves
+
+    def run(self, talker_features: Features = EVERY, predictor_features: Features = EVERY) -> None:
+        features = (talker_features, predictor_features)
+        if self.features is None:
+            self.features = features
+        if features == self.features:
+            self._compiled(*features)
+        else:
+            self._eager.run(*features)
+
+
+class CapturedStep:
+    """A StaticStep (or CompiledStep) recorded as a CUDA graph: `run()` replays it. The warm-up runs that capture
+    needs write only the step's outputs and the KV of the current write column, which the real step writes again
+    with the same values, so capturing in the middle of serving changes nothing."""
+
+    def __init__(self, step: StaticStep | CompiledStep, pool: Any = None):
         self.rows = step.rows
         self.codes, self.next_tokens, self.next_hidden = step.codes, step.next_tokens, step.next_hidden
         side = torch.cuda.Stream()

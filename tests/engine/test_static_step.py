@@ -8,13 +8,15 @@ import dataclasses
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from qwen_stream import continuous
 from qwen_stream.engine import Engine
 from qwen_stream.generation import SynthesisRequest, Voice
 from qwen_stream.runner import NewRow, TalkerRunner
-from qwen_stream.settings import EngineSettings, ModelSettings, SamplingSettings
-from qwen_stream.static_step import StaticStep, bucket_for, buckets
+from qwen_stream.settings import PROMPT_ROOM, EngineSettings, FrameBudget, ModelSettings, SamplingSettings
+from qwen_stream.static_step import CompiledStep, StaticStep, bucket_for, buckets
 from tests.engine.test_runner import MATES, PROBE, Driver, library_frames, solo, speak
 
 # Ops that read a device value back to the host: each would stall a GPU, and none can be captured.
@@ -72,6 +74,16 @@ def test_rows_keep_their_frames_as_the_bucket_grows_and_shrinks(custom_voice_mod
     assert torch.equal(driver.codes("probe"), expected)
 
 
+def test_a_step_that_builds_a_buckets_step_says_so(custom_voice_model):
+    """Its time (a compile or a capture: seconds) is left out of the engine's mean step time, which admission
+    control multiplies into wait estimates."""
+    runner = TalkerRunner(custom_voice_model, SamplingSettings(), max_batch=2, max_len=96)
+    runner.prefill([NewRow(PROBE)])
+    assert runner.step().timings.built and not runner.step().timings.built
+    runner.prefill([NewRow(MATES["short"])])
+    assert runner.step().timings.built and not runner.step().timings.built
+
+
 def test_rows_left_high_in_the_batch_move_down_and_keep_their_frames(custom_voice_model):
     """Mates take batch rows 0 and 1, the probe and a late row 2 and 3 (bucket 4). When the mates leave (one
     released, one at its cap), the two left move to rows 0 and 1 and step at bucket 2, then 1: the bucket
@@ -97,6 +109,49 @@ def test_rows_left_high_in_the_batch_move_down_and_keep_their_frames(custom_voic
     assert torch.equal(driver.codes("b"), solo(model, short))
 
 
+def test_a_compiled_step_is_one_graph_per_bucket_built_at_warm_up_and_keeps_every_rows_frames(custom_voice_model):
+    """torch.compile of the step: dynamo must take it whole (fullgraph) and AOT autograd must keep its in-place
+    writes into the KV and output buffers. The aot_eager backend runs exactly that, without inductor's code
+    generation (minutes on two cores; inductor's own speed is in docs/benchmarks.md). warm_up compiles every
+    bucket for the server's sampling and leaves the runner empty; serving after it compiles nothing more (a row
+    with processors of its own makes its batch's step run eagerly), and every row, joining, leaving and moving
+    down, makes its solo frames."""
+    model = custom_voice_model
+    runner = TalkerRunner(model, SamplingSettings(), max_batch=2, max_len=128, compile_backend="aot_eager")
+    graphs = counters["stats"]["unique_graphs"]
+    assert runner.warm_up(MATES["short"]) == 2
+    assert sorted(runner._steps) == [1, 2] and all(isinstance(s, CompiledStep) for s in runner._steps.values())
+    assert runner.live_rows == [] and runner.free_slots == 2 and runner.cache_length == 0
+    compiled = counters["stats"]["unique_graphs"] - graphs
+    assert compiled == 2  # one graph per bucket
+    driver = Driver(runner)
+    short = dataclasses.replace(MATES["short"], max_frames=5)
+    driver.join(b=short)
+    driver.step(2)
+    driver.join(probe=PROBE)  # row 1: bucket 2
+    driver.finish()  # b ends first: the probe moves to row 0 and runs at bucket 1
+    own = dataclasses.replace(MATES["late"], sampling=SamplingSettings(top_p=0.8, subtalker_top_k=7))
+    driver.join(own=own, again=short)  # top-p and another top-k: not what the compiled code serves
+    driver.finish()
+    assert counters["stats"]["unique_graphs"] - graphs == compiled  # serving compiled nothing
+    assert runner.compile_backend == "aot_eager" and runner.warm_up(PROBE) == 0  # built already
+    assert torch.equal(driver.codes("probe"), solo(model, PROBE))
+    assert torch.equal(driver.codes("b"), solo(model, short))
+    assert torch.equal(driver.codes("again"), driver.codes("b"))
+    assert torch.equal(driver.codes("own"), solo(model, own))
+
+
+def test_a_step_that_fails_to_compile_runs_eagerly(custom_voice_model, caplog):
+    runner = TalkerRunner(custom_voice_model, SamplingSettings(), max_batch=1, max_len=96,
+                          compile_backend="no-such-backend")
+    driver = Driver(runner)
+    driver.join(probe=PROBE)
+    driver.finish()
+    assert runner.compile_backend is None and isinstance(runner._steps[1], StaticStep)
+    assert "torch.compile failed" in caplog.text
+    assert torch.equal(driver.codes("probe"), solo(custom_voice_model, PROBE))
+
+
 def test_the_continuous_engine_runs_the_static_step_when_asked(custom_voice_model):
     """--static-len on CPU: the server's loop on the static layout (eager), frames equal to the library's;
     /health says which step runs. CUDA graphs stay off where there is no CUDA ("auto")."""
@@ -112,6 +167,32 @@ def test_the_continuous_engine_runs_the_static_step_when_asked(custom_voice_mode
         assert report["kv_cache"] == "static" and report["cuda_graphs"] is False
     finally:
         eng.close()
+
+
+def test_torch_compile_on_builds_every_buckets_step_at_warm_up(custom_voice_model, monkeypatch):
+    """--torch-compile on: a static cache, and Engine.warmup (what the server runs before it says ready)
+    compiles every bucket's step; /health says so; requests then make the library's frames."""
+    # The wiring is what this checks (the test above checks a compiled step's frames): dynamo's capture alone.
+    monkeypatch.setattr(continuous, "COMPILE_BACKEND", "eager")
+    settings = EngineSettings(model=ModelSettings(path=custom_voice_model.source), max_batch=2, torch_compile="on",
+                              budget=FrameBudget(max_frames=64))
+    eng = Engine(custom_voice_model, settings)
+    try:
+        eng.warmup(speak("Warm up.", seed=1, frames=3))
+        runner = eng._continuous.runner
+        assert sorted(runner._steps) == [1, 2] and all(isinstance(s, CompiledStep) for s in runner._steps.values())
+        assert runner.max_len == 64 + PROMPT_ROOM
+        report = eng.report()
+        assert report["torch_compile"] is True and report["kv_cache"] == "static"
+        request = speak("After the warm-up.", seed=9, frames=10)
+        frames = []
+        job = eng.submit(request, lambda event: frames.append(event), keep_codes=True)
+        assert job.wait(120)
+        assert torch.equal(frames[-1].codes, library_frames(custom_voice_model, request, 10))
+    finally:
+        eng.close()
+    with pytest.raises(ValueError, match="torch_compile"):
+        EngineSettings(model=ModelSettings(path="x"), torch_compile="auto")
 
 
 def test_cuda_graphs_on_without_cuda_is_refused(custom_voice_model):
