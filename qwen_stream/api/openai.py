@@ -143,7 +143,7 @@ class OpenAISpeech:
         voice = self.voice(body.voice_name, served_voices(service.engine.registry))
         try:
             utterance = await service.prepare(
-                client_id, body.input, body.language, voice, body.instructions, body.normalize
+                client_id, body.input, body.language, voice, body.instructions, body.normalize, sampling=body.sampling()
             )
         except InvalidRequest as e:
             if e.code != "unknown_voice":

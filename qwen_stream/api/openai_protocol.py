@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..audio import MAX_SPEED, MIN_SPEED
+from .protocol import SamplingParams
 
 ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm", "mulaw", "alaw"]
 
@@ -43,8 +44,9 @@ class VoiceRef(BaseModel):
     id: str = Field(min_length=1, max_length=128)
 
 
-class SpeechRequest(BaseModel):
-    # Unknown fields are refused (OpenAI refuses them too); a typo must not pass silently.
+class SpeechRequest(SamplingParams):
+    # Unknown fields are refused (OpenAI refuses them too); a typo must not pass silently. The sampling fields
+    # (temperature, top_k, ...) are this server's extensions, as the OpenAI SDKs send them: extra_body.
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(max_length=256, description="any string: one model serves every name (tts-1, ...)")

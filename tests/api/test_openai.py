@@ -273,7 +273,9 @@ def test_listings_have_the_shapes_openai_clients_read(server, client, http):
     ({"input": "x" * 301, "voice": "alloy"}, {}, "text_too_long"),
     ({"input": SHORT, "voice": "alloy", "language": "Klingon"}, {}, "unknown_language"),
     ({"input": SHORT}, {}, "invalid_request"),
-    ({"input": SHORT, "voice": "alloy", "temperature": 0.5}, {}, "invalid_request"),
+    ({"input": SHORT, "voice": "alloy", "temprature": 0.5}, {}, "invalid_request"),  # a typo is not ignored
+    ({"input": SHORT, "voice": "alloy", "temperature": 0}, {}, "invalid_params"),
+    ({"input": SHORT, "voice": "alloy", "top_p": "high"}, {}, "invalid_request"),
     ({"input": SHORT, "voice": "alloy", "user": "has space"}, {}, "invalid_request"),
     ({"input": SHORT, "voice": "alloy"}, {"X-Client-Id": "a b"}, "invalid_request"),
 ])
@@ -283,6 +285,21 @@ def test_bad_requests_are_4xx_json_and_change_nothing(server, http, payload, hea
     assert r.status_code == 400 and r.headers["content-type"] == "application/json"
     assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
     assert steps(server) == before and server.backend.speech.queues.client_count == 0
+
+
+# top-k 1 in both samplers picks the most likely token every time: the audio is fixed by the settings alone.
+FIXED = {"top_k": 1, "subtalker_top_k": 1}
+
+
+def test_sampling_extensions_sent_as_extra_body_decide_the_audio_as_on_tts_stream(client, http):
+    text = "The settings decide this sentence."
+    streamed = http.post("/tts/stream", json={"text": text, "voice": "Ryan", **FIXED}).content
+    fixed, _, _ = speak(client, input=text, voice="Ryan", response_format="pcm", extra_body=FIXED)
+    assert fixed and fixed == streamed
+    assert speak(client, input=text, voice="Ryan", response_format="pcm")[0] != fixed  # the server's sampling
+    with pytest.raises(openai.BadRequestError) as refused:
+        speak(client, input=text, voice="Ryan", extra_body={"temperature": 11})
+    assert refused.value.code == "invalid_params" and "temperature" in refused.value.message
 
 
 def test_any_model_name_is_accepted(client):
