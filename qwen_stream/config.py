@@ -217,7 +217,8 @@ class ServerSettings:
         default=EngineSettings.torch_compile,
         metadata=opt(
             "on or off: run the continuous engine's step (static KV cache) through torch.compile, one graph per "
-            "batch-size bucket, compiled at start-up (tens of seconds per bucket); eager where compiling fails"
+            "batch-size bucket, compiled at start-up for the default model (tens of seconds per bucket; other "
+            "models at first use); eager where compiling fails"
         ),
     )
     decode_overlap: str = field(

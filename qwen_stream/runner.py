@@ -15,6 +15,7 @@ with `max_len` set, every step has the same shapes, which CUDA graphs will need.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -94,6 +95,7 @@ class _Row:
     sampling: TalkerSampling
     trailing_text: torch.Tensor
     max_frames: int | None
+    own_sampling: bool = False  # the request gave settings of its own
     text_step: int = 0  # the library's `generation_step`, which it keeps for the whole batch
     frames: int = 0
 
@@ -249,7 +251,7 @@ class TalkerRunner:
             return Admission(slot=None, error=error)
         slot = min(self._free)  # the row's name for the caller; in a static store it may move to another index
         self._free.remove(slot)
-        row = _Row(slot, generator, sampling, prompt.trailing_text, max_frames)
+        row = _Row(slot, generator, sampling, prompt.trailing_text, max_frames, new.request.sampling is not None)
         if self._store is None:
             if self.max_len is None:
                 self._store = DynamicRows(joining)
@@ -317,6 +319,8 @@ class TalkerRunner:
         rows leave again and the runner is as it was. Returns the buckets built."""
         if self.max_len is None or not (self.cuda_graphs or self.compile_backend) or self.live_rows:
             return 0
+        if request.seed is None:  # seeded, so warming up draws nothing from torch's global generator
+            request = dataclasses.replace(request, seed=0)
         built = 0
         for bucket in buckets(self.max_batch):
             if bucket in self._steps:
@@ -461,9 +465,14 @@ class TalkerRunner:
         )
         base: StaticStep | CompiledStep = eager
         if self.compile_backend is not None:
+            # The rows' own processors when they all sample as the server does; otherwise (and under a graph,
+            # which must serve any mix) every processor: a bucket built first for one row with settings of its
+            # own must not leave the server's sampling stepping eagerly ever after.
+            own = any(row is not None and row.own_sampling for row in self._order[:bucket])
+            compiled_for = (EVERY, EVERY) if self.cuda_graphs or own else features
             try:
-                compiled = CompiledStep(eager, self.compile_backend)
-                compiled.run(*((EVERY, EVERY) if self.cuda_graphs else features))  # compiles: a failure is ours
+                compiled = CompiledStep(eager, compiled_for, self.compile_backend)
+                compiled.run(*compiled_for)  # compiles now: a failure is this method's, not the step's
             except Exception:
                 log.warning("torch.compile failed; the step runs uncompiled from now on", exc_info=True)
                 self.compile_backend = None

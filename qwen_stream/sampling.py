@@ -143,25 +143,14 @@ def warp(
     without top-k gets a threshold of -inf, so a row without a warper gets what HF gives it without one."""
     scores = scores / temperature
     vocab = scores.shape[-1]
-    descending: tuple[torch.Tensor, torch.Tensor] | None = None
     if features.top_k:
         largest = min(features.top_k, vocab)
         k = top_k.long().clamp(max=largest)  # HF: min(top_k, vocab)
-        if largest < vocab:
-            kth = torch.topk(scores, largest).values.gather(1, (k - 1).clamp(min=0))
-        else:  # any k (a captured step): one sort, also top-p's, several times faster than a full topk
-            descending = torch.sort(scores, descending=True)
-            kth = descending[0].gather(1, (k - 1).clamp(min=0))
+        kth = torch.topk(scores, largest).values.gather(1, (k - 1).clamp(min=0))
         threshold = torch.where(k > 0, kth, -_INF)
         scores = scores.masked_fill(scores < threshold, -_INF)
-        if descending is not None:
-            values, indices = descending
-            descending = values.masked_fill(values < threshold, -_INF), indices
     if features.top_p:
-        if descending is not None:  # the masked scores in the same order, reversed: HF's ascending sort
-            ordered, indices = descending[0].flip(-1), descending[1].flip(-1)
-        else:
-            ordered, indices = torch.sort(scores, descending=False)
+        ordered, indices = torch.sort(scores, descending=False)
         remove = ordered.softmax(dim=-1).cumsum(dim=-1) <= top_p_floor
         remove[..., -1:] = False
         scores = scores.masked_fill(remove.scatter(1, indices, remove), -_INF)

@@ -141,27 +141,34 @@ class StaticStep:
 
 class CompiledStep:
     """A StaticStep through torch.compile, as one graph (`fullgraph`: a break would be an error, not a slow
-    path), specialised to the processors of its first run: the server's own sampling at warm-up, or every
-    processor (the defaults) under a CUDA graph, which must serve any mix. A step asking for other processors
-    (a row with settings of its own) runs eagerly instead, so serving never waits for a compile (tens of
-    seconds per bucket with inductor, which is why the engine builds every bucket before it serves)."""
+    path), specialised to `features`: the server's own sampling, or every processor (the defaults), which serves
+    any mix exactly (under a CUDA graph, or when a bucket is first built for rows with settings of their own).
+    A step asking for processors the compiled code lacks runs eagerly instead, so serving never waits for a
+    compile (tens of seconds per bucket with inductor, which is why the engine builds every bucket at warm-up)."""
 
-    def __init__(self, step: StaticStep, backend: str = "inductor"):
+    def __init__(self, step: StaticStep, features: tuple[Features, Features], backend: str = "inductor"):
         self.rows = step.rows
         self.codes, self.next_tokens, self.next_hidden = step.codes, step.next_tokens, step.next_hidden
+        self.features = features
         self._eager = step
+        _allow_recompiles()
         # dynamic=False: each bucket gets code specialised to its shapes, as each gets a graph of its own.
         self._compiled = torch.compile(step.run, fullgraph=True, dynamic=False, backend=backend)
-        self.features: tuple[Features, Features] | None = None  # what the compiled code serves
 
     def run(self, talker_features: Features = EVERY, predictor_features: Features = EVERY) -> None:
-        features = (talker_features, predictor_features)
-        if self.features is None:
-            self.features = features
-        if features == self.features:
-            self._compiled(*features)
+        if (talker_features, predictor_features) == self.features or self.features == (EVERY, EVERY):
+            self._compiled(*self.features)
         else:
-            self._eager.run(*features)
+            self._eager.run(talker_features, predictor_features)
+
+
+def _allow_recompiles(limit: int = 64) -> None:
+    """Every bucket of every model size is one more compiled variant of the same function (`StaticStep.run`),
+    and torch's default limit (8 variants, then an error under `fullgraph`) would turn compiling off for the
+    later ones."""
+    config: Any = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, limit)
+    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 4 * limit)
 
 
 class CapturedStep:

@@ -59,13 +59,26 @@ def test_batched_draws_equal_torch_multinomial_row_by_row():
 def test_per_row_warpers_equal_hf_warpers_row_by_row(features):
     """Both the captured graph's choice (every processor, any k) and the eager one (what the rows use)."""
     scores = torch.randn(len(ROWS), V, generator=torch.Generator().manual_seed(1)) * 3
-    params = torch.cat([row.params(torch.device("cpu")) for row in ROWS])
-    chosen = Features() if features == "all" else Features.of(ROWS, sub=False)
+    assert_warp_is_hf_row_by_row(ROWS, scores, features)
+
+
+def assert_warp_is_hf_row_by_row(rows: list[TalkerSampling], scores: torch.Tensor, features: str) -> None:
+    params = torch.cat([row.params(torch.device("cpu")) for row in rows])
+    chosen = Features() if features == "all" else Features.of(rows, sub=False)
     columns = [params[:, c : c + 1] for c in (RowParams.TEMPERATURE, RowParams.TOP_K, RowParams.TOP_P_FLOOR)]
     warped = warp(scores, *columns, chosen)
-    for i, row in enumerate(ROWS):
+    for i, row in enumerate(rows):
         expected = _warpers(row.temperature, row.top_k, row.top_p)(None, scores[i : i + 1].clone())
-        assert torch.equal(warped[i : i + 1], expected), row
+        assert torch.equal(warped[i : i + 1], expected), (i, row)
+
+
+@pytest.mark.parametrize("features", ["all", "of the rows"])
+def test_top_p_over_tied_scores_removes_the_tokens_hf_removes(features):
+    """Scores rounded to bfloat16 (as a bf16 model's logits are) tie often; when tied scores straddle the top-p
+    cut, one is removed and the other kept, so the order a sort leaves ties in must be HF's own."""
+    rows = [sampling(top_p=p, top_k=k) for p in (0.8, 0.95) for k in (None, 50, V + 10)] * 16
+    scores = (torch.randn(len(rows), V, generator=torch.Generator().manual_seed(2)) * 3).bfloat16().float()
+    assert_warp_is_hf_row_by_row(rows, scores, features)
 
 
 def test_step_noise_is_the_librarys_sixteen_draws():

@@ -5,6 +5,7 @@ and the server's wiring of it."""
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from qwen_stream.engine import Engine
 from qwen_stream.generation import SynthesisRequest, Voice
 from qwen_stream.runner import NewRow, TalkerRunner
 from qwen_stream.settings import PROMPT_ROOM, EngineSettings, FrameBudget, ModelSettings, SamplingSettings
-from qwen_stream.static_step import CompiledStep, StaticStep, bucket_for, buckets
+from qwen_stream.static_step import EVERY, CompiledStep, StaticStep, bucket_for, buckets
 from tests.engine.test_runner import MATES, PROBE, Driver, library_frames, solo, speak
 
 # Ops that read a device value back to the host: each would stall a GPU, and none can be captured.
@@ -139,6 +140,29 @@ def test_a_compiled_step_is_one_graph_per_bucket_built_at_warm_up_and_keeps_ever
     assert torch.equal(driver.codes("b"), solo(model, short))
     assert torch.equal(driver.codes("again"), driver.codes("b"))
     assert torch.equal(driver.codes("own"), solo(model, own))
+
+
+def test_a_bucket_built_first_for_a_row_with_its_own_sampling_compiles_every_processor(custom_voice_model):
+    """Else the server's sampling would step eagerly at that bucket for the runner's life. Compiled for every
+    processor, the step serves any mix, so a row with the server's sampling afterwards runs compiled too.
+    (Dynamo's capture alone, the "eager" backend: which code runs is the question here.)"""
+    model = custom_voice_model
+    runner = TalkerRunner(model, SamplingSettings(), max_batch=1, max_len=96, compile_backend="eager")
+    own = dataclasses.replace(PROBE, sampling=SamplingSettings(top_p=0.8))
+    driver = Driver(runner)
+    driver.join(own=own)
+    driver.finish()
+    (step,) = runner._steps.values()
+    assert isinstance(step, CompiledStep) and step.features == (EVERY, EVERY)
+    eager_runs = []
+    eager = step._eager
+    step._eager = SimpleNamespace(run=lambda *features: (eager_runs.append(features), eager.run(*features)))
+    graphs = counters["stats"]["unique_graphs"]
+    driver.join(plain=MATES["short"])
+    driver.finish()
+    assert eager_runs == [] and counters["stats"]["unique_graphs"] == graphs
+    assert torch.equal(driver.codes("own"), solo(model, own))
+    assert torch.equal(driver.codes("plain"), solo(model, MATES["short"]))
 
 
 def test_a_step_that_fails_to_compile_runs_eagerly(custom_voice_model, caplog):
