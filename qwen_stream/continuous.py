@@ -343,10 +343,10 @@ class ContinuousLoop:
                     windows.append((job, tail))
         ended = [self._detach(slot, release) for slot, release in leaving]
         timings = result.timings
-        if not timings.built:  # a compile or capture (seconds) would hold the mean up for hundreds of steps
-            self.load.record_step(timings.talker_s, timings.code_predictor_s, timings.total_s)
-        if self.runner is not None:
+        if timings.built:  # only building a step turns capture or compiling off, after a failure
             self._publish_step_kind(self.runner)
+        else:  # a compile or capture (seconds) would hold the mean up for hundreds of steps
+            self.load.record_step(timings.talker_s, timings.code_predictor_s, timings.total_s)
 
         model = self.runner.model
 

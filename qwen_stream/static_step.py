@@ -57,12 +57,12 @@ class RowText:
         self.lengths = torch.zeros(max_batch, dtype=torch.long, device=pad.device)
         self.steps = torch.zeros(max_batch, dtype=torch.long, device=pad.device)
 
-    def set(self, slot: int, trailing: torch.Tensor) -> None:
-        """trailing (1, N, D): a row joining `slot`."""
+    def set(self, index: int, trailing: torch.Tensor) -> None:
+        """trailing (1, N, D): a row joining at batch index `index`."""
         kept = min(trailing.shape[1], self.buffer.shape[1])
-        self.buffer[slot, :kept] = trailing[0, :kept]
-        self.lengths[slot] = trailing.shape[1]
-        self.steps[slot] = 0
+        self.buffer[index, :kept] = trailing[0, :kept]
+        self.lengths[index] = trailing.shape[1]
+        self.steps[index] = 0
 
     def move(self, source: int, destination: int) -> None:
         for tensor in (self.buffer, self.lengths, self.steps):
