@@ -273,7 +273,9 @@ def test_page_elsewhere_streams_and_interrupts(driver, server, page_origin, page
     queues = server.backend.speech.queues
     for _ in range(3):
         driver.execute_script("window.speak('long', arguments[0], 'English', arguments[1])", LONG, client)
-        wait_until(driver, "const r = window.compat.runs.long; return r.bytes > 0 || r.status !== 'streaming'")
+        # Its first audio, or its end: 'sending' (no response yet) is neither.
+        wait_until(driver, "const r = window.compat.runs.long; return r.bytes > 0 "
+                           "|| (r.status !== 'sending' && r.status !== 'streaming')")
         queued = Queued(server.url, client)
         deadline = time.monotonic() + 30
         while queues.waiting < 1 and time.monotonic() < deadline:
