@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The GPU benchmark suite, for the device machine (one call of the `device` tool's run):
-#   run: bash benchmarks/gpu_suite.sh        carry: [".whl"]   (prepare .whl here first: benchmarks/gpu_wheels.sh)
-# Builds real-size random checkpoints there (they cost what the real ones cost to run; gigabytes, so never
-# carried), then runs the engine and decoder benchmarks on the GPU. Every output lands in $OUT (or ./gpu-out
-# when $OUT is unset) as one file per benchmark, plus the machine's description. Sized for a few minutes.
+#   run: bash benchmarks/gpu_suite.sh
+#   carry: [".whl", ".pytest_cache/qwen-stream/custom_voice-tiny"]
+#   (prepare .whl here first with benchmarks/gpu_wheels.sh; the tiny checkpoint is the test suite's own)
+# First the CUDA-only tests (the captured-graph path runs nowhere else), then real-size random checkpoints
+# (they cost what the real ones cost to run; gigabytes, so built there, never carried) through the engine,
+# runner, concurrency and decoder benchmarks. Most telling first, so that a run cut short still has it.
+# Outputs land in $OUT (or ./gpu-out when $OUT is unset), one file per kind of result: the device tool brings
+# back at most 8 files, and whatever is there when a run is cut short.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
@@ -18,29 +22,37 @@ else
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch, transformers, sys;
 print(sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__)"; } \
-  > "$out/machine.txt" 2>&1
-cat "$out/machine.txt"
+  > "$out/setup.txt" 2>&1
+cat "$out/setup.txt"
 
-step() {  # step NAME COMMAND...: one benchmark, its output in $out/NAME.txt, its time on the console
-  local name=$1; shift
+step() {  # step FILE NAME COMMAND...: one benchmark appended to $out/FILE.txt under a header; time on the console
+  local file=$1 name=$2; shift 2
   local t0=$SECONDS
-  "$@" > "$out/$name.txt" 2>&1
-  echo "$name: exit $? in $((SECONDS - t0)) s"; tail -n 25 "$out/$name.txt"
+  echo "=== $name: $*" >> "$out/$file.txt"
+  "$@" >> "$out/$file.txt" 2>&1
+  local rc=$?
+  echo "=== $name: exit $rc in $((SECONDS - t0)) s" >> "$out/$file.txt"
+  echo "$name: exit $rc in $((SECONDS - t0)) s"; tail -n 20 "$out/$file.txt"
 }
 
-for size in 0.6b 1.7b; do
-  step "build-$size" python3 -m qwen_stream.tiny "/tmp/cv-$size" --kind custom_voice --size "$size" --force
-  step "engine-$size" python3 benchmarks/bench_engine.py --model-path "/tmp/cv-$size" --device cuda \
-    --frames 200 --runs 5
-done
-step decoder-1.7b python3 benchmarks/bench_decoder.py --model-path /tmp/cv-1.7b --device cuda
-step runner-1.7b python3 benchmarks/bench_runner.py --model-path /tmp/cv-1.7b --device cuda --frames 60 --runs 2 \
-  --batches 1,4,16,32 --max-len 512
+step cuda-tests cuda-tests timeout 240 python3 -m pytest -q -p no:cacheprovider -k "on_cuda" \
+  tests/engine/test_runner.py tests/engine/test_static_step.py
+step setup build-1.7b python3 -m qwen_stream.tiny /tmp/cv-1.7b --kind custom_voice --size 1.7b --force
+[ -d /tmp/cv-1.7b ] || { echo "no 1.7B checkpoint: stopping here (setup.txt says why)"; exit 1; }
 # Concurrent utterances on the continuous engine (the server's stack is not in the GPU image): first audio at
 # c = 1, 4, 10, 32 and audio seconds per wall second, eager static step against captured CUDA graphs.
-step concurrency-1.7b python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b --device cuda \
+step concurrency concurrency-1.7b python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b --device cuda \
   --concurrency 1,4,10,32 --frames 60 --cuda-graphs off,on --static-len 640
-# Last, so that the figures above are in $OUT even if the time runs out here: torch.compile (inductor) on the
-# static step, alone and under CUDA graphs, at batch 1 and 32 (each compiles per batch: minutes in all).
-step runner-compile-1.7b python3 benchmarks/bench_runner.py --model-path /tmp/cv-1.7b --device cuda --frames 60 \
-  --runs 2 --batches 1,32 --max-len 512 --compile
+step setup build-0.6b python3 -m qwen_stream.tiny /tmp/cv-0.6b --kind custom_voice --size 0.6b --force
+step concurrency concurrency-0.6b python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-0.6b --device cuda \
+  --concurrency 1,4,10,32 --frames 60 --cuda-graphs off,on --static-len 640
+# 30 frames: an eager step of 1.7B costs ~100 ms there (launch-bound), and the runner times three layouts and
+# today's path at four batch sizes (60 frames x 2 runs took 315 s on 2026-11-28).
+step runner runner-1.7b python3 benchmarks/bench_runner.py --model-path /tmp/cv-1.7b --device cuda --frames 30 \
+  --runs 2 --batches 1,4,16,32 --max-len 512
+step engine engine-1.7b python3 benchmarks/bench_engine.py --model-path /tmp/cv-1.7b --device cuda --frames 100 --runs 3
+step decoder decoder-1.7b python3 benchmarks/bench_decoder.py --model-path /tmp/cv-1.7b --device cuda
+# Last: torch.compile (inductor) on the static step, alone and under CUDA graphs, at batch 1 and 32 (each
+# compiles per batch: minutes in all).
+step runner-compile runner-compile-1.7b python3 benchmarks/bench_runner.py --model-path /tmp/cv-1.7b --device cuda \
+  --frames 60 --runs 2 --batches 1,32 --max-len 512 --compile
