@@ -1,7 +1,7 @@
 """Continuous batching: the engine thread's loop on a TalkerRunner, where rows join and leave between steps.
 
 One iteration: take what waits (tasks, new jobs up to the free slots, cancelled jobs to drain) in arrival
-order; run each task; prefill each new job alone into a free slot (a prompt that fails fails that job only);
+order; run each task; prefill the new jobs together into free slots (a prompt that fails fails that job only);
 release the rows whose job stopped between steps (cancel, stall); then one talker step for every live row;
 then the decode stage: each frame goes to its job (FlowControl, decoder window), every window due in this
 step (the rows' chunks and the tails of rows that end) is decoded in one batched call per window shape, the
@@ -104,19 +104,22 @@ class ContinuousLoop:
         from .engine import _STOP, _Task
 
         while True:
+            joining: list[Job] = []  # consecutive new jobs, prefilled together
             for item in self._take():
+                if item is _STOP or isinstance(item, _Task):
+                    self._admit_all(joining)
+                    joining = []
                 if item is _STOP:
                     self._stop()
                     return
+                if not isinstance(item, _Task):
+                    joining.append(item)
+                    continue
                 try:
-                    if isinstance(item, _Task):
-                        self.engine._run_task(item)
-                    else:
-                        self._admit(item)
-                except Exception as error:  # never lose the worker
-                    log.exception("engine error admitting work")
-                    if not isinstance(item, _Task):
-                        self._end(item, error)
+                    self.engine._run_task(item)
+                except Exception:  # never lose the worker
+                    log.exception("engine error running a task")
+            self._admit_all(joining)
             try:
                 self._release_stopped()
                 if self.rows:
@@ -160,12 +163,34 @@ class ContinuousLoop:
             return taken
 
     # -- rows joining ---------------------------------------------------------------------------------
-    def _admit(self, job: Job) -> None:
-        job.stats.started = time.perf_counter()
-        if job.cancelled:
-            self.stage.submit(functools.partial(self._finish, job))
+    def _admit_all(self, jobs: list[Job]) -> None:
+        if not jobs:
             return
-        family = self.engine._family(job)
+        try:
+            self._admit(jobs)
+        except Exception as error:  # never lose the worker; jobs that joined before the error go on
+            log.exception("engine error admitting jobs %s", [job.id for job in jobs])
+            joined = {id(job) for job in self.rows.values()}
+            for job in jobs:
+                if id(job) not in joined and not job.cancelled:
+                    self._end(job, error)
+
+    def _admit(self, jobs: list[Job]) -> None:
+        """New jobs join the batch together: one prefill for all of them (runner.prefill), so a burst of
+        callers waits for one forward rather than for every prompt before theirs."""
+        started = time.perf_counter()
+        live = []
+        for job in jobs:
+            job.stats.started = started
+            if job.cancelled:
+                self.stage.submit(functools.partial(self._finish, job))
+            else:
+                live.append(job)
+        if not live:
+            return
+        family = self.engine._family(live[0])
+        if any(self.engine._family(job) != family for job in live):  # _take admits one family at a time
+            raise RuntimeError("jobs of two model families were admitted together")
         if self.rows and self.runner is not None:
             # Joins the batch's model as it is, even if a task evicted it from the registry meanwhile (the
             # runner keeps it alive): a reload waits until the batch has drained.
@@ -174,16 +199,18 @@ class ContinuousLoop:
             model = self.engine.registry.get(family)
             if self.runner is None or self.runner.model is not model:
                 self.runner = self._new_runner(model)
-        job.attach(model, self.engine.settings.streaming)
-        (admission,) = self.runner.prefill([NewRow(job.request, max_frames=job.cap)])
-        if admission.slot is None:
-            error = admission.error or RuntimeError("refused")
-            log.error("job %d refused: %s: %s", job.id, type(error).__name__, error)
-            self._end(job, error)
-            return
-        self.family = family
-        self.rows[admission.slot] = job
-        job.contended = self._contention
+        for job in live:
+            job.attach(model, self.engine.settings.streaming)
+        admissions = self.runner.prefill([NewRow(job.request, max_frames=job.cap) for job in live])
+        for job, admission in zip(live, admissions, strict=True):
+            if admission.slot is None:
+                error = admission.error or RuntimeError("refused")
+                log.error("job %d refused: %s: %s", job.id, type(error).__name__, error)
+                self._end(job, error)
+                continue
+            self.family = family
+            self.rows[admission.slot] = job
+            job.contended = self._contention
         self._publish()
 
     def _new_runner(self, model) -> TalkerRunner:

@@ -15,7 +15,7 @@ padding is masked. Two layouts:
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,19 +27,34 @@ from .sampling import RowParams
 
 @dataclass
 class Joining:
-    """One row just prefilled alone (batch of one), in the layout of `DynamicRows`."""
+    """Rows just prefilled together (a batch of G, right-padded): row g's history is the columns
+    [0, lengths[g]) of `cache`; the rest is its per-row state, (G, ...)."""
 
     cache: DynamicCache
-    positions: torch.Tensor  # (1,) the rope position of the row's next token = its prompt length
-    tokens: torch.Tensor  # (1,) the codebook-0 token sampled at prefill
-    hidden: torch.Tensor  # (1, 1, D) the last hidden state: the code predictor's first input
-    seen: torch.Tensor  # (1, V) bool: tokens sampled so far, for the repetition penalty
-    generated: torch.Tensor  # (1,) tokens sampled so far, for min_new_tokens
-    params: torch.Tensor  # (1, RowParams.WIDTH) the row's sampling settings (sampling.py)
+    lengths: list[int]
+    positions: torch.Tensor  # (G,) the rope position of each row's next token = its prompt length
+    tokens: torch.Tensor  # (G,) the codebook-0 token sampled at prefill
+    hidden: torch.Tensor  # (G, 1, D) each row's last hidden state: the code predictor's first input
+    seen: torch.Tensor  # (G, V) bool: tokens sampled so far, for the repetition penalty
+    generated: torch.Tensor  # (G,) tokens sampled so far, for min_new_tokens
+    params: torch.Tensor  # (G, RowParams.WIDTH) each row's sampling settings (sampling.py)
 
     @property
     def length(self) -> int:
-        return self.cache.get_seq_length()
+        """Columns of a single row's history (the dynamic layout takes rows one at a time)."""
+        assert len(self.lengths) == 1, "a group's rows have lengths of their own"
+        return self.lengths[0]
+
+    def row(self, g: int) -> Joining:
+        """Row g alone, with its own copy of its KV columns (itself when it is alone)."""
+        if len(self.lengths) == 1:
+            return self
+        length = self.lengths[g]
+        cache = DynamicCache()
+        for index, layer in enumerate(self.cache.layers):
+            cache.update(_kv(layer.keys)[g : g + 1, :, :length], _kv(layer.values)[g : g + 1, :, :length], index)
+        state = {name: getattr(self, name)[g : g + 1] for name in _PER_ROW}
+        return Joining(cache, [length], **state)
 
 
 _PER_ROW = ("positions", "tokens", "hidden", "seen", "generated", "params")
@@ -51,6 +66,8 @@ def _kv(tensor: torch.Tensor | None) -> torch.Tensor:
 
 
 class DynamicRows:
+    """Takes rows one at a time (`Joining.row`)."""
+
     def __init__(self, first: Joining):
         self.cache: Cache = first.cache
         self.mask = torch.ones(1, first.length, dtype=torch.long, device=first.tokens.device)
@@ -116,10 +133,11 @@ class RowsCache:
 
 
 class StaticRows:
-    def __init__(self, first: Joining, index: int, max_batch: int, max_len: int):
-        device = first.tokens.device
+    def __init__(self, like: Joining, max_batch: int, max_len: int):
+        """Empty buffers for `max_batch` rows of `max_len` positions, shaped and typed like `like`'s rows."""
+        device = like.tokens.device
         self.max_batch, self.max_len = max_batch, max_len
-        layers = first.cache.layers
+        layers = like.cache.layers
         self.keys = [_kv(layer.keys).new_zeros(_rows_shape(layer, max_batch, max_len)) for layer in layers]
         self.values = [_kv(layer.values).new_zeros(_rows_shape(layer, max_batch, max_len)) for layer in layers]
         self.mask = torch.zeros(max_batch, max_len, dtype=torch.long, device=device)
@@ -131,10 +149,9 @@ class StaticRows:
         def rows_like(tensor: torch.Tensor) -> torch.Tensor:
             return torch.zeros((max_batch, *tensor.shape[1:]), dtype=tensor.dtype, device=device)
 
-        self.positions, self.tokens, self.hidden = (rows_like(getattr(first, n)) for n in _PER_ROW[:3])
-        self.seen, self.generated = rows_like(first.seen), rows_like(first.generated)
+        self.positions, self.tokens, self.hidden = (rows_like(getattr(like, n)) for n in _PER_ROW[:3])
+        self.seen, self.generated = rows_like(like.seen), rows_like(like.generated)
         self.params = RowParams.idle(device).expand(max_batch, -1).clone()  # free rows: greedy, finite
-        self.add(first, index)
 
     @property
     def length(self) -> int:
@@ -149,21 +166,39 @@ class StaticRows:
     def view(self, rows: int) -> RowsCache:
         return RowsCache(self.keys, self.values, rows)
 
-    def add(self, row: Joining, index: int) -> int:
-        if row.length > self.write:
-            self._shift(row.length - self.write)
-        start = self.write - row.length
-        for ours, theirs in zip(self.keys, (layer.keys for layer in row.cache.layers), strict=True):
-            ours[index, :, start : self.write] = _kv(theirs)[0]
-        for ours, theirs in zip(self.values, (layer.values for layer in row.cache.layers), strict=True):
-            ours[index, :, start : self.write] = _kv(theirs)[0]
-        self.mask[index] = 0
-        self.mask[index, start : self.write] = 1
-        self.live[index] = 1
-        self._rows.add(index)
+    def add(self, rows: Joining, indices: Sequence[int]) -> None:
+        """Row g of `rows` joins at the free batch index `indices[g]`, right-aligned at the write column. A
+        fixed number of copies for the whole group (one gather and one scatter per layer, not one per row
+        and layer): on a GPU each is a kernel launch, which is what a joining row costs there."""
+        assert len(indices) == len(rows.lengths) and not self._rows.intersection(indices)
+        longest = max(rows.lengths)
+        if longest > self.write:
+            self._shift(longest - self.write)
+        source_rows: list[int] = []
+        source_columns: list[int] = []
+        rows_to: list[int] = []
+        columns_to: list[int] = []
+        for g, (index, length) in enumerate(zip(indices, rows.lengths, strict=True)):
+            source_rows += [g] * length
+            source_columns += range(length)
+            rows_to += [index] * length
+            columns_to += range(self.write - length, self.write)
+        device = self.mask.device
+        source_rows_t, source_columns_t, rows_to_t, columns_to_t = (
+            torch.tensor(values, dtype=torch.long).to(device, non_blocking=True)
+            for values in (source_rows, source_columns, rows_to, columns_to)
+        )
+        for ours, layer in zip(self.keys, rows.cache.layers, strict=True):
+            ours[rows_to_t, :, columns_to_t] = _kv(layer.keys)[source_rows_t, :, source_columns_t]
+        for ours, layer in zip(self.values, rows.cache.layers, strict=True):
+            ours[rows_to_t, :, columns_to_t] = _kv(layer.values)[source_rows_t, :, source_columns_t]
+        index_t = torch.tensor(list(indices), dtype=torch.long).to(device, non_blocking=True)
+        self.mask[index_t] = 0
+        self.mask[rows_to_t, columns_to_t] = 1
+        self.live[index_t] = 1
+        self._rows.update(indices)
         for name in _PER_ROW:
-            getattr(self, name)[index] = getattr(row, name)[0]
-        return index
+            getattr(self, name)[index_t] = getattr(rows, name)
 
     def move(self, source: int, destination: int) -> None:
         """The row at batch index `source` continues at the free index `destination`, unchanged."""

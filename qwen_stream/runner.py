@@ -1,16 +1,17 @@
 """The talker step, owned by us: rows join and leave a running batch between steps.
 
 `TalkerRunner` replaces the talker's HF `generate` (qwen-tts 0.1.1; see DESIGN.md section 3). A row's prompt
-is the library's own (prompts.py). The row is prefilled alone (a batch of one) and its KV joins the batch
-cache right-aligned (kv.py): every row writes the same cache column at each step, a row's left padding is
-masked, and its positions are its own (prompt length + tokens so far), which is what the library's rope
-delta computes. Frames leave through `step()`'s result, not through the tap: the runner calls the talker's
-inner model, so the forward hook on the talker never fires.
+is the library's own (prompts.py). Rows joining together are prefilled in one forward, right-padded (a row's
+KV is then what its prompt alone makes), and each row's KV joins the batch cache right-aligned (kv.py): every
+row writes the same cache column at each step, a row's left padding is masked, and its positions are its own
+(prompt length + tokens so far), which is what the library's rope delta computes. Frames leave through
+`step()`'s result, not through the tap: the runner calls the talker's inner model, so the forward hook on the
+talker never fires.
 
 Sampling is per row (sampling.py): settings, generator and repetition history, so a row's codes do not
 depend on its batch mates beyond the floating-point noise of batched kernels, too small to change a code in
-the tests; rows asking for different temperatures, top-k, top-p or greedy choice share a batch. Everything runs eagerly;
-with `max_len` set, every step has the same shapes, which CUDA graphs will need.
+the tests; rows asking for different temperatures, top-k, top-p or greedy choice share a batch. With `max_len`
+set, every step has the same shapes, which CUDA graphs and torch.compile need (static_step.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache
 
 from .generation import SynthesisRequest, check_request
@@ -98,6 +100,37 @@ class _Row:
     own_sampling: bool = False  # the request gave settings of its own
     text_step: int = 0  # the library's `generation_step`, which it keeps for the whole batch
     frames: int = 0
+
+
+PREFILL_TOKENS = 8192  # padded positions (rows x longest prompt) in one prefill forward: bounds its activations
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A joining row before its forward: its place in `prefill`'s arguments, prompt and settings."""
+
+    index: int
+    prompt: Prompt
+    sampling: TalkerSampling
+    generator: torch.Generator
+    max_frames: int | None
+    own_sampling: bool
+
+
+def _prefill_groups(ready: list[_Ready]) -> list[list[_Ready]]:
+    """Consecutive rows in groups whose padded size (rows x longest prompt) stays within PREFILL_TOKENS; a
+    prompt longer than that is a group of its own."""
+    groups: list[list[_Ready]] = []
+    width = 0
+    for item in ready:
+        length = item.prompt.embeds.shape[1]
+        if groups and (len(groups[-1]) + 1) * max(width, length) <= PREFILL_TOKENS:
+            groups[-1].append(item)
+            width = max(width, length)
+        else:
+            groups.append([item])
+            width = length
+    return groups
 
 
 class TalkerRunner:
@@ -225,57 +258,95 @@ class TalkerRunner:
 
     @torch.inference_mode()
     def prefill(self, rows: Sequence[NewRow]) -> list[Admission]:
-        """Prefills each row alone and adds it to the batch; it makes its first frame at the next `step()`.
-        A row whose prompt fails gets its error back and takes no slot; the other rows are unaffected.
-        More rows than free slots is refused whole (ValueError): admission is the scheduler's decision."""
+        """Prefills the rows and adds them to the batch, in order; each makes its first frame at the next
+        `step()`. Rows are prefilled together, one forward per group of up to `PREFILL_TOKENS` padded positions,
+        since a forward costs about the same for one prompt or many on a GPU (and a burst of callers would
+        otherwise wait for every prefill before them). A row whose prompt fails gets its error back and
+        takes no slot; the other rows are unaffected. More rows than free slots is refused whole
+        (ValueError): admission is the scheduler's decision."""
         if len(rows) > len(self._free):
             raise ValueError(f"{len(rows)} rows for {len(self._free)} free slots")
-        return [self._admit(row) for row in rows]
+        admissions: list[Admission | None] = [None] * len(rows)
+        ready: list[_Ready] = []
+        for index, new in enumerate(rows):
+            try:
+                ready.append(self._ready(index, new))
+            except Exception as error:  # this row's own failure; nothing of it reached the batch
+                admissions[index] = Admission(slot=None, error=error)
+        for group in _prefill_groups(ready):
+            for items, outcome in self._prefill_group(group):
+                if isinstance(outcome, BaseException):
+                    for item in items:
+                        admissions[item.index] = Admission(slot=None, error=outcome)
+                else:
+                    for item, slot in zip(items, self._join(items, outcome), strict=True):
+                        admissions[item.index] = Admission(slot=slot)
+        assert all(admission is not None for admission in admissions)
+        return [admission for admission in admissions if admission is not None]
 
-    def _admit(self, new: NewRow) -> Admission:
+    def _ready(self, index: int, new: NewRow) -> _Ready:
+        """Everything about a row before its forward: checks, prompt, frame cap, sampling, generator."""
+        check_request(self.model, new.request)
+        max_frames = new.max_frames if new.max_frames is not None else new.request.max_frames
+        if max_frames is not None and max_frames < 1:
+            raise ValueError("max_frames must be >= 1")
+        prompt = capture_prompt(self.model, new.request, self.sampling.merged(new.request.sampling))
+        if self.max_len is not None:
+            room = self.max_len - prompt.embeds.shape[1]
+            if room < 1:
+                raise ValueError(f"a prompt of {prompt.embeds.shape[1]} positions leaves no room in {self.max_len}")
+            max_frames = room if max_frames is None else min(max_frames, room)
+        sampling = self._configure(prompt)
+        generator = new.generator or self._generator(new.request.seed)
+        return _Ready(index, prompt, sampling, generator, max_frames, new.request.sampling is not None)
+
+    def _prefill_group(self, group: list[_Ready]) -> list[tuple[list[_Ready], Joining | BaseException]]:
+        """The group prefilled together; if that fails (out of memory, one prompt the model chokes on), each
+        row alone, so that a failure is only the failing row's. The generators are put back as they were
+        before a retry: a retried row draws what it would have drawn alone."""
+        states = [item.generator.get_state() for item in group]
         try:
-            check_request(self.model, new.request)
-            max_frames = new.max_frames if new.max_frames is not None else new.request.max_frames
-            if max_frames is not None and max_frames < 1:
-                raise ValueError("max_frames must be >= 1")
-            prompt = capture_prompt(self.model, new.request, self.sampling.merged(new.request.sampling))
-            if self.max_len is not None:
-                room = self.max_len - prompt.embeds.shape[1]
-                if room < 1:
-                    raise ValueError(f"a prompt of {prompt.embeds.shape[1]} positions leaves no room in {self.max_len}")
-                max_frames = room if max_frames is None else min(max_frames, room)
-            sampling = self._configure(prompt)
-            generator = new.generator or self._generator(new.request.seed)
-            joining = self._prefill(prompt, sampling, generator)
-        except Exception as error:  # this row's own failure; nothing of it reached the batch
-            return Admission(slot=None, error=error)
-        slot = min(self._free)  # the row's name for the caller; in a static store it may move to another index
-        self._free.remove(slot)
-        row = _Row(slot, generator, sampling, prompt.trailing_text, max_frames, new.request.sampling is not None)
+            return [(group, self._prefill(group))]
+        except Exception as error:
+            if len(group) == 1:
+                return [(group, error)]
+            log.warning("a batched prefill of %d rows failed; prefilling them one by one", len(group), exc_info=True)
+        for item, state in zip(group, states, strict=True):
+            item.generator.set_state(state)
+        return [outcome for item in group for outcome in self._prefill_group([item])]
+
+    def _join(self, items: list[_Ready], joining: Joining) -> list[int]:
+        """Adds rows prefilled together to the batch, in order; returns their slots (the lowest free ones)."""
+        slots = sorted(self._free)[: len(items)]  # the rows' names for the caller; batch indices may change
+        self._free = [slot for slot in self._free if slot not in slots]
+        rows = [
+            _Row(slot, item.generator, item.sampling, item.prompt.trailing_text, item.max_frames, item.own_sampling)
+            for slot, item in zip(slots, items, strict=True)
+        ]
+        if self.max_len is None:
+            for g, row in enumerate(rows):
+                one = joining.row(g)
+                if self._store is None:
+                    self._store = DynamicRows(one)
+                else:
+                    assert isinstance(self._store, DynamicRows)
+                    self._store.add(one)
+                self._order.append(row)
+            return slots
         if self._store is None:
-            if self.max_len is None:
-                self._store = DynamicRows(joining)
-                self._order = [row]
-            else:
-                self._store = StaticRows(joining, 0, self.max_batch, self.max_len)
-                self._order = [None] * self.max_batch
-                self._noise = StepNoise(self.max_batch, *self._noise_shape, self._device)
-                assert self._pad is not None  # set by _configure
-                self._text = RowText(self.max_batch, self.max_len, self._pad)
-                self._text.set(0, prompt.trailing_text)
-                self._order[0] = row
-            return Admission(slot=slot)
-        if isinstance(self._store, StaticRows):
-            index = self._store.add(joining, self._order.index(None))  # the lowest: rows stay in a small bucket
-        else:
-            index = self._store.add(joining)
-        if self._text is not None:
-            self._text.set(index, prompt.trailing_text)
-        if index == len(self._order):
-            self._order.append(row)
-        else:
+            self._store = StaticRows(joining, self.max_batch, self.max_len)
+            self._order = [None] * self.max_batch
+            self._noise = StepNoise(self.max_batch, *self._noise_shape, self._device)
+            assert self._pad is not None  # set by _configure
+            self._text = RowText(self.max_batch, self.max_len, self._pad)
+        assert isinstance(self._store, StaticRows) and self._text is not None
+        free = (index for index, row in enumerate(self._order) if row is None)
+        indices = [next(free) for _ in rows]  # the lowest: rows stay in a small bucket
+        self._store.add(joining, indices)
+        for index, row in zip(indices, rows, strict=True):
+            self._text.set(index, row.trailing_text)
             self._order[index] = row
-        return Admission(slot=slot)
+        return slots
 
     def _configure(self, prompt: Prompt) -> TalkerSampling:
         sampling = TalkerSampling.from_talker_kwargs(prompt.talker_kwargs)
@@ -295,22 +366,35 @@ class TalkerRunner:
         generator.manual_seed(seed)
         return generator
 
-    def _prefill(self, prompt: Prompt, sampling: TalkerSampling, generator: torch.Generator) -> Joining:
+    def _prefill(self, group: Sequence[_Ready]) -> Joining:
+        """The group's prompts in one forward, right-padded to the longest: under the causal mask a row's
+        positions never attend to the padding after them, so its KV, hidden states and logits are what a
+        forward of its prompt alone computes (up to the rounding of batched kernels). Then every row's first
+        token, each drawn with its own generator."""
         assert self._logits is not None
-        length = prompt.embeds.shape[1]
+        lengths = [item.prompt.embeds.shape[1] for item in group]
+        width, count = max(lengths), len(group)
+        pads = [width - length for length in lengths]
+        padded = [F.pad(item.prompt.embeds, (0, 0, 0, pad)) for item, pad in zip(group, pads, strict=True)]
+        mask = torch.ones(count, width, dtype=torch.long, device=self._device)
+        positions = torch.arange(width, device=self._device).view(1, 1, -1).expand(3, count, -1)
         cache = DynamicCache()
-        mask = torch.ones(1, length, dtype=torch.long, device=self._device)
-        positions = torch.arange(length, device=self._device).view(1, 1, -1).expand(3, 1, -1)
-        hidden, logits = self._forward(prompt.embeds, mask, positions, cache, torch.arange(length, device=self._device))
-        none = torch.zeros(1, dtype=torch.long, device=self._device)
-        seen = torch.zeros(1, self._vocab, dtype=torch.bool, device=self._device)
-        params = sampling.params(self._device)
-        noise = torch.ones(1, self._vocab, device=self._device)
-        if sampling.do_sample:
-            noise.exponential_(generator=generator)
-        token = self._logits(logits, seen, none, params, noise, Features.of([sampling], sub=False))
-        seen[0, token] = True
-        return Joining(cache, none + length, token, hidden[:, -1:], seen, none + 1, params)
+        columns = torch.arange(width, device=self._device)
+        hidden, logits = self._forward(torch.cat(padded), mask, positions, cache, columns, lengths)
+        last = torch.tensor([length - 1 for length in lengths], device=self._device)
+        rows = torch.arange(count, device=self._device)
+        samplings = [item.sampling for item in group]
+        noise = torch.ones(count, self._vocab, device=self._device)
+        for g, item in enumerate(group):
+            if item.sampling.do_sample:
+                noise[g].exponential_(generator=item.generator)
+        seen = torch.zeros(count, self._vocab, dtype=torch.bool, device=self._device)
+        none = torch.zeros(count, dtype=torch.long, device=self._device)
+        params = torch.cat([sampling.params(self._device) for sampling in samplings])
+        tokens = self._logits(logits, seen, none, params, noise, Features.of(samplings, sub=False))
+        seen[rows, tokens] = True
+        first = torch.tensor(lengths, dtype=torch.long, device=self._device)
+        return Joining(cache, lengths, first, tokens, hidden[rows, last].unsqueeze(1), seen, none + 1, params)
 
     @torch.inference_mode()
     def warm_up(self, request: SynthesisRequest) -> int:
@@ -345,9 +429,11 @@ class TalkerRunner:
         positions: torch.Tensor,
         cache: Any,
         cache_position: torch.Tensor,
+        lengths: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The talker's forward without its side effect (it stores rope deltas on the module, for the whole
-        batch): the last hidden state (B, L, D) and the float32 logits of the last position (B, V)."""
+        batch): the last hidden state (B, L, D) and the float32 logits (B, V) of each row's last position
+        (`lengths`: each row's own length in a right-padded batch; default: the last position)."""
         out = self._talker.model(
             inputs_embeds=embeds,
             attention_mask=mask,
@@ -358,8 +444,11 @@ class TalkerRunner:
         )
         hidden = out.last_hidden_state
         # The head over every position, as the library does at prefill (then HF takes the last one).
-        logits = self._talker.codec_head(hidden)[:, -1, :].float()
-        return hidden, logits
+        head = self._talker.codec_head(hidden)
+        if lengths is None:
+            return hidden, head[:, -1, :].float()
+        last = torch.tensor([length - 1 for length in lengths], device=head.device)
+        return hidden, head[torch.arange(len(lengths), device=head.device), last].float()
 
     @torch.inference_mode()
     def step(self) -> StepResult:

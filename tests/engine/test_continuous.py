@@ -129,6 +129,34 @@ def test_a_seeded_row_makes_the_same_frames_alone_or_joining_or_with_mates_leavi
     assert engine.wait_idle(SAFETY)
 
 
+def test_utterances_arriving_together_are_prefilled_together_and_start_at_the_same_step(engine, monkeypatch):
+    """A burst of callers waits for one prefill, not for every prompt before theirs; frames are unchanged."""
+    burst = [PROBE, MATE, speak("Third.", seed=5, frames=12), speak("A fourth caller, longer.", seed=6, frames=10)]
+    alone = [solo_codes(engine, request) for request in burst]
+    calls: list[int] = []
+    prefill = TalkerRunner.prefill
+
+    def counting(self, rows):
+        calls.append(len(rows))
+        return prefill(self, rows)
+
+    monkeypatch.setattr(TalkerRunner, "prefill", counting)
+    gate = threading.Event()
+    held = engine.run_task(lambda registry: gate.wait(SAFETY))  # the engine thread waits while they arrive
+    recorders = [Recorder(engine) for _ in burst]
+    for request, recorder in zip(burst, recorders, strict=True):
+        engine.submit(request, recorder, keep_codes=True)
+    start = engine.steps
+    gate.set()
+    held.result(SAFETY)
+    for recorder, expected in zip(recorders, alone, strict=True):
+        assert recorder.end.error is None and torch.equal(recorder.end.codes, expected)
+    assert calls == [4]
+    firsts = {next(s for e, s in zip(r.events, r.steps) if isinstance(e, AudioChunk)) for r in recorders}
+    assert len(firsts) == 1 and firsts.pop() - start <= 1
+    assert engine.wait_idle(SAFETY)
+
+
 def test_cancelling_one_row_stops_it_within_one_step_and_the_others_go_on(engine):
     other_alone = solo_codes(engine, LONG)
     cancelled_at: list[int] = []

@@ -266,6 +266,112 @@ def test_a_row_yields_the_same_frames_whenever_it_joins(custom_voice_model, refe
     assert driver.runner.free_slots == 3
 
 
+@contextmanager
+def prefill_forwards(model, fail_when=None):
+    """Records the batch size and length of every talker forward over more than one position (a prefill;
+    a step feeds one). `fail_when(embeds)` true: that forward raises, as an out-of-memory would."""
+    seen: list[tuple[int, int]] = []
+
+    def hook(module, args, kwargs):
+        embeds = kwargs["inputs_embeds"]
+        if embeds.shape[1] > 1:
+            seen.append((embeds.shape[0], embeds.shape[1]))
+            if fail_when is not None and fail_when(embeds):
+                raise RuntimeError("out of memory (simulated)")
+
+    handle = model.inner.talker.model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def test_rows_joining_together_are_prefilled_in_one_forward_and_make_their_solo_frames(
+    custom_voice_model, references, max_len
+):
+    """Prompts of different lengths share one right-padded forward; each row's first token comes from its
+    own last position and its KV from its own columns, so every row makes exactly its solo frames."""
+    driver = Driver(TalkerRunner(custom_voice_model, SAMPLING, max_batch=4, max_len=max_len))
+    with prefill_forwards(custom_voice_model) as forwards:
+        driver.join(long=MATES["long"], probe=PROBE, short=MATES["short"], late=MATES["late"])
+    assert len(forwards) == 1 and forwards[0][0] == 4
+    driver.finish()
+    for name, request in {"probe": PROBE, **MATES}.items():
+        got, expected = driver.codes(name), references[name]
+        if max_len is not None:  # a static cache caps a row at what fits beside its prompt
+            expected = expected[: max_len - capture_length(custom_voice_model, request)]
+        assert torch.equal(got, expected), name
+
+
+def test_a_prefill_group_stays_within_its_token_budget(custom_voice_model, references, monkeypatch):
+    from qwen_stream import runner as runner_module
+
+    driver = Driver(TalkerRunner(custom_voice_model, SAMPLING, max_batch=4))
+    rows = {"short": MATES["short"], "probe": PROBE, "long": MATES["long"], "late": MATES["late"]}
+    with prefill_forwards(custom_voice_model) as alone:
+        Driver(TalkerRunner(custom_voice_model, SAMPLING, max_batch=4)).join(**rows)
+    width = alone[0][1]  # the longest prompt
+    monkeypatch.setattr(runner_module, "PREFILL_TOKENS", 2 * width)
+    with prefill_forwards(custom_voice_model) as forwards:
+        driver.join(**rows)
+    assert [rows for rows, _ in forwards] == [2, 2]
+    assert all(rows * length <= 2 * width for rows, length in forwards)
+    driver.finish()
+    for name in rows:
+        assert torch.equal(driver.codes(name), references[name]), name
+
+
+def test_a_failing_group_forward_prefills_each_row_alone_and_only_the_bad_row_fails(
+    custom_voice_model, references, max_len
+):
+    """A batched prefill that fails (out of memory, one prompt the model chokes on) is retried row by row:
+    the rows that can be prefilled join with their solo frames; the one that fails alone gets the error."""
+    long_length = capture_length(custom_voice_model, MATES["long"])
+    driver = Driver(TalkerRunner(custom_voice_model, SAMPLING, max_batch=4, max_len=max_len))
+    with prefill_forwards(custom_voice_model, fail_when=lambda e: e.shape[1] == long_length) as forwards:
+        errors = driver.join(probe=PROBE, long=MATES["long"], short=MATES["short"])
+    assert [rows for rows, _ in forwards] == [3, 1, 1, 1]
+    assert errors["probe"] is None and errors["short"] is None
+    assert isinstance(errors["long"], RuntimeError)
+    assert driver.runner.free_slots == 2
+    driver.finish()
+    for name in ("probe", "short"):
+        assert torch.equal(driver.codes(name), references[name]), name
+
+
+def test_a_group_that_fails_after_drawing_retries_each_row_with_its_draws_put_back(custom_voice_model, references):
+    """The group's first tokens fail after every row's generator has drawn: each row is prefilled again
+    alone, from its generator's state before the group, so it still makes exactly its solo frames."""
+    driver = Driver(TalkerRunner(custom_voice_model, SAMPLING, max_batch=4))
+    driver.join(short=MATES["short"])  # builds the runner's logits processor
+    driver.step(2)
+    runner = driver.runner
+    real = runner._logits
+    failed = []
+
+    class FirstTokensOfAGroupFail:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def __call__(self, logits, seen, generated, params, noise, features):
+            if logits.shape[0] > 1 and not bool(generated.any()):  # a group's prefill, not a step
+                failed.append(logits.shape[0])
+                raise RuntimeError("out of memory (simulated)")
+            return real(logits, seen, generated, params, noise, features)
+
+    runner._logits = FirstTokensOfAGroupFail()
+    errors = driver.join(probe=PROBE, long=MATES["long"])
+    runner._logits = real
+    assert failed == [2] and errors == {"probe": None, "long": None}
+    driver.finish()
+    for name in ("probe", "short", "long"):
+        assert torch.equal(driver.codes(name), references[name]), name
+
+
+def capture_length(model, request: SynthesisRequest) -> int:
+    return prompts.capture_prompt(model, request, SAMPLING).embeds.shape[1]
+
+
 @pytest.mark.parametrize("max_len", [None, 160], ids=["dynamic", "static"])
 def test_clone_rows_of_both_modes_share_a_batch_without_changing_their_frames(base_model, reference_audio, max_len):
     """Base prompts differ most in shape: an ICL prompt carries the reference's codes, and its text is fed
