@@ -93,7 +93,11 @@ class ContinuousLoop:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.load = engine.load
-        self.runner: TalkerRunner | None = None
+        self.runner: TalkerRunner | None = None  # the batch's runner
+        # One runner per loaded model, kept while the model stays loaded: a family switch must not rebuild
+        # (recompile, recapture) every bucket's step, which --torch-compile pays in minutes.
+        self._runners: dict[int, TalkerRunner] = {}
+        engine.registry.on_unload.append(self._drop_runner)
         self.family: str | None = None  # the batch's model family while rows are live
         self.rows: dict[int, Job] = {}  # slot -> job
         self._jobs_done = 0
@@ -198,7 +202,7 @@ class ContinuousLoop:
         else:
             model = self.engine.registry.get(family)
             if self.runner is None or self.runner.model is not model:
-                self.runner = self._new_runner(model)
+                self.runner = self._runner_for(model)
         for job in live:
             job.attach(model, self.engine.settings.streaming)
         admissions = self.runner.prefill([NewRow(job.request, max_frames=job.cap) for job in live])
@@ -212,6 +216,29 @@ class ContinuousLoop:
             self.rows[admission.slot] = job
             job.contended = self._contention
         self._publish()
+
+    def _runner_for(self, model: LoadedModel) -> TalkerRunner:
+        """The model's runner, kept from its last batch (its steps built, its buffers allocated), or a new one."""
+        runner = self._runners.get(id(model))
+        if runner is None or runner.model is not model:
+            runner = self._runners[id(model)] = self._new_runner(model)
+        else:
+            self.load.kv_cache = "dynamic" if runner.max_len is None else "static"
+            self._publish_step_kind(runner)
+        return runner
+
+    def _drop_runner(self, model: LoadedModel) -> None:
+        """The registry unloads `model`: its runner goes, buffers and built steps with it, unless a batch is
+        still running on it (it keeps the model alive until the batch drains)."""
+        self._runners.pop(id(model), None)
+        if self.runner is not None and self.runner.model is model and not self.rows:
+            self.runner = None
+
+    def _forget_runner(self) -> None:
+        """The batch's runner is not to be used again (its step failed half-way)."""
+        if self.runner is not None:
+            self._runners.pop(id(self.runner.model), None)
+        self.runner = None
 
     def _new_runner(self, model) -> TalkerRunner:
         settings = self.engine.settings
@@ -282,7 +309,7 @@ class ContinuousLoop:
         for job in rows.values():
             self._end(job, error)
         if self.runner is not None and self.runner.live_rows:  # the step failed before the runner noticed
-            self.runner = None
+            self._forget_runner()
 
     def _retire(self, job: Job) -> None:
         self.load.record_job(job.stats.frames, first=self._jobs_done == 0)
@@ -301,6 +328,7 @@ class ContinuousLoop:
         for slot in list(self.rows):
             self.stage.submit(functools.partial(self._finish, self._detach(slot, release=False)))
         self.runner = None
+        self._runners.clear()
         self.stage.close()
 
     # -- the step and the decode stage ----------------------------------------------------------------

@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -129,6 +130,10 @@ class ModelRegistry:
         self._lock = threading.Lock()  # guards the dict for readers on other threads
         self.loads = 0
         self.unloads = 0
+        # Called on the engine thread with a model being unloaded, before its memory is collected: whoever
+        # keeps something built for it (the continuous loop's runners) lets go, so the memory is free for
+        # the model loaded next.
+        self.on_unload: list[Callable[[LoadedModel], None]] = []
 
     @classmethod
     def single(cls, model: LoadedModel) -> ModelRegistry:
@@ -182,6 +187,8 @@ class ModelRegistry:
 
     def _unload(self, family: str, model: LoadedModel) -> None:
         model.tap.remove()
+        for listener in self.on_unload:
+            listener(model)
         del model
         gc.collect()
         if torch.cuda.is_available():

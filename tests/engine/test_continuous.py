@@ -3,9 +3,11 @@ engine's own steps (`Engine.steps`), never on the wall clock."""
 
 from __future__ import annotations
 
+import gc
 import random
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -245,6 +247,51 @@ def test_a_batch_is_one_model_and_the_other_family_goes_next_without_being_overt
         assert first_chunk(second) > designed.steps[-1]  # and nobody of that family overtook it meanwhile
     finally:
         eng.close()
+
+
+def test_each_loaded_model_keeps_its_runner_across_family_switches(custom_voice_model, voice_design_model):
+    """Switching family and back reuses the first family's runner (its buckets' steps stay built: with
+    --torch-compile a rebuild costs minutes), and its frames are unchanged."""
+    eng = Engine(two_family_registry(custom_voice_model, voice_design_model),
+                 EngineSettings(model=ModelSettings(path=custom_voice_model.source), max_batch=2))
+    try:
+        loop = eng._continuous
+        alone = solo_codes(eng, PROBE)
+        custom_runner = loop.runner
+        assert custom_runner is not None and custom_runner.model is custom_voice_model
+        solo_codes(eng, DESIGNED)
+        assert loop.runner is not custom_runner and loop.runner.model is voice_design_model
+        assert torch.equal(solo_codes(eng, PROBE), alone)
+        assert loop.runner is custom_runner and len(loop._runners) == 2
+    finally:
+        eng.close()
+
+
+def test_a_runner_goes_when_its_model_is_unloaded(custom_voice_model, voice_design_model):
+    """With room for one model, each switch unloads the other family's model: its runner (and the buffers it
+    holds) goes with it, and the family that comes back gets a new runner on its new model."""
+    registry = two_family_registry(custom_voice_model, voice_design_model)
+    with registry._lock:
+        registry._loaded.clear()  # loaded from disk on demand, so unloading never touches the shared fixtures
+    registry.max_loaded = 1
+    eng = Engine(registry, EngineSettings(model=ModelSettings(path=custom_voice_model.source), max_batch=2))
+    try:
+        loop = eng._continuous
+        alone = solo_codes(eng, PROBE)
+        first = weakref.ref(loop.runner.model)
+        solo_codes(eng, DESIGNED)
+        assert list(loop._runners.values()) == [loop.runner] and loop.runner.model.family == "voice_design"
+        gc.collect()
+        assert first() is None  # nothing, no runner either, keeps the unloaded model's memory
+        assert torch.equal(solo_codes(eng, PROBE), alone)
+        assert list(loop._runners.values()) == [loop.runner] and loop.runner.model.family == "custom_voice"
+        assert registry.unloads == 2
+    finally:
+        eng.close()
+
+
+DESIGNED = SynthesisRequest("A designed voice.", "English", Voice(instruct="A calm voice."), seed=2, max_frames=4,
+                            family="voice_design")
 
 
 def test_no_slot_leaks_after_a_thousand_random_submits_and_cancels(custom_voice_model):
