@@ -16,7 +16,7 @@ from .settings import SAMPLE_RATE, EngineSettings, ModelSettings
 
 # The server's options that `say` shares: taken from the settings table, so flag, type, default and help
 # are declared once. `say` reads no environment, so the rows' variables are not shown.
-SHARED_OPTIONS = ("chunk_size", "first_chunk_size", "left_context", "device", "dtype")
+SHARED_OPTIONS = ("chunk_size", "first_chunk_size", "decode", "left_context", "device", "dtype")
 
 
 def _say_parser(sub) -> None:

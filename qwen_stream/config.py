@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .settings import (
+    DECODE_MODES,
     ENGINES,
     SWITCH,
     TOGGLE,
@@ -187,7 +188,16 @@ class ServerSettings:
         default=StreamingSettings.first_chunk_size,
         metadata=opt("frames in the first chunk; later chunks double up to --chunk-size"),
     )
-    left_context: int = field(default=StreamingSettings.left_context, metadata=opt("decoder left context in frames"))
+    decode: str = field(
+        default=StreamingSettings.decode,
+        metadata=opt(
+            "carried: each chunk decodes only its own frames, the decoder's state carried from the chunk before "
+            "(equal to a one-shot decode); window: each chunk decodes --left-context frames of context again"
+        ),
+    )
+    left_context: int = field(
+        default=StreamingSettings.left_context, metadata=opt("decoder left context in frames (--decode window)")
+    )
     max_batch: int = field(
         default=EngineSettings.max_batch,
         metadata=opt("utterances of one model generated together, as rows of one batch; 1 runs them one by one"),
@@ -328,6 +338,8 @@ class ServerSettings:
             problems.append("pre_buffer and max_wait_ms must be >= 0")
         if self.engine not in ENGINES:
             problems.append(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.decode not in DECODE_MODES:
+            problems.append(f"decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
         for name in ("cuda_graphs", "decode_overlap"):
             if getattr(self, name) not in SWITCH:
                 problems.append(f"{name} must be one of {', '.join(SWITCH)}, got {getattr(self, name)!r}")
@@ -374,6 +386,7 @@ class ServerSettings:
             chunk_size=self.chunk_size,
             first_chunk_size=min(self.first_chunk_size, self.chunk_size),
             left_context=self.left_context,
+            decode=self.decode,
         )
 
     def sampling(self) -> SamplingSettings:

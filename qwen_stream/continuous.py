@@ -170,23 +170,25 @@ class ContinuousLoop:
     def _admit_all(self, jobs: list[Job]) -> None:
         if not jobs:
             return
+        settled: set[int] = set()  # jobs that joined, or whose end is already on its way
         try:
-            self._admit(jobs)
+            self._admit(jobs, settled)
         except Exception as error:  # never lose the worker; jobs that joined before the error go on
             log.exception("engine error admitting jobs %s", [job.id for job in jobs])
-            joined = {id(job) for job in self.rows.values()}
             for job in jobs:
-                if id(job) not in joined and not job.cancelled:
+                if id(job) not in settled:  # cancelled meanwhile or not, each job ends exactly once
                     self._end(job, error)
 
-    def _admit(self, jobs: list[Job]) -> None:
+    def _admit(self, jobs: list[Job], settled: set[int]) -> None:
         """New jobs join the batch together: one prefill for all of them (runner.prefill), so a burst of
-        callers waits for one forward rather than for every prompt before theirs."""
+        callers waits for one forward rather than for every prompt before theirs. Each job that joins or is
+        ended here goes into `settled`."""
         started = time.perf_counter()
         live = []
         for job in jobs:
             job.stats.started = started
             if job.cancelled:
+                settled.add(id(job))
                 self.stage.submit(functools.partial(self._finish, job))
             else:
                 live.append(job)
@@ -200,6 +202,8 @@ class ContinuousLoop:
             # runner keeps it alive): a reload waits until the batch has drained.
             model = self.runner.model
         else:
+            if self.runner is not None and self.engine.registry.peek(self.runner.model.family) is not self.runner.model:
+                self.runner = None  # its model was unloaded under a live batch: let go before loading another
             model = self.engine.registry.get(family)
             if self.runner is None or self.runner.model is not model:
                 self.runner = self._runner_for(model)
@@ -207,6 +211,7 @@ class ContinuousLoop:
             job.attach(model, self.engine.settings.streaming)
         admissions = self.runner.prefill([NewRow(job.request, max_frames=job.cap) for job in live])
         for job, admission in zip(live, admissions, strict=True):
+            settled.add(id(job))
             if admission.slot is None:
                 error = admission.error or RuntimeError("refused")
                 log.error("job %d refused: %s: %s", job.id, type(error).__name__, error)
@@ -329,6 +334,8 @@ class ContinuousLoop:
             self.stage.submit(functools.partial(self._finish, self._detach(slot, release=False)))
         self.runner = None
         self._runners.clear()
+        if self._drop_runner in self.engine.registry.on_unload:
+            self.engine.registry.on_unload.remove(self._drop_runner)
         self.stage.close()
 
     # -- the step and the decode stage ----------------------------------------------------------------
@@ -347,7 +354,7 @@ class ContinuousLoop:
             wavs = []
             for job, window in windows:
                 try:
-                    wavs.append(model.decode(window.codes, window.new))
+                    wavs.append(decode_windows(model.decode_batch, [window])[0])
                 except Exception as error:  # this row's window: this row's failure
                     job.on_error(error)
                     wavs.append(None)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .carried_decode import CarriedDecoder, DecoderState
 from .settings import SAMPLES_PER_FRAME, StreamingSettings
 
 # (codes (T, 16), frames wanted n) -> waveform whose last n * 1920 samples belong to the last n frames
@@ -25,12 +26,23 @@ DecodeFn = Callable[[torch.Tensor, int], torch.Tensor]
 BatchDecodeFn = Callable[[torch.Tensor, int], torch.Tensor]
 
 
+@dataclass
+class Carry:
+    """One utterance's carried decoder state (carried_decode.py), replaced after each chunk it decodes."""
+
+    decoder: CarriedDecoder
+    state: DecoderState
+
+
 @dataclass(frozen=True)
 class Window:
-    """A chunk that is due: the frames to decode (its left context, then `new` frames) of one utterance."""
+    """A chunk that is due: the frames to decode (its left context, then `new` frames) of one utterance. With
+    `carry`, the frames continue the carried state: the chunk's own frames (after an ICL reference's context
+    on the first chunk)."""
 
     codes: torch.Tensor  # (T, 16)
     new: int
+    carry: Carry | None = None
 
     def pcm(self, wav: torch.Tensor) -> bytes:
         """The chunk's PCM from the decode of this window."""
@@ -41,12 +53,24 @@ def decode_windows(decode: BatchDecodeFn, windows: Sequence[Window]) -> list[tor
     """Every due window of a step in as few decoder calls as shapes allow: windows of the same length and chunk
     are one batch (after the first second of speech every row's window is context + chunk_size, so one call
     serves the whole batch). Waveforms come back in the windows' order."""
-    groups: dict[tuple[int, int], list[int]] = {}
+    groups: dict[tuple[int, int, int | None], list[int]] = {}
     for index, window in enumerate(windows):
-        groups.setdefault((len(window.codes), window.new), []).append(index)
+        carried = None if window.carry is None else id(window.carry.decoder)
+        groups.setdefault((len(window.codes), window.new, carried), []).append(index)
     out: list[torch.Tensor | None] = [None] * len(windows)
-    for (_, new), members in groups.items():
-        wavs = decode(torch.stack([windows[i].codes for i in members]), new)
+    for (_, new, carried), members in groups.items():
+        codes = torch.stack([windows[i].codes for i in members])
+        if carried is None:
+            wavs = decode(codes, new)
+        else:
+            carries = [windows[i].carry for i in members]
+            assert all(carry is not None for carry in carries)
+            first = carries[0]
+            assert first is not None
+            wavs, states = first.decoder.decode(codes, [carry.state for carry in carries if carry is not None])
+            for carry, state in zip(carries, states, strict=True):  # only once the whole group has decoded
+                assert carry is not None
+                carry.state = state
         for i, wav in zip(members, wavs, strict=True):
             out[i] = wav
     return [wav for wav in out if wav is not None]
@@ -69,15 +93,27 @@ def chunk_schedule(settings: StreamingSettings):
 class StreamingDecoder:
     """Collects frames of one utterance and turns them into PCM as soon as a chunk is complete."""
 
-    def __init__(self, decode: DecodeFn, settings: StreamingSettings, context_codes: torch.Tensor | None = None):
+    def __init__(
+        self,
+        decode: DecodeFn,
+        settings: StreamingSettings,
+        context_codes: torch.Tensor | None = None,
+        carried: CarriedDecoder | None = None,
+    ):
+        """`carried`: decode with the decoder's state carried between chunks (settings.decode "carried"; with
+        None, or "window", each chunk decodes `left_context` frames of context again)."""
         self._decode = decode
-        self._left_context = settings.left_context
+        self._carry = None if carried is None or settings.decode != "carried" else Carry(carried, DecoderState())
+        # Frames kept as the next window's context: a window's, or (carried) only an ICL reference's codes, which
+        # the first chunk decodes in front of its own frames to prime the state (as far as attention reaches).
+        context = settings.left_context if self._carry is None else self._carry.decoder.window
+        self._left_context = context if self._carry is None else 0
         self._schedule = chunk_schedule(settings)
         self._target = next(self._schedule)
         # Frames already spoken (an ICL reference's codes, then our own), kept only as far as the context reaches.
         self._history: list[torch.Tensor] = []
-        if context_codes is not None and self._left_context > 0 and len(context_codes) > 0:
-            self._history = list(context_codes[-self._left_context :])
+        if context_codes is not None and context > 0 and len(context_codes) > 0:
+            self._history = list(context_codes[-context:])
         self._pending = 0
 
     def push(self, frame: torch.Tensor) -> bytes | None:
@@ -92,6 +128,8 @@ class StreamingDecoder:
 
     def decode(self, window: Window) -> torch.Tensor:
         """One window alone, with this utterance's decoder (batched decoding: `decode_windows`)."""
+        if window.carry is not None:
+            return decode_windows(_unbatched(self._decode), [window])[0]
         return self._decode(window.codes, window.new)
 
     def take(self, frame: torch.Tensor) -> Window | None:
@@ -110,12 +148,21 @@ class StreamingDecoder:
 
     def _window(self) -> Window:
         new = self._pending
+        if self._carry is not None:  # the pending frames, after an ICL reference's codes on the first chunk
+            window = Window(torch.stack(self._history), new, self._carry)
+            self._pending = 0
+            self._history = []
+            return window
         context = min(self._left_context, len(self._history) - new)
         window = Window(torch.stack(self._history[len(self._history) - new - context :]), new)
         self._pending = 0
         if len(self._history) > self._left_context:
             del self._history[: len(self._history) - self._left_context]
         return window
+
+
+def _unbatched(decode: DecodeFn) -> BatchDecodeFn:
+    return lambda codes, new: torch.stack([decode(row, new) for row in codes])
 
 
 def pcm16_to_float(data: bytes) -> np.ndarray:

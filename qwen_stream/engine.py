@@ -160,7 +160,10 @@ class Job:
         """Binds the job to the model that runs it (worker thread, just before generation)."""
         context = self.request.voice.context_codes
         self._decoder = StreamingDecoder(
-            model.decode, streaming, context_codes=None if context is None else context.to(model.device)
+            model.decode,
+            streaming,
+            context_codes=None if context is None else context.to(model.device),
+            carried=model.carried,
         )
 
     # -- FrameSink (worker thread) -------------------------------------------------------------------

@@ -188,17 +188,19 @@ class StaticRows:
             torch.tensor(values, dtype=torch.long).to(device, non_blocking=True)
             for values in (source_rows, source_columns, rows_to, columns_to)
         )
+        # Only free rows' buffers are written until the mask admits them, so a failure on the way (out of
+        # memory) leaves the live rows as they were.
         for ours, layer in zip(self.keys, rows.cache.layers, strict=True):
             ours[rows_to_t, :, columns_to_t] = _kv(layer.keys)[source_rows_t, :, source_columns_t]
         for ours, layer in zip(self.values, rows.cache.layers, strict=True):
             ours[rows_to_t, :, columns_to_t] = _kv(layer.values)[source_rows_t, :, source_columns_t]
         index_t = torch.tensor(list(indices), dtype=torch.long).to(device, non_blocking=True)
+        for name in _PER_ROW:
+            getattr(self, name)[index_t] = getattr(rows, name)
         self.mask[index_t] = 0
         self.mask[rows_to_t, columns_to_t] = 1
         self.live[index_t] = 1
         self._rows.update(indices)
-        for name in _PER_ROW:
-            getattr(self, name)[index_t] = getattr(rows, name)
 
     def move(self, source: int, destination: int) -> None:
         """The row at batch index `source` continues at the free index `destination`, unchanged."""

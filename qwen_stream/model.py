@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .carried_decode import CarriedDecoder
 from .catalog import FAMILIES, SAMPLE_RATE, SAMPLES_PER_FRAME, Family, speaker_display_name
 from .settings import ModelSettings
 
@@ -196,6 +197,14 @@ class LoadedModel:
         self._staged_decode = all(
             hasattr(self._decoder, name) for name in ("quantizer", "pre_conv", "pre_transformer", "upsample", "decoder")
         )
+        # Chunks decoded with the decoder's state carried (--decode carried), where the decoder has the stages
+        # and layers carried_decode.py knows; elsewhere chunks decode a window of context again.
+        self.carried: CarriedDecoder | None = None
+        if self._staged_decode:
+            try:
+                self.carried = CarriedDecoder(self._decoder)
+            except ValueError as error:
+                log.info("chunks decode with a window of context: %s", error)
         upsample = int(speech_model.get_decode_upsample_rate())
         if upsample != SAMPLES_PER_FRAME or int(speech_model.get_output_sample_rate()) != SAMPLE_RATE:
             raise ModelLoadError(

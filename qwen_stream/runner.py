@@ -279,8 +279,11 @@ class TalkerRunner:
                     for item in items:
                         admissions[item.index] = Admission(slot=None, error=outcome)
                 else:
-                    for item, slot in zip(items, self._join(items, outcome), strict=True):
-                        admissions[item.index] = Admission(slot=slot)
+                    for item, joined in zip(items, self._join(items, outcome), strict=True):
+                        if isinstance(joined, BaseException):
+                            admissions[item.index] = Admission(slot=None, error=joined)
+                        else:
+                            admissions[item.index] = Admission(slot=joined)
         assert all(admission is not None for admission in admissions)
         return [admission for admission in admissions if admission is not None]
 
@@ -315,38 +318,51 @@ class TalkerRunner:
             item.generator.set_state(state)
         return [outcome for item in group for outcome in self._prefill_group([item])]
 
-    def _join(self, items: list[_Ready], joining: Joining) -> list[int]:
-        """Adds rows prefilled together to the batch, in order; returns their slots (the lowest free ones)."""
+    def _join(self, items: list[_Ready], joining: Joining) -> list[int | BaseException]:
+        """Adds rows prefilled together to the batch, in order; returns their slots (the lowest free ones), or
+        for a row that could not join (out of memory copying its KV, say) the error: a slot is taken only by a
+        row that joined, so nothing leaks."""
         slots = sorted(self._free)[: len(items)]  # the rows' names for the caller; batch indices may change
-        self._free = [slot for slot in self._free if slot not in slots]
         rows = [
             _Row(slot, item.generator, item.sampling, item.prompt.trailing_text, item.max_frames, item.own_sampling)
             for slot, item in zip(slots, items, strict=True)
         ]
         if self.max_len is None:
+            outcomes: list[int | BaseException] = []
             for g, row in enumerate(rows):
-                one = joining.row(g)
-                if self._store is None:
-                    self._store = DynamicRows(one)
-                else:
-                    assert isinstance(self._store, DynamicRows)
-                    self._store.add(one)
+                try:
+                    one = joining.row(g)
+                    if self._store is None:
+                        self._store = DynamicRows(one)
+                    else:
+                        assert isinstance(self._store, DynamicRows)
+                        self._store.add(one)
+                except Exception as error:
+                    outcomes.append(error)
+                    continue
+                self._free.remove(row.slot)
                 self._order.append(row)
-            return slots
-        if self._store is None:
-            self._store = StaticRows(joining, self.max_batch, self.max_len)
-            self._order = [None] * self.max_batch
-            self._noise = StepNoise(self.max_batch, *self._noise_shape, self._device)
-            assert self._pad is not None  # set by _configure
-            self._text = RowText(self.max_batch, self.max_len, self._pad)
-        assert isinstance(self._store, StaticRows) and self._text is not None
-        free = (index for index, row in enumerate(self._order) if row is None)
-        indices = [next(free) for _ in rows]  # the lowest: rows stay in a small bucket
-        self._store.add(joining, indices)
+                outcomes.append(row.slot)
+            return outcomes
+        try:
+            if self._store is None:  # all three, or none
+                store = StaticRows(joining, self.max_batch, self.max_len)
+                noise = StepNoise(self.max_batch, *self._noise_shape, self._device)
+                assert self._pad is not None  # set by _configure
+                text = RowText(self.max_batch, self.max_len, self._pad)
+                self._store, self._noise, self._text = store, noise, text
+                self._order = [None] * self.max_batch
+            assert isinstance(self._store, StaticRows) and self._text is not None
+            free = (index for index, row in enumerate(self._order) if row is None)
+            indices = [next(free) for _ in rows]  # the lowest: rows stay in a small bucket
+            self._store.add(joining, indices)
+        except Exception as error:
+            return [error] * len(rows)
         for index, row in zip(indices, rows, strict=True):
             self._text.set(index, row.trailing_text)
             self._order[index] = row
-        return slots
+            self._free.remove(row.slot)
+        return list(slots)
 
     def _configure(self, prompt: Prompt) -> TalkerSampling:
         sampling = TalkerSampling.from_talker_kwargs(prompt.talker_kwargs)

@@ -52,13 +52,19 @@ class SamplingSettings:
         return found
 
 
+DECODE_MODES = ("carried", "window")
+
+
 @dataclass(frozen=True)
 class StreamingSettings:
     """How generated frames become PCM chunks (see decoder.py for the schedule)."""
 
     chunk_size: int = 4
     first_chunk_size: int = 1
-    left_context: int = 72
+    left_context: int = 72  # the window decode's context (decode="window")
+    # carried: each chunk decodes its own frames, the decoder's state carried (carried_decode.py; exact, the
+    # fastest); window: each chunk decodes `left_context` frames of context again (decoder.py)
+    decode: str = "carried"
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
@@ -69,6 +75,8 @@ class StreamingSettings:
             )
         if self.left_context < 0:
             raise ValueError(f"left_context must be >= 0, got {self.left_context}")
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
 
 
 @dataclass(frozen=True)

@@ -87,9 +87,9 @@ def test_say_shares_the_servers_streaming_and_placement_options(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["say", "--help"])
     say_help = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    shared = [row for row in OPTIONS if row.name in ("chunk_size", "first_chunk_size", "left_context", "device",
-                                                      "dtype")]
-    assert len(shared) == 5
+    shared = [row for row in OPTIONS if row.name in ("chunk_size", "first_chunk_size", "decode", "left_context",
+                                                      "device", "dtype")]
+    assert len(shared) == 6
     for row in shared:  # the table's help text, without the variable: say reads no environment
         assert f"{row.flag} {row.name.split('_')[-1].upper()} {' '.join(row.help.split())}" in say_help
     assert "[env " not in say_help
@@ -100,7 +100,8 @@ def test_say_shares_the_servers_streaming_and_placement_options(capsys):
     defaults = settings()
     assert (defaults.device, defaults.dtype) == ("auto", "auto")
     assert (defaults.streaming().chunk_size, defaults.streaming().first_chunk_size,
-            defaults.streaming().left_context) == (4, 1, 72)
+            defaults.streaming().left_context, defaults.streaming().decode) == (4, 1, 72, "carried")
+    assert settings("--decode", "window").streaming().decode == "window"
     # The first chunk is clamped to the chunk size exactly as the server clamps it.
     given = settings("--chunk-size", "3", "--first-chunk-size", "8", "--device", "cpu")
     assert (given.streaming().chunk_size, given.streaming().first_chunk_size, given.device) == (3, 3, "cpu")

@@ -159,6 +159,31 @@ def test_utterances_arriving_together_are_prefilled_together_and_start_at_the_sa
     assert engine.wait_idle(SAFETY)
 
 
+def test_a_job_cancelled_while_its_admission_fails_still_ends_once(engine, monkeypatch):
+    """Admission fails as a whole (after the caller cancelled one of the jobs meanwhile): every job of it ends,
+    each exactly once, and the engine is idle again."""
+    prefill = TalkerRunner.prefill
+    jobs: list = []
+
+    def cancel_then_fail(self, rows):
+        jobs[0].cancel()
+        raise RuntimeError("admission failed (simulated)")
+
+    monkeypatch.setattr(TalkerRunner, "prefill", cancel_then_fail)
+    gate = threading.Event()
+    held = engine.run_task(lambda registry: gate.wait(SAFETY))
+    recorders = [Recorder(engine), Recorder(engine)]
+    jobs.extend(engine.submit(request, recorder) for request, recorder in zip((PROBE, MATE), recorders, strict=True))
+    gate.set()
+    held.result(SAFETY)
+    for recorder in recorders:
+        assert recorder.end.error is not None
+    assert engine.wait_idle(SAFETY)
+    monkeypatch.setattr(TalkerRunner, "prefill", prefill)
+    assert sum(isinstance(e, End) for r in recorders for e in r.events) == 2
+    assert solo_codes(engine, PROBE) is not None  # the engine goes on
+
+
 def test_cancelling_one_row_stops_it_within_one_step_and_the_others_go_on(engine):
     other_alone = solo_codes(engine, LONG)
     cancelled_at: list[int] = []
@@ -342,20 +367,21 @@ def test_the_decode_stage_runs_beside_the_step_and_the_audio_is_whole(custom_voi
     chunks arrive in order, its End last, and the stream equals the offline decode of its frames."""
     model = custom_voice_model
     threads: dict[str, set[int]] = {"step": set(), "decode": set()}
-    decode_batch, step = model.decode_batch, TalkerRunner.step
+    assert model.carried is not None  # chunks decode with the decoder's state carried (the default)
+    decode, step = model.carried.decode, TalkerRunner.step
 
     me = threading.get_ident()  # the test's own offline decodes below are not the engine's
 
-    def decoding(codes, keep=None):
+    def decoding(codes, states):
         if threading.get_ident() != me:
             threads["decode"].add(threading.get_ident())
-        return decode_batch(codes, keep)
+        return decode(codes, states)
 
     def stepping(runner):
         threads["step"].add(threading.get_ident())
         return step(runner)
 
-    monkeypatch.setattr(model, "decode_batch", decoding)
+    monkeypatch.setattr(model.carried, "decode", decoding)
     monkeypatch.setattr(TalkerRunner, "step", stepping)
     eng = Engine(model, EngineSettings(model=ModelSettings(path=model.source), max_batch=2, decode_overlap=overlap))
     try:

@@ -3,6 +3,7 @@ its own stream's generation, a stalled one is dropped and the engine moves on.""
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from qwen_stream.decoder import Window, pcm16_to_float
+from qwen_stream.decoder import pcm16_to_float
 from qwen_stream.engine import Engine, FlowControl
 from qwen_stream.events import AudioChunk, End
 from qwen_stream.generation import SynthesisError, SynthesisRequest, Voice
@@ -70,7 +71,7 @@ def _poison_window(job, at: int) -> None:
                 if taken[0] == at:
                     marked = window.codes.clone()
                     marked[-1, 0] = POISON
-                    return Window(marked, window.new)
+                    return dataclasses.replace(window, codes=marked)
             return window
 
         decoder.take = poisoned
@@ -130,15 +131,16 @@ def test_a_window_the_decoder_refuses_fails_only_its_row_of_a_batched_decode(cus
     the row whose window the decoder refuses ends with the error, and its mates' audio is whole."""
     model = custom_voice_model
     batch_sizes = []
-    decode_batch = model.decode_batch
+    assert model.carried is not None  # chunks decode with the decoder's state carried (the default)
+    decode = model.carried.decode
 
-    def refusing(codes, keep=None):
+    def refusing(codes, states):
         batch_sizes.append(codes.shape[0])
         if bool((codes == POISON).any()):
             raise RuntimeError("the decoder refuses this window")
-        return decode_batch(codes, keep)
+        return decode(codes, states)  # a refused call changes no row's state: the retry alone starts over
 
-    monkeypatch.setattr(model, "decode_batch", refusing)  # model.decode goes through it too
+    monkeypatch.setattr(model.carried, "decode", refusing)
     torch.manual_seed(5)
     clean, _ = run_held_batch(model, TEXTS)
     assert max(batch_sizes) >= 2  # rows in step decoded their chunks in one call (the blocker holds a slot)

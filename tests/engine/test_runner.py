@@ -13,6 +13,7 @@ import torch
 from qwen_stream import prompts
 from qwen_stream.code_predictor import install_fast_code_predictor, uninstall_fast_code_predictor
 from qwen_stream.generation import SynthesisError, SynthesisRequest, Voice, build_generate_inputs
+from qwen_stream.kv import DynamicRows
 from qwen_stream.runner import NewRow, TalkerRunner
 from qwen_stream.sampling import BatchedCodePredictor
 from qwen_stream.settings import SamplingSettings
@@ -366,6 +367,30 @@ def test_a_group_that_fails_after_drawing_retries_each_row_with_its_draws_put_ba
     driver.finish()
     for name in ("probe", "short", "long"):
         assert torch.equal(driver.codes(name), references[name]), name
+
+
+def test_rows_that_cannot_join_take_no_slot_and_the_batch_goes_on(custom_voice_model, references, monkeypatch, max_len):
+    """Copying a group's KV into the batch fails (out of memory, say): those rows get the error, their slots stay
+    free, and the rows already live make their solo frames."""
+    from qwen_stream import kv
+
+    driver = Driver(TalkerRunner(custom_voice_model, SAMPLING, max_batch=4, max_len=max_len))
+    driver.join(short=MATES["short"])
+    driver.step(2)
+    store = DynamicRows if max_len is None else kv.StaticRows
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "add", out_of_memory)
+        errors = driver.join(probe=PROBE, long=MATES["long"])
+    assert all(isinstance(error, RuntimeError) for error in errors.values())
+    assert driver.runner.free_slots == 3 and len(driver.runner.live_rows) == 1
+    driver.join(probe=PROBE)
+    driver.finish()
+    assert torch.equal(driver.codes("short"), references["short"])
+    assert torch.equal(driver.codes("probe"), references["probe"])
 
 
 def capture_length(model, request: SynthesisRequest) -> int:

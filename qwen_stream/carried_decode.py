@@ -1,0 +1,235 @@
+"""Streaming decode with carried state: each chunk runs the 12 Hz decoder on its new frames only.
+
+The decoder (qwen-tts' Qwen3TTSTokenizerV2Decoder) is causal end to end: stride-1 convolutions padded on the
+left only, transposed convolutions whose output block t depends on input frames t-1 and t, a transformer with
+sliding-window causal attention, and per-frame or per-sample layers in between. So instead of decoding a
+window of context + new frames at every chunk (decoder.py's sliding window), a row keeps, between chunks, what
+each layer needs from the past: the last `kernel - 1` inputs of every convolution, the last input frame of
+every transposed convolution, and the transformer's keys and values over its window. A chunk then costs its
+own frames only, and its samples are those of a one-shot decode of the whole utterance (up to float rounding):
+zeros as the first state are exactly the convolutions' left padding, and an empty history is exactly the
+start of the utterance.
+
+`CarriedDecoder.decode(codes (B, T, 16), states)` decodes one chunk for B rows at once (rows at different
+points of their utterances share the call: each row's positions and history are its own) and returns their
+waveforms and new states; the states passed in are not changed, so a failed call can be retried.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+_NO_POSITION = -(2**30)  # a history slot not filled yet: too far back for any query's window
+
+
+@dataclass
+class DecoderState:
+    """One row's carried state; empty (`tensors` None) before its first chunk."""
+
+    tensors: list[torch.Tensor] | None = None  # (1, ...) each, in the order CarriedDecoder walks the layers
+    frames: int = 0  # frames decoded so far: the position of the next frame
+
+
+@dataclass
+class _Walk:
+    """The batched states read while walking the decoder's layers, and the new ones written."""
+
+    old: list[torch.Tensor] | None
+    new: list[torch.Tensor] = field(default_factory=list)
+    read: int = 0
+
+    def take(self, empty: torch.Tensor) -> torch.Tensor:
+        """The next carried tensor; `empty` (the state before any frame) when no row has one yet."""
+        self.read += 1
+        return empty if self.old is None else self.old[self.read - 1]
+
+    def put(self, tensor: torch.Tensor) -> None:
+        self.new.append(tensor)
+
+
+class _WindowCache:
+    """The pre-transformer's cache for one chunk: each layer's carried keys and values (B, H, W, D) before the
+    chunk's own; `update` is the one method the attention layers call."""
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]):
+        self.keys, self.values = keys, values
+        self.full_keys: list[torch.Tensor] = []
+        self.full_values: list[torch.Tensor] = []
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, cache_kwargs: Any = None):
+        full_keys = torch.cat([self.keys[layer_idx], keys], dim=2)
+        full_values = torch.cat([self.values[layer_idx], values], dim=2)
+        self.full_keys.append(full_keys)
+        self.full_values.append(full_values)
+        return full_keys, full_values
+
+
+class CarriedDecoder:
+    """Chunk-by-chunk decoding of a Qwen3TTSTokenizerV2Decoder with each row's state carried (module doc)."""
+
+    def __init__(self, decoder: Any):
+        self.decoder = decoder
+        transformer = decoder.pre_transformer
+        config = transformer.config
+        if any(kind != "sliding_attention" for kind in getattr(config, "layer_types", ["sliding_attention"])):
+            raise ValueError("carried decoding needs the pre-transformer's sliding-window attention on every layer")
+        self.window = int(config.sliding_window)
+        self.layers = int(config.num_hidden_layers)
+        self.kv_heads = int(config.num_key_value_heads)
+        self.head_dim = int(getattr(config, "head_dim", config.hidden_size // config.num_attention_heads))
+        self.attention = config._attn_implementation
+        for module in [decoder.pre_conv, *(block for blocks in decoder.upsample for block in blocks), *decoder.decoder]:
+            self._check(module)
+
+    def _check(self, module: Any) -> None:
+        """Every layer is one whose state this class knows how to carry (else ValueError, at load time)."""
+        name = type(module).__name__
+        if name.endswith("CausalConvNet"):
+            if module.stride != 1:
+                raise ValueError(f"a strided convolution ({name}) in the decoder")
+        elif name.endswith("CausalTransConvNet"):
+            stride, kernel = int(module.conv.stride[0]), int(module.conv.kernel_size[0])
+            if not (kernel == stride or (kernel == 2 * stride and module.right_pad == stride)):
+                raise ValueError(f"a transposed convolution of kernel {kernel}, stride {stride} in the decoder")
+        elif name.endswith("ConvNeXtBlock"):
+            self._check(module.dwconv)
+        elif name.endswith("DecoderBlock"):
+            for inner in module.block:
+                self._check(inner)
+        elif name.endswith("ResidualUnit"):
+            self._check(module.conv1)
+            self._check(module.conv2)
+        elif name != "SnakeBeta":
+            raise ValueError(f"a decoder layer carried decoding does not know: {name}")
+
+    @torch.inference_mode()
+    def decode(self, codes: torch.Tensor, states: list[DecoderState]) -> tuple[torch.Tensor, list[DecoderState]]:
+        """codes (B, T, 16) long, the next T frames of each row -> waveforms (B, T * samples per frame) float32
+        and each row's state after them."""
+        dec = self.decoder
+        if codes.shape[0] != len(states):
+            raise ValueError(f"{codes.shape[0]} rows of codes for {len(states)} states")
+        device = next(dec.parameters()).device
+        codes = codes.to(device).long().clamp(min=0).transpose(1, 2)
+        old = None if all(s.tensors is None for s in states) else self._stack(states, device)
+        walk = _Walk(old)
+        starts = torch.tensor([s.frames for s in states], dtype=torch.long, device=device)
+
+        hidden = dec.quantizer.decode(codes)
+        hidden = self._conv(dec.pre_conv, hidden, walk)
+        hidden = self._transformer(hidden.transpose(1, 2), starts, walk).permute(0, 2, 1)
+        for blocks in dec.upsample:
+            for block in blocks:
+                hidden = self._layer(block, hidden, walk)
+        for block in dec.decoder:
+            hidden = self._layer(block, hidden, walk)
+        wav = hidden.clamp(min=-1, max=1)[:, 0].float()
+        frames = codes.shape[-1]
+        new = [
+            DecoderState([tensor[row : row + 1] for tensor in walk.new], state.frames + frames)
+            for row, state in enumerate(states)
+        ]
+        return wav, new
+
+    # -- state ---------------------------------------------------------------------------------------------
+
+    def _stack(self, states: list[DecoderState], device: torch.device) -> list[torch.Tensor]:
+        """The rows' states as batched tensors; a row before its first chunk gets the empty state."""
+        template = next(s.tensors for s in states if s.tensors is not None)
+        stacked = []
+        for index, like in enumerate(template):
+            rows = []
+            for state in states:
+                if state.tensors is not None:
+                    rows.append(state.tensors[index])
+                elif like.dtype == torch.long:  # the transformer's history positions
+                    rows.append(torch.full_like(like, _NO_POSITION))
+                else:
+                    rows.append(torch.zeros_like(like))
+            stacked.append(torch.cat(rows).to(device))
+        return stacked
+
+    # -- layers --------------------------------------------------------------------------------------------
+
+    def _layer(self, module: Any, hidden: torch.Tensor, walk: _Walk) -> torch.Tensor:
+        """One module of the upsampling or decoder stack, with the state its convolutions carry."""
+        name = type(module).__name__
+        if name.endswith("CausalConvNet"):
+            return self._conv(module, hidden, walk)
+        if name.endswith("CausalTransConvNet"):
+            return self._transposed(module, hidden, walk)
+        if name.endswith("ConvNeXtBlock"):
+            residual = hidden
+            hidden = self._conv(module.dwconv, hidden, walk).permute(0, 2, 1)
+            hidden = module.pwconv2(module.act(module.pwconv1(module.norm(hidden))))
+            return residual + (module.gamma * hidden).permute(0, 2, 1)
+        if name.endswith("DecoderBlock"):
+            for inner in module.block:
+                hidden = self._layer(inner, hidden, walk)
+            return hidden
+        if name.endswith("ResidualUnit"):
+            residual = hidden
+            hidden = self._conv(module.conv1, module.act1(hidden), walk)
+            hidden = self._conv(module.conv2, module.act2(hidden), walk)
+            return hidden + residual
+        if name == "SnakeBeta":
+            return module(hidden)
+        raise AssertionError(f"{name} passed _check")
+
+    def _conv(self, module: Any, hidden: torch.Tensor, walk: _Walk) -> torch.Tensor:
+        """A causal stride-1 convolution: its input continues the last `kernel - 1` inputs of the chunk before."""
+        past = module.kernel_size - 1  # the kernel's span, dilation included
+        if past == 0:
+            return module.conv(hidden)
+        carried = walk.take(hidden.new_zeros(hidden.shape[0], hidden.shape[1], past))
+        joined = torch.cat([carried, hidden], dim=-1)
+        walk.put(joined[..., -past:])
+        return module.conv(joined)
+
+    def _transposed(self, module: Any, hidden: torch.Tensor, walk: _Walk) -> torch.Tensor:
+        """A transposed convolution of stride s and kernel s (no overlap) or 2s (output block t from input frames
+        t-1 and t): with the last frame before the chunk in front, its blocks are the one-shot decode's."""
+        conv = module.conv
+        stride, kernel = int(conv.stride[0]), int(conv.kernel_size[0])
+        if kernel == stride:
+            return conv(hidden)
+        carried = walk.take(hidden.new_zeros(hidden.shape[0], hidden.shape[1], 1))
+        walk.put(hidden[..., -1:])
+        full = conv(torch.cat([carried, hidden], dim=-1))  # (T + 1) * s + s samples
+        return full[..., stride : stride + hidden.shape[-1] * stride]
+
+    def _transformer(self, hidden: torch.Tensor, starts: torch.Tensor, walk: _Walk) -> torch.Tensor:
+        """The pre-transformer over the chunk's frames (B, T, C), attending to the carried window."""
+        batch, frames = hidden.shape[0], hidden.shape[1]
+        device = hidden.device
+        dtype = next(self.decoder.pre_transformer.parameters()).dtype
+        shape = (batch, self.kv_heads, self.window, self.head_dim)
+        keys = [walk.take(torch.zeros(shape, dtype=dtype, device=device)) for _ in range(self.layers)]
+        values = [walk.take(torch.zeros(shape, dtype=dtype, device=device)) for _ in range(self.layers)]
+        history = walk.take(torch.full((batch, self.window), _NO_POSITION, dtype=torch.long, device=device))
+        positions = starts.view(-1, 1) + torch.arange(frames, device=device)  # (B, T) each row's own
+        key_positions = torch.cat([history, positions], dim=1)  # (B, W + T)
+        query = positions.unsqueeze(2)
+        key = key_positions.unsqueeze(1)
+        allowed = (key <= query) & (query - key < self.window)  # causal, within the sliding window
+        mask: torch.Tensor = allowed.unsqueeze(1)  # (B, 1, T, W + T)
+        if self.attention == "eager":
+            mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)
+        cache = _WindowCache(keys, values)
+        out = self.decoder.pre_transformer(
+            inputs_embeds=hidden,
+            attention_mask={"sliding_attention": mask, "full_attention": mask},
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            cache_position=torch.arange(frames, device=device),
+        ).last_hidden_state
+        for full in cache.full_keys:
+            walk.put(full[:, :, -self.window :])
+        for full in cache.full_values:
+            walk.put(full[:, :, -self.window :])
+        walk.put(key_positions[:, -self.window :])
+        return out
