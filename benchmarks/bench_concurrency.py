@@ -2,7 +2,7 @@
 
     python benchmarks/bench_concurrency.py [--model-path DIR --device cuda] [--concurrency 1,4,10,32]
                                            [--frames 60] [--cuda-graphs off,on] [--torch-compile off,on]
-                                           [--static-len 640]
+                                           [--static-len 640] [--decode carried,window]
 
 For each `--cuda-graphs` and `--torch-compile` setting an engine is built (`--max-batch` = the largest c) and
 warmed up as the server warms up (every batch-size bucket's step built, so capture and compiling are not timed;
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--cuda-graphs", default="off,on", help="settings to compare (auto, on, off)")
     parser.add_argument("--torch-compile", default="off", help="settings to compare (on, off), with each of the above")
     parser.add_argument("--static-len", type=int, default=0, help="static KV cache positions per row (0: auto)")
+    parser.add_argument("--decode", default="carried", help="chunk decoding modes to compare (carried, window)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
 
@@ -47,7 +48,7 @@ def main() -> None:
     from qwen_stream.events import AudioChunk, End
     from qwen_stream.generation import SynthesisRequest, Voice
     from qwen_stream.model import load_model
-    from qwen_stream.settings import FRAME_SECONDS, EngineSettings, ModelSettings
+    from qwen_stream.settings import FRAME_SECONDS, EngineSettings, ModelSettings, StreamingSettings
 
     settings = ModelSettings(path=model_path(args), device=args.device, dtype=args.dtype)
     model = load_model(settings)
@@ -87,8 +88,9 @@ def main() -> None:
         return firsts, time.perf_counter() - start, frames[0]
 
     rows = []
-    variants = [(g, c) for c in args.torch_compile.split(",") for g in args.cuda_graphs.split(",")]
-    for graphs, compiled in variants:
+    graph_modes, compile_modes = args.cuda_graphs.split(","), args.torch_compile.split(",")
+    variants = [(g, c, d) for d in args.decode.split(",") for c in compile_modes for g in graph_modes]
+    for graphs, compiled, decode in variants:
         engine = Engine(
             model,
             EngineSettings(
@@ -97,6 +99,7 @@ def main() -> None:
                 cuda_graphs=graphs,
                 static_len=args.static_len,
                 torch_compile=compiled,
+                streaming=StreamingSettings(decode=decode),
             ),
         )
         try:
@@ -107,7 +110,7 @@ def main() -> None:
             for count in levels:
                 firsts, wall, frames = burst(engine, count)
                 report = engine.report()
-                rows.append((graphs, compiled, report, count, firsts, wall, frames, warm))
+                rows.append((graphs, compiled, decode, report, count, firsts, wall, frames, warm))
         finally:
             engine.close()
 
@@ -116,14 +119,14 @@ def main() -> None:
         f"{model.placement.attention}), {args.frames} frames per utterance, all submitted at once"
     )
     print(
-        "| --cuda-graphs | --torch-compile | KV cache | step ran as | warm-up s | c | first audio p50 ms | p95 ms "
-        "| max ms | audio s per wall s | step ms | decode ms |"
+        "| --cuda-graphs | --torch-compile | --decode | KV cache | step ran as | warm-up s | c | first audio p50 ms "
+        "| p95 ms | max ms | audio s per wall s | step ms | decode ms |"
     )
-    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for graphs, compiled, report, count, firsts, wall, frames, warm in rows:
+    print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for graphs, compiled, decode, report, count, firsts, wall, frames, warm in rows:
         ran = "+".join(k for k in ("torch_compile", "cuda_graphs") if report[k]) or "eager"
         print(
-            f"| {graphs} | {compiled} | {report['kv_cache']} | {ran} | {warm:.0f} | {count} "
+            f"| {graphs} | {compiled} | {decode} | {report['kv_cache']} | {ran} | {warm:.0f} | {count} "
             f"| {1000 * pct(firsts, 50):.0f} | {1000 * pct(firsts, 95):.0f} "
             f"| {1000 * max(firsts):.0f} | {frames * FRAME_SECONDS / wall:.1f} "
             f"| {1000 * float(report['step_seconds']):.1f} | {1000 * float(report['decode_seconds']):.1f} |"
