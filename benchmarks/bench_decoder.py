@@ -1,9 +1,11 @@
-"""Sliding-window decoder: fidelity against one full decode, and cost per chunk.
+"""Streaming decode: fidelity against one full decode, and cost per chunk.
 
     python benchmarks/bench_decoder.py [--model-path DIR --device cuda] [--frames 150]
+                                       [--contexts carried,0,12,25,72] [--chunks 1,2,4,6,8,12]
 
-For each left context (0, 12, 25, 72) and chunk size (1..12) the same generated frames are decoded the
-streaming way; max error is in units of the full decode's peak, SNR = 10 log10(signal / error power)."""
+For the carried-state decode (`--decode carried`, the server's default) and for each left context of the window
+decode (0, 12, 25, 72), at each chunk size (1..12), the same generated frames are decoded the streaming way;
+max error is in units of the full decode's peak, SNR = 10 log10(signal / error power)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_args(parser)
     parser.add_argument("--frames", type=int, default=150)
-    parser.add_argument("--contexts", default="0,12,25,72")
+    parser.add_argument("--contexts", default="carried,0,12,25,72", help="carried, or window decodes' left contexts")
     parser.add_argument("--chunks", default="1,2,4,6,8,12")
     parser.add_argument("--staged-only", action="store_true",
                         help="only compare one full window decode with the staged decode of its last frames")
@@ -57,10 +59,12 @@ def main() -> None:
     print(f"# bench_decoder: {len(codes)} frames, {machine()}, model {model.source} ({model.placement.dtype})")
     print("| left context | chunk | max error / peak | SNR dB | ms per chunk (p50) |")
     print("|---:|---:|---:|---:|---:|")
-    for context in [int(c) for c in args.contexts.split(",")]:
+    for context in args.contexts.split(","):
         for chunk in [int(c) for c in args.chunks.split(",")]:
-            decoder = StreamingDecoder(model.decode, StreamingSettings(chunk_size=chunk, first_chunk_size=chunk,
-                                                                       left_context=context))
+            carried = context == "carried"
+            streaming = StreamingSettings(chunk_size=chunk, first_chunk_size=chunk, decode="carried" if carried
+                                          else "window", left_context=0 if carried else int(context))
+            decoder = StreamingDecoder(model.decode, streaming, carried=model.carried)
             timings, pieces = [], []
             for frame in codes:
                 t0 = time.perf_counter()
