@@ -207,8 +207,16 @@ class ContinuousLoop:
             model = self.engine.registry.get(family)
             if self.runner is None or self.runner.model is not model:
                 self.runner = self._runner_for(model)
+        attached = []
         for job in live:
-            job.attach(model, self.engine.settings.streaming)
+            try:
+                job.attach(model, self.engine.settings.streaming)
+            except Exception as failure:  # this job's own failure (its voice's context, say): it alone ends
+                settled.add(id(job))
+                self._end(job, failure)
+            else:
+                attached.append(job)
+        live = attached
         admissions = self.runner.prefill([NewRow(job.request, max_frames=job.cap) for job in live])
         for job, admission in zip(live, admissions, strict=True):
             settled.add(id(job))

@@ -159,6 +159,30 @@ def test_utterances_arriving_together_are_prefilled_together_and_start_at_the_sa
     assert engine.wait_idle(SAFETY)
 
 
+def test_a_job_that_fails_to_attach_ends_alone_and_its_burst_mates_play(engine, monkeypatch):
+    from qwen_stream.engine import Job
+
+    alone = solo_codes(engine, MATE)
+    attach = Job.attach
+
+    def picky(self, model, streaming):
+        if self.request is PROBE:
+            raise RuntimeError("this job's decoder could not be built")
+        return attach(self, model, streaming)
+
+    monkeypatch.setattr(Job, "attach", picky)
+    gate = threading.Event()
+    held = engine.run_task(lambda registry: gate.wait(SAFETY))
+    bad, good = Recorder(engine), Recorder(engine)
+    engine.submit(PROBE, bad)
+    engine.submit(MATE, good, keep_codes=True)
+    gate.set()
+    held.result(SAFETY)
+    assert "could not be built" in str(bad.end.error)
+    assert good.end.error is None and torch.equal(good.end.codes, alone)
+    assert engine.wait_idle(SAFETY)
+
+
 def test_a_job_cancelled_while_its_admission_fails_still_ends_once(engine, monkeypatch):
     """Admission fails as a whole (after the caller cancelled one of the jobs meanwhile): every job of it ends,
     each exactly once, and the engine is idle again."""
