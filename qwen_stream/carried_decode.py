@@ -81,6 +81,8 @@ class CarriedDecoder:
         self.kv_heads = int(config.num_key_value_heads)
         self.head_dim = int(getattr(config, "head_dim", config.hidden_size // config.num_attention_heads))
         self.attention = config._attn_implementation
+        if self.attention not in ("sdpa", "eager"):  # the per-row window mask is a 4-D mask: flash kernels take none
+            raise ValueError(f"carried decoding needs sdpa or eager attention in the decoder, not {self.attention}")
         for module in [decoder.pre_conv, *(block for blocks in decoder.upsample for block in blocks), *decoder.decoder]:
             self._check(module)
 

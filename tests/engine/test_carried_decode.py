@@ -67,3 +67,13 @@ def test_a_decoder_with_a_layer_it_does_not_know_is_refused_at_load(custom_voice
     decoder.decoder.append(torch.nn.Tanh())
     with pytest.raises(ValueError, match="Tanh"):
         CarriedDecoder(decoder)
+
+
+def test_a_decoder_on_flash_attention_is_refused_at_load(custom_voice_model):
+    """Rows' windows differ, which needs a 4-D mask; chunks then decode with a window of context instead."""
+    import copy
+
+    decoder = copy.deepcopy(custom_voice_model._decoder)
+    decoder.pre_transformer.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="flash_attention_2"):
+        CarriedDecoder(decoder)
