@@ -22,6 +22,9 @@ from typing import Any
 
 import torch
 
+# Frames of context the sample-rate stack needs to make a frame's samples (to float rounding): its receptive
+# field. The window decode runs the stack on `keep` + this many frames; so does priming a carried state.
+CONV_CONTEXT_FRAMES = 6
 _NO_POSITION = -(2**30)  # a history slot not filled yet: too far back for any query's window
 
 
@@ -108,9 +111,13 @@ class CarriedDecoder:
             raise ValueError(f"a decoder layer carried decoding does not know: {name}")
 
     @torch.inference_mode()
-    def decode(self, codes: torch.Tensor, states: list[DecoderState]) -> tuple[torch.Tensor, list[DecoderState]]:
-        """codes (B, T, 16) long, the next T frames of each row -> waveforms (B, T * samples per frame) float32
-        and each row's state after them."""
+    def decode(
+        self, codes: torch.Tensor, states: list[DecoderState], keep: int | None = None
+    ) -> tuple[torch.Tensor, list[DecoderState]]:
+        """codes (B, T, 16) long, the next T frames of each row -> waveforms (B, samples) float32 and each row's
+        state after them. Samples: T frames' worth; with `keep` (fresh states only: frames that prime a state,
+        an ICL reference's codes, then `keep` frames to hear), at least the last `keep` frames' worth, since
+        the sample-rate stack then starts `CONV_CONTEXT_FRAMES` before them, as the window decode does."""
         dec = self.decoder
         if codes.shape[0] != len(states):
             raise ValueError(f"{codes.shape[0]} rows of codes for {len(states)} states")
@@ -123,6 +130,8 @@ class CarriedDecoder:
         hidden = dec.quantizer.decode(codes)
         hidden = self._conv(dec.pre_conv, hidden, walk)
         hidden = self._transformer(hidden.transpose(1, 2), starts, walk).permute(0, 2, 1)
+        if keep is not None and old is None and hidden.shape[-1] > keep + CONV_CONTEXT_FRAMES:
+            hidden = hidden[..., hidden.shape[-1] - keep - CONV_CONTEXT_FRAMES :]
         for blocks in dec.upsample:
             for block in blocks:
                 hidden = self._layer(block, hidden, walk)
@@ -130,8 +139,10 @@ class CarriedDecoder:
             hidden = self._layer(block, hidden, walk)
         wav = hidden.clamp(min=-1, max=1)[:, 0].float()
         frames = codes.shape[-1]
+        # Copied out of the call's activations, so a row's state holds its own few columns, not the whole call's.
+        carried = [tensor.clone() for tensor in walk.new]
         new = [
-            DecoderState([tensor[row : row + 1] for tensor in walk.new], state.frames + frames)
+            DecoderState([tensor[row : row + 1] for tensor in carried], state.frames + frames)
             for row, state in enumerate(states)
         ]
         return wav, new

@@ -58,21 +58,21 @@ def decode_windows(decode: BatchDecodeFn, windows: Sequence[Window]) -> list[tor
         carried = None if window.carry is None else id(window.carry.decoder)
         groups.setdefault((len(window.codes), window.new, carried), []).append(index)
     out: list[torch.Tensor | None] = [None] * len(windows)
+    advanced: list[tuple[Carry, DecoderState]] = []
     for (_, new, carried), members in groups.items():
         codes = torch.stack([windows[i].codes for i in members])
         if carried is None:
             wavs = decode(codes, new)
         else:
-            carries = [windows[i].carry for i in members]
-            assert all(carry is not None for carry in carries)
-            first = carries[0]
-            assert first is not None
-            wavs, states = first.decoder.decode(codes, [carry.state for carry in carries if carry is not None])
-            for carry, state in zip(carries, states, strict=True):  # only once the whole group has decoded
-                assert carry is not None
-                carry.state = state
+            carries = [carry for carry in (windows[i].carry for i in members) if carry is not None]
+            # Frames before the new ones are an ICL reference's codes priming a fresh state: only their last
+            # few go through the sample-rate stack, as in the window decode.
+            wavs, states = carries[0].decoder.decode(codes, [carry.state for carry in carries], keep=new)
+            advanced.extend(zip(carries, states, strict=True))
         for i, wav in zip(members, wavs, strict=True):
             out[i] = wav
+    for carry, state in advanced:  # only once every group has decoded: a failed call is retried from the same states
+        carry.state = state
     return [wav for wav in out if wav is not None]
 
 

@@ -202,9 +202,11 @@ class Job:
         return self._decoder.take_tail()
 
     def deliver(self, window: Window, wav: torch.Tensor, seconds: float) -> None:
-        """A decoded window's chunk goes out; `seconds`: this row's share of the decode."""
+        """A decoded window's chunk goes out; `seconds`: this row's share of the decode. Not after this row
+        failed: a window taken before the failure would continue audio that never went out."""
         self.stats.decode_seconds += seconds
-        self._send_chunk(window.pcm(wav))
+        if self._error is None:
+            self._send_chunk(window.pcm(wav))
 
     def on_eos(self) -> None:
         self._eos = True

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .carried_decode import CarriedDecoder
+from .carried_decode import CONV_CONTEXT_FRAMES, CarriedDecoder
 from .catalog import FAMILIES, SAMPLE_RATE, SAMPLES_PER_FRAME, Family, speaker_display_name
 from .settings import ModelSettings
 
@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 # Frames of left context the decoder's causal conv stack needs for exact output. Measured on random
 # weights (kernels and dilations are architectural, the same in every checkpoint): cropping with 4 frames
 # leaves 4e-5 error, with 5 frames 2e-7 (float noise); 6 keeps a margin.
-CONV_CONTEXT_FRAMES = 6
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

@@ -396,10 +396,10 @@ def test_the_decode_stage_runs_beside_the_step_and_the_audio_is_whole(custom_voi
 
     me = threading.get_ident()  # the test's own offline decodes below are not the engine's
 
-    def decoding(codes, states):
+    def decoding(codes, states, keep=None):
         if threading.get_ident() != me:
             threads["decode"].add(threading.get_ident())
-        return decode(codes, states)
+        return decode(codes, states, keep)
 
     def stepping(runner):
         threads["step"].add(threading.get_ident())

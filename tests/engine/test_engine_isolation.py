@@ -23,18 +23,20 @@ from .test_engine import _hold_engine, offline_pcm
 CAPS = [10, 14, 12]
 
 
-def batch_engine(model, max_batch: int = 3) -> Engine:
-    return Engine(model, EngineSettings(model=ModelSettings(path=model.source), max_batch=max_batch))
+def batch_engine(model, max_batch: int = 3, overlap: str = "auto") -> Engine:
+    return Engine(
+        model, EngineSettings(model=ModelSettings(path=model.source), max_batch=max_batch, decode_overlap=overlap)
+    )
 
 
 def events_of(inbox: queue.Queue) -> list:
     return [inbox.get() for _ in range(inbox.qsize())]
 
 
-def run_held_batch(model, texts, break_row=None, poison_row=None):
+def run_held_batch(model, texts, break_row=None, poison_row=None, overlap="auto"):
     """Submits one job per text while the engine is held, so they run as one batch; `break_row`'s decoder
     raises on its third chunk. Returns each row's events and the talker steps the batch took."""
-    eng = batch_engine(model)
+    eng = batch_engine(model, overlap=overlap)
     try:
         gate, blocker = _hold_engine(eng)
         inboxes = [queue.Queue() for _ in texts]
@@ -126,26 +128,28 @@ def test_a_row_that_fails_mid_generation_ends_alone_and_its_mates_are_untouched(
         assert np.abs(streamed - reference).max() <= 1e-3 * np.abs(reference).max()
 
 
-def test_a_window_the_decoder_refuses_fails_only_its_row_of_a_batched_decode(custom_voice_model, monkeypatch):
+@pytest.mark.parametrize("overlap", ["off", "on"], ids=["inline", "beside the step"])
+def test_a_window_the_decoder_refuses_fails_only_its_row_of_a_batched_decode(custom_voice_model, monkeypatch, overlap):
     """Rows' due windows are decoded in one call; when that call fails, each window is decoded alone, so only
-    the row whose window the decoder refuses ends with the error, and its mates' audio is whole."""
+    the row whose window the decoder refuses ends with the error, and its mates' audio is whole; inline and
+    with the decode stage beside the next step."""
     model = custom_voice_model
     batch_sizes = []
     assert model.carried is not None  # chunks decode with the decoder's state carried (the default)
     decode = model.carried.decode
 
-    def refusing(codes, states):
+    def refusing(codes, states, keep=None):
         batch_sizes.append(codes.shape[0])
         if bool((codes == POISON).any()):
             raise RuntimeError("the decoder refuses this window")
-        return decode(codes, states)  # a refused call changes no row's state: the retry alone starts over
+        return decode(codes, states, keep)  # a refused call changes no row's state: the retry alone starts over
 
     monkeypatch.setattr(model.carried, "decode", refusing)
     torch.manual_seed(5)
-    clean, _ = run_held_batch(model, TEXTS)
+    clean, _ = run_held_batch(model, TEXTS, overlap=overlap)
     assert max(batch_sizes) >= 2  # rows in step decoded their chunks in one call (the blocker holds a slot)
     torch.manual_seed(5)
-    poisoned, _ = run_held_batch(model, TEXTS, poison_row=1)
+    poisoned, _ = run_held_batch(model, TEXTS, poison_row=1, overlap=overlap)
     assert poisoned[1][-1].error is not None and "refuses" in str(poisoned[1][-1].error)
     assert sum(isinstance(e, AudioChunk) for e in poisoned[1]) == 2  # the chunks before the refused one
     for row in (0, 2):
