@@ -43,6 +43,10 @@ step setup build-1.7b python3 -m qwen_stream.tiny /tmp/cv-1.7b --kind custom_voi
 # c = 1, 4, 10, 32 and audio seconds per wall second, eager static step against captured CUDA graphs.
 step concurrency concurrency-1.7b python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b --device cuda \
   --concurrency 1,4,10,32 --frames 60 --cuda-graphs off,on --static-len 640
+# The same with CUDA graphs, chunks decoded the earlier way (a 72-frame window again per chunk): what the carried
+# decode changes on a GPU, where a decode was launch-bound (2026-11-28).
+step concurrency concurrency-1.7b-window python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b \
+  --device cuda --concurrency 1,10 --frames 60 --cuda-graphs on --static-len 640 --decode window
 # Rows joining at once: one prefill forward for the group against one per row (ms and operators per row).
 step prefill prefill-1.7b python3 benchmarks/bench_prefill.py --model-path /tmp/cv-1.7b --device cuda --groups 1,4,16,32
 step setup build-0.6b python3 -m qwen_stream.tiny /tmp/cv-0.6b --kind custom_voice --size 0.6b --force
