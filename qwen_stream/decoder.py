@@ -104,16 +104,16 @@ class StreamingDecoder:
         None, or "window", each chunk decodes `left_context` frames of context again)."""
         self._decode = decode
         self._carry = None if carried is None or settings.decode != "carried" else Carry(carried, DecoderState())
-        # Frames kept as the next window's context: a window's, or (carried) only an ICL reference's codes, which
-        # the first chunk decodes in front of its own frames to prime the state (as far as attention reaches).
-        context = settings.left_context if self._carry is None else self._carry.decoder.window
-        self._left_context = context if self._carry is None else 0
+        self._left_context = settings.left_context  # the window decode's; a carried state needs none
         self._schedule = chunk_schedule(settings)
         self._target = next(self._schedule)
         # Frames already spoken (an ICL reference's codes, then our own), kept only as far as the context reaches.
+        # Carried, only the reference's codes, which the first chunk decodes in front of its own frames to prime
+        # the state (as far back as attention reaches).
+        primed = self._left_context if self._carry is None else self._carry.decoder.window
         self._history: list[torch.Tensor] = []
-        if context_codes is not None and context > 0 and len(context_codes) > 0:
-            self._history = list(context_codes[-context:])
+        if context_codes is not None and primed > 0 and len(context_codes) > 0:
+            self._history = list(context_codes[-primed:])
         self._pending = 0
 
     def push(self, frame: torch.Tensor) -> bytes | None:

@@ -184,10 +184,10 @@ class StaticRows:
             rows_to += [index] * length
             columns_to += range(self.write - length, self.write)
         device = self.mask.device
-        source_rows_t, source_columns_t, rows_to_t, columns_to_t = (
-            torch.tensor(values, dtype=torch.long).to(device, non_blocking=True)
-            for values in (source_rows, source_columns, rows_to, columns_to)
-        )
+        # One host-to-device copy for the four index lists.
+        source_rows_t, source_columns_t, rows_to_t, columns_to_t = torch.tensor(
+            [source_rows, source_columns, rows_to, columns_to], dtype=torch.long
+        ).to(device)
         # Only free rows' buffers are written until the mask admits them, so a failure on the way (out of
         # memory) leaves the live rows as they were.
         for ours, layer in zip(self.keys, rows.cache.layers, strict=True):

@@ -396,9 +396,9 @@ class TalkerRunner:
         positions = torch.arange(width, device=self._device).view(1, 1, -1).expand(3, count, -1)
         cache = DynamicCache()
         columns = torch.arange(width, device=self._device)
-        hidden, logits = self._forward(torch.cat(padded), mask, positions, cache, columns, lengths)
-        last = torch.tensor([length - 1 for length in lengths], device=self._device)
         rows = torch.arange(count, device=self._device)
+        last = torch.tensor([length - 1 for length in lengths], device=self._device)
+        hidden, logits = self._forward(torch.cat(padded), mask, positions, cache, columns, (rows, last))
         samplings = [item.sampling for item in group]
         noise = torch.ones(count, self._vocab, device=self._device)
         for g, item in enumerate(group):
@@ -445,11 +445,12 @@ class TalkerRunner:
         positions: torch.Tensor,
         cache: Any,
         cache_position: torch.Tensor,
-        lengths: Sequence[int] | None = None,
+        last: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The talker's forward without its side effect (it stores rope deltas on the module, for the whole
         batch): the last hidden state (B, L, D) and the float32 logits (B, V) of each row's last position
-        (`lengths`: each row's own length in a right-padded batch; default: the last position)."""
+        (`last`: (rows, positions) of each row's last prompt position in a right-padded batch; default: the
+        last position)."""
         out = self._talker.model(
             inputs_embeds=embeds,
             attention_mask=mask,
@@ -461,10 +462,7 @@ class TalkerRunner:
         hidden = out.last_hidden_state
         # The head over every position, as the library does at prefill (then HF takes the last one).
         head = self._talker.codec_head(hidden)
-        if lengths is None:
-            return hidden, head[:, -1, :].float()
-        last = torch.tensor([length - 1 for length in lengths], device=head.device)
-        return hidden, head[torch.arange(len(lengths), device=head.device), last].float()
+        return hidden, (head[:, -1, :] if last is None else head[last]).float()
 
     @torch.inference_mode()
     def step(self) -> StepResult:
