@@ -79,18 +79,26 @@ class DynamicRows:
         return int(self.mask.shape[1])
 
     def add(self, row: Joining) -> int:
-        """Appends the row; returns its batch index."""
+        """Appends the row; returns its batch index. Every new tensor is made before any is stored, so a
+        failure on the way (out of memory) leaves the rows as they were."""
         width = max(self.length, row.length)
         grow, pad = width - self.length, width - row.length
-        for ours, theirs in zip(self.cache.layers, row.cache.layers, strict=True):
-            ours.keys = torch.cat([F.pad(_kv(ours.keys), (0, 0, grow, 0)), F.pad(_kv(theirs.keys), (0, 0, pad, 0))])
-            ours.values = torch.cat(
-                [F.pad(_kv(ours.values), (0, 0, grow, 0)), F.pad(_kv(theirs.values), (0, 0, pad, 0))]
-            )
+
+        def joined(ours: torch.Tensor | None, theirs: torch.Tensor | None) -> torch.Tensor:
+            return torch.cat([F.pad(_kv(ours), (0, 0, grow, 0)), F.pad(_kv(theirs), (0, 0, pad, 0))])
+
+        layers = [
+            (joined(ours.keys, theirs.keys), joined(ours.values, theirs.values))
+            for ours, theirs in zip(self.cache.layers, row.cache.layers, strict=True)
+        ]
         row_mask = torch.ones(1, row.length, dtype=torch.long, device=self.mask.device)
-        self.mask = torch.cat([F.pad(self.mask, (grow, 0)), F.pad(row_mask, (pad, 0))])
-        for name in _PER_ROW:
-            setattr(self, name, torch.cat([getattr(self, name), getattr(row, name)]))
+        mask = torch.cat([F.pad(self.mask, (grow, 0)), F.pad(row_mask, (pad, 0))])
+        state = {name: torch.cat([getattr(self, name), getattr(row, name)]) for name in _PER_ROW}
+        for layer, (keys, values) in zip(self.cache.layers, layers, strict=True):
+            layer.keys, layer.values = keys, values
+        self.mask = mask
+        for name, tensor in state.items():
+            setattr(self, name, tensor)
         return self.mask.shape[0] - 1
 
     def remove(self, indices: Collection[int]) -> None:
@@ -141,6 +149,10 @@ class StaticRows:
         self.keys = [_kv(layer.keys).new_zeros(_rows_shape(layer, max_batch, max_len)) for layer in layers]
         self.values = [_kv(layer.values).new_zeros(_rows_shape(layer, max_batch, max_len)) for layer in layers]
         self.mask = torch.zeros(max_batch, max_len, dtype=torch.long, device=device)
+        # What a shift copies through (one layer's keys or values, then the mask), allocated now: a shift then
+        # allocates nothing, so it cannot run out of memory half-way and leave some layers shifted.
+        self._scratch = {tensor.shape: torch.empty_like(tensor) for tensor in (*self.keys, *self.values)}
+        self._mask_scratch = torch.empty_like(self.mask)
         self.live = torch.zeros(max_batch, dtype=torch.long, device=device)  # 1: a row is at that batch index
         self.position = torch.zeros(1, dtype=torch.long, device=device)  # the write column, as the step reads it
         self.write = 0  # the column every row writes at the next step; histories end just before it
@@ -245,14 +257,21 @@ class StaticRows:
         self.seen[:rows].scatter_(1, tokens.unsqueeze(1), True)
 
     def _shift(self, columns: int) -> None:
-        """Moves every row's history `columns` to the right (negative: to the left); the write column too."""
+        """Moves every row's history `columns` to the right (negative: to the left); the write column too. The
+        columns it vacates are masked (their keys and values are left as they were: nobody attends to them)."""
+        if columns == 0:
+            return
+        width = self.max_len - abs(columns)
+        # Column ranges: what moves (source) and where it lands (target), the same width.
+        source = slice(0, width) if columns > 0 else slice(-columns, self.max_len)
+        target = slice(columns, self.max_len) if columns > 0 else slice(0, width)
         for tensor in (*self.keys, *self.values):
-            tensor.copy_(torch.roll(tensor, columns, dims=2))
-        self.mask.copy_(torch.roll(self.mask, columns, dims=1))
-        if columns > 0:
-            self.mask[:, :columns] = 0
-        else:
-            self.mask[:, columns:] = 0
+            scratch = self._scratch[tensor.shape]
+            scratch.copy_(tensor)
+            tensor[:, :, target].copy_(scratch[:, :, source])
+        self._mask_scratch.copy_(self.mask)
+        self.mask.zero_()
+        self.mask[:, target].copy_(self._mask_scratch[:, source])
         self.write += columns
 
 

@@ -393,6 +393,65 @@ def test_rows_that_cannot_join_take_no_slot_and_the_batch_goes_on(custom_voice_m
     assert torch.equal(driver.codes("probe"), references["probe"])
 
 
+def test_a_dynamic_join_that_fails_half_way_leaves_the_batch_as_it_was(custom_voice_model, references, monkeypatch):
+    """Out of memory after some layers' KV were joined: the rows already live keep a cache whose every layer
+    still matches their mask, so they go on and make their solo frames."""
+    from qwen_stream import kv
+
+    driver = Driver(TalkerRunner(custom_voice_model, SAMPLING, max_batch=4, max_len=None))
+    driver.join(short=MATES["short"])
+    driver.step(2)
+    pad, calls = kv.F.pad, []
+
+    def failing_pad(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # layer 1's keys, after layer 0 was joined whole
+            raise RuntimeError("out of memory (simulated)")
+        return pad(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(kv.F, "pad", failing_pad)
+        errors = driver.join(probe=PROBE)
+    assert len(calls) == 5 and isinstance(errors["probe"], RuntimeError)
+    driver.join(probe=PROBE)
+    driver.finish()
+    assert torch.equal(driver.codes("short"), references["short"])
+    assert torch.equal(driver.codes("probe"), references["probe"])
+
+
+def test_a_static_shift_allocates_nothing(custom_voice_model):
+    """A shift (the write column at the buffer's end, or a prompt longer than the history joining) only copies
+    through buffers allocated with the store: it cannot run out of memory with some layers shifted."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from qwen_stream import kv
+
+    runner = TalkerRunner(custom_voice_model, SAMPLING, max_batch=2, max_len=96)
+    runner.prefill([NewRow(PROBE)])
+    store = runner._store
+    assert isinstance(store, kv.StaticRows)
+    before = [tensor.clone() for tensor in (store.keys[0], store.mask)]
+    in_place = {"copy_", "slice", "zero_", "fill_", "alias", "view", "detach"}
+
+    class Ops(TorchDispatchMode):
+        seen: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with torch.inference_mode(), Ops() as ops:
+        store._shift(5)
+    assert ops.seen and ops.seen <= in_place, ops.seen - in_place
+    width = 96 - 5
+    assert torch.equal(store.keys[0][:, :, 5:], before[0][:, :, :width])
+    assert torch.equal(store.mask[:, 5:], before[1][:, :width]) and not store.mask[:, :5].any()
+    with torch.inference_mode():
+        store._shift(-5)
+    assert torch.equal(store.keys[0][:, :, :width], before[0][:, :, :width])
+    assert torch.equal(store.mask, before[1])
+
+
 def capture_length(model, request: SynthesisRequest) -> int:
     return prompts.capture_prompt(model, request, SAMPLING).embeds.shape[1]
 
