@@ -1,11 +1,14 @@
 """Streaming decode: fidelity against one full decode, and cost per chunk.
 
     python benchmarks/bench_decoder.py [--model-path DIR --device cuda] [--frames 150]
-                                       [--contexts carried,0,12,25,72] [--chunks 1,2,4,6,8,12]
+                                       [--contexts carried,graphs,0,12,25,72] [--chunks 1,2,4,6,8,12]
+                                       [--rows 1,8,32]
 
-For the carried-state decode (`--decode carried`, the server's default) and for each left context of the window
-decode (0, 12, 25, 72), at each chunk size (1..12), the same generated frames are decoded the streaming way;
-max error is in units of the full decode's peak, SNR = 10 log10(signal / error power)."""
+For the carried-state decode (`--decode carried`, the server's default), the same over fixed buffers (`graphs`:
+captured as CUDA graphs on a GPU, as the server does at warm-up; run eagerly on CPU) and for each left context of
+the window decode (0, 12, 25, 72), at each chunk size (1..12), the same generated frames are decoded the
+streaming way; max error is in units of the full decode's peak, SNR = 10 log10(signal / error power). Then one
+batched 4-frame chunk of `--rows` rows part-way through their utterances, carried eagerly and from the graphs."""
 
 from __future__ import annotations
 
@@ -27,12 +30,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_args(parser)
     parser.add_argument("--frames", type=int, default=150)
-    parser.add_argument("--contexts", default="carried,0,12,25,72", help="carried, or window decodes' left contexts")
+    parser.add_argument("--contexts", default="carried,graphs,0,12,25,72",
+                        help="carried, graphs (carried, captured), or window decodes' left contexts")
     parser.add_argument("--chunks", default="1,2,4,6,8,12")
+    parser.add_argument("--rows", default="1,8,32", help="rows of the batched chunk decode")
     parser.add_argument("--staged-only", action="store_true",
                         help="only compare one full window decode with the staged decode of its last frames")
     args = parser.parse_args()
 
+    from qwen_stream.captured_decode import ChunkGraphs
     from qwen_stream.decoder import StreamingDecoder, pcm16_to_float, to_pcm16
     from qwen_stream.engine import Engine
     from qwen_stream.events import End
@@ -61,9 +67,12 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|")
     for context in args.contexts.split(","):
         for chunk in [int(c) for c in args.chunks.split(",")]:
-            carried = context == "carried"
+            carried = context in ("carried", "graphs")
             streaming = StreamingSettings(chunk_size=chunk, first_chunk_size=chunk, decode="carried" if carried
                                           else "window", left_context=0 if carried else int(context))
+            if model.carried is not None:
+                model.carried.graphs = None if context != "graphs" else ChunkGraphs(
+                    model.carried, [1], range(1, chunk + 1), capture=model.device.type == "cuda")
             decoder = StreamingDecoder(model.decode, streaming, carried=model.carried)
             timings, pieces = [], []
             for frame in codes:
@@ -85,6 +94,39 @@ def main() -> None:
             steady = timings[len(timings) // 2 :] or timings
             print(f"| {context} | {chunk} | {np.abs(error).max() / peak:.2e} | {snr:.1f} | "
                   f"{1000 * float(np.median(steady)):.1f} |")
+    if model.carried is not None:
+        batched(model, codes, [int(r) for r in args.rows.split(",")])
+
+
+def batched(model, codes, rows: list[int], frames: int = 4, runs: int = 10) -> None:
+    """One chunk of `frames` frames for each of `rows` rows whose states are 40 frames in: ms per call, carried
+    eagerly and from the fixed buffers (captured on CUDA)."""
+    from qwen_stream.captured_decode import ChunkGraphs
+    from qwen_stream.carried_decode import DecoderState
+
+    carried = model.carried
+    carried.graphs = None
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+    print(f"\n| rows | carried ms per {frames}-frame chunk call | graphs ms | max difference |")
+    print("|---:|---:|---:|---:|")
+    for count in rows:
+        batch = codes[:40].unsqueeze(0).expand(count, -1, -1)
+        _, states = carried.decode(batch, [DecoderState() for _ in range(count)])
+        chunk = codes[40 : 40 + frames].unsqueeze(0).expand(count, -1, -1).contiguous()
+        graphs = ChunkGraphs(carried, [count], [frames], capture=model.device.type == "cuda")
+        results = []
+        for serve in (None, graphs):
+            carried.graphs = serve
+            carried.decode(chunk, states)
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(runs):
+                wav, _ = carried.decode(chunk, states)
+            sync()
+            results.append(((time.perf_counter() - t0) / runs, wav))
+        carried.graphs = None
+        difference = float((results[0][1] - results[1][1]).abs().max())
+        print(f"| {count} | {1000 * results[0][0]:.1f} | {1000 * results[1][0]:.1f} | {difference:.1e} |")
 
 
 def staged_comparison(model, frames: int = 76) -> None:

@@ -36,7 +36,7 @@ step() {  # step FILE NAME COMMAND...: one benchmark appended to $out/FILE.txt u
 }
 
 step cuda-tests cuda-tests timeout 240 python3 -m pytest -q -p no:cacheprovider -k "on_cuda" \
-  tests/engine/test_runner.py tests/engine/test_static_step.py
+  tests/engine/test_runner.py tests/engine/test_static_step.py tests/engine/test_captured_decode.py
 step setup build-1.7b python3 -m qwen_stream.tiny /tmp/cv-1.7b --kind custom_voice --size 1.7b --force
 [ -d /tmp/cv-1.7b ] || { echo "no 1.7B checkpoint: stopping here (setup.txt says why)"; exit 1; }
 # Concurrent utterances on the continuous engine (the server's stack is not in the GPU image): first audio at

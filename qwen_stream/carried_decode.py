@@ -18,9 +18,12 @@ waveforms and new states; the states passed in are not changed, so a failed call
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from .captured_decode import ChunkGraphs
 
 # Frames of context the sample-rate stack needs to make a frame's samples (to float rounding): its receptive
 # field. Measured on random weights (kernels and dilations are architectural, the same in every checkpoint):
@@ -28,6 +31,13 @@ import torch
 # decode runs the stack on `keep` + this many frames; so does priming a carried state.
 CONV_CONTEXT_FRAMES = 6
 _NO_POSITION = -(2**30)  # a history slot not filled yet: too far back for any query's window
+
+
+def _empty_like(tensor: torch.Tensor) -> torch.Tensor:
+    """A carried tensor's value before any frame: no history position, or zeros."""
+    if tensor.dtype == torch.long:  # the transformer's history positions
+        return torch.full_like(tensor, _NO_POSITION)
+    return torch.zeros_like(tensor)
 
 
 @dataclass
@@ -88,6 +98,10 @@ class CarriedDecoder:
         self.attention = config._attn_implementation
         parameter = next(transformer.parameters())  # the decoder stays where it was loaded
         self.device, self.dtype = parameter.device, parameter.dtype
+        self._zero = torch.zeros(1, dtype=torch.long, device=self.device)
+        self._empty: list[torch.Tensor] | None = None
+        # The chunk decode captured as CUDA graphs per (rows, frames), once the engine has captured them.
+        self.graphs: ChunkGraphs | None = None
         if self.attention not in ("sdpa", "eager"):  # the per-row window mask is a 4-D mask: flash kernels take none
             raise ValueError(f"carried decoding needs sdpa or eager attention in the decoder, not {self.attention}")
         for module in [decoder.pre_conv, *(block for blocks in decoder.upsample for block in blocks), *decoder.decoder]:
@@ -122,52 +136,65 @@ class CarriedDecoder:
         state after them. Samples: T frames' worth; with `keep` (fresh states only: frames that prime a state,
         an ICL reference's codes, then `keep` frames to hear), at least the last `keep` frames' worth, since
         the sample-rate stack then starts `CONV_CONTEXT_FRAMES` before them, as the window decode does."""
-        dec = self.decoder
         if codes.shape[0] != len(states):
             raise ValueError(f"{codes.shape[0]} rows of codes for {len(states)} states")
-        device = self.device
-        codes = codes.to(device).long().clamp(min=0).transpose(1, 2)
-        old = None if all(s.tensors is None for s in states) else self._stack(states, device)
-        walk = _Walk(old)
-        starts = torch.tensor([s.frames for s in states], dtype=torch.long, device=device)
+        fresh = all(s.tensors is None for s in states)
+        trim = keep if fresh and keep is not None and codes.shape[1] > keep + CONV_CONTEXT_FRAMES else None
+        if self.graphs is not None and trim is None:
+            served = self.graphs.decode(codes, states)
+            if served is not None:
+                return served
+        starts = torch.tensor([s.frames for s in states], dtype=torch.long, device=self.device)
+        wav, carried = self.run(codes.to(self.device), starts, None if fresh else self.stack(states), trim)
+        # Copied out of the call's activations, so a row's state holds its own few columns, not the whole call's.
+        return wav, self.split([tensor.clone() for tensor in carried], states, codes.shape[1])
 
-        hidden = dec.quantizer.decode(codes)
+    def run(
+        self, codes: torch.Tensor, starts: torch.Tensor, old: list[torch.Tensor] | None, trim: int | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The decode itself, on the decoder's device: codes (B, T, 16), each row's first position `starts` (B,)
+        and the rows' batched state `old` (None: every row fresh) -> waveforms (B, samples) and the batched new
+        state. Nothing in it reads a value back to the host, so it can be captured (captured_decode.py).
+        `trim`: the sample-rate stack runs on the last `trim + CONV_CONTEXT_FRAMES` frames only."""
+        dec = self.decoder
+        walk = _Walk(old)
+        hidden = dec.quantizer.decode(codes.long().clamp(min=0).transpose(1, 2))
         hidden = self._conv(dec.pre_conv, hidden, walk)
         hidden = self._transformer(hidden.transpose(1, 2), starts, walk).permute(0, 2, 1)
-        if keep is not None and old is None and hidden.shape[-1] > keep + CONV_CONTEXT_FRAMES:
-            hidden = hidden[..., hidden.shape[-1] - keep - CONV_CONTEXT_FRAMES :]
+        if trim is not None:
+            hidden = hidden[..., hidden.shape[-1] - trim - CONV_CONTEXT_FRAMES :]
         for blocks in dec.upsample:
             for block in blocks:
                 hidden = self._layer(block, hidden, walk)
         for block in dec.decoder:
             hidden = self._layer(block, hidden, walk)
-        wav = hidden.clamp(min=-1, max=1)[:, 0].float()
-        frames = codes.shape[-1]
-        # Copied out of the call's activations, so a row's state holds its own few columns, not the whole call's.
-        carried = [tensor.clone() for tensor in walk.new]
-        new = [
-            DecoderState([tensor[row : row + 1] for tensor in carried], state.frames + frames)
-            for row, state in enumerate(states)
-        ]
-        return wav, new
+        return hidden.clamp(min=-1, max=1)[:, 0].float(), walk.new
 
     # -- state ---------------------------------------------------------------------------------------------
 
-    def _stack(self, states: list[DecoderState], device: torch.device) -> list[torch.Tensor]:
-        """The rows' states as batched tensors; a row before its first chunk gets the empty state."""
-        template = next(s.tensors for s in states if s.tensors is not None)
-        stacked = []
-        for index, like in enumerate(template):
-            rows = []
-            for state in states:
-                if state.tensors is not None:
-                    rows.append(state.tensors[index])
-                elif like.dtype == torch.long:  # the transformer's history positions
-                    rows.append(torch.full_like(like, _NO_POSITION))
-                else:
-                    rows.append(torch.zeros_like(like))
-            stacked.append(torch.cat(rows).to(device))
-        return stacked
+    def empty_state(self) -> list[torch.Tensor]:
+        """One row's state before its first frame, a (1, ...) tensor per carried tensor: what a fresh row gets
+        beside rows that have states (zeros, the convolutions' left padding; no history positions)."""
+        if self._empty is None:
+            one = torch.zeros(1, 1, 16, dtype=torch.long, device=self.device)
+            self._empty = [_empty_like(tensor) for tensor in self.run(one, self._zero, None)[1]]
+        return self._empty
+
+    def stack(self, states: list[DecoderState]) -> list[torch.Tensor]:
+        """The rows' states as batched tensors on the decoder's device; a fresh row gets the empty state."""
+        empty = self.empty_state()
+        return [
+            torch.cat([empty[index] if s.tensors is None else s.tensors[index] for s in states]).to(self.device)
+            for index in range(len(empty))
+        ]
+
+    @staticmethod
+    def split(carried: list[torch.Tensor], states: list[DecoderState], frames: int) -> list[DecoderState]:
+        """A batched new state -> each row's (views of its row), `frames` on from the state it had."""
+        return [
+            DecoderState([tensor[row : row + 1] for tensor in carried], state.frames + frames)
+            for row, state in enumerate(states)
+        ]
 
     # -- layers --------------------------------------------------------------------------------------------
 

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .captured_decode import capture_chunk_graphs
 from .decode_stage import DecodeStage
 from .decoder import Window, decode_windows
 from .runner import NewRow, TalkerRunner
-from .static_step import graphs_possible
+from .static_step import buckets, graphs_possible
 
 if TYPE_CHECKING:
     from .engine import Engine, Job
@@ -52,6 +53,7 @@ class Load:
     job_frames: float = 0.0  # frames of a finished job
     kv_cache: str = ""  # "dynamic" or "static" once a runner exists
     cuda_graphs: bool = False  # the step replays captured CUDA graphs
+    decode_cuda_graphs: bool = False  # the chunk decode replays captured CUDA graphs (captured_decode.py)
     torch_compile: bool = False  # the step runs torch.compile'd code
 
     def record_step(self, talker: float, predictor: float, total: float) -> None:
@@ -281,7 +283,25 @@ class ContinuousLoop:
             return 0
         built = self.runner.warm_up(request)
         self._publish_step_kind(self.runner)
+        self._capture_decode(self.runner.model)
         return built
+
+    def _capture_decode(self, model: LoadedModel) -> None:
+        """Captures the chunk decode's CUDA graphs (captured_decode.py) wherever the step's are wanted, at
+        warm-up: idle, so no other decode runs while a graph records. A model first loaded later (another
+        family) decodes eagerly."""
+        settings = self.engine.settings
+        carried = model.carried
+        wanted = settings.cuda_graphs == "on" or (settings.cuda_graphs == "auto" and model.device.type == "cuda")
+        if wanted and carried is not None and carried.graphs is None and settings.streaming.decode == "carried":
+            self.stage.drain()
+            try:
+                capture_chunk_graphs(carried, buckets(settings.max_batch), settings.streaming.chunk_size)
+            except Exception:
+                if settings.cuda_graphs == "on":
+                    raise
+                log.warning("capturing the chunk decode failed; it runs eagerly", exc_info=True)
+        self.load.decode_cuda_graphs = carried is not None and carried.graphs is not None
 
     def _contention(self) -> bool:
         """Anyone else needs the engine: another live row, or live work waiting (then a slow reader's

@@ -15,6 +15,7 @@ use it, so one graph serves any mix of settings; eagerly, only what the bucket's
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -179,16 +180,23 @@ class CapturedStep:
     def __init__(self, step: StaticStep | CompiledStep, pool: Any = None):
         self.rows = step.rows
         self.codes, self.next_tokens, self.next_hidden = step.codes, step.next_tokens, step.next_hidden
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):  # lazy initialisation (cuBLAS handles, autotuning) stays out of the graph
-                step.run()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool):
-            step.run()
+        self.graph = capture_graph(step.run, pool)
         self.pool = self.graph.pool()
 
     def run(self, *_features: Features) -> None:
         self.graph.replay()
+
+
+def capture_graph(run: Callable[[], object], pool: Any = None) -> torch.cuda.CUDAGraph:
+    """`run` recorded as a CUDA graph (in memory `pool`, a new one when None), after two runs on a side stream:
+    lazy initialisation (cuBLAS and cuDNN handles, autotuning) stays out of the graph."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        run()
+    return graph
