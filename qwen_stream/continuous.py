@@ -267,6 +267,7 @@ class ContinuousLoop:
             graphs_required=settings.cuda_graphs == "on",
             compile_backend=COMPILE_BACKEND if settings.torch_compile == "on" else None,
         )
+        runner.before_build = self.stage.drain
         self.load.kv_cache = "dynamic" if runner.max_len is None else "static"
         self._publish_step_kind(runner)
         return runner

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -189,6 +189,10 @@ class TalkerRunner:
         self._noise: StepNoise | None = None
         self._text: RowText | None = None
         self._graph_pool: Any = None
+        # Called before a bucket's step is compiled or captured: the engine's loop lets its decode stage finish,
+        # so that no other work runs on the device while a graph records (a read-back on another thread would
+        # invalidate the capture), and none waits behind a compile.
+        self.before_build: Callable[[], None] | None = None
 
     # -- slots ---------------------------------------------------------------------------------------------
 
@@ -557,6 +561,8 @@ class TalkerRunner:
         writes again with the same values. Compiled for `features` (the step's rows' processors), or for every
         processor when a CUDA graph will replay it for any mix."""
         assert self._logits is not None and self._noise is not None and self._text is not None
+        if self.before_build is not None and (self.cuda_graphs or self.compile_backend is not None):
+            self.before_build()
         eager = StaticStep(
             self._talker,
             store,

@@ -5,6 +5,7 @@ and the server's wiring of it."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -218,6 +219,45 @@ def test_torch_compile_on_builds_every_buckets_step_at_warm_up(custom_voice_mode
         eng.close()
     with pytest.raises(ValueError, match="torch_compile"):
         EngineSettings(model=ModelSettings(path="x"), torch_compile="auto")
+
+
+def test_a_step_built_under_load_waits_for_the_decode_stage_to_finish(custom_voice_model, monkeypatch):
+    """A bucket first needed while rows run (no warm-up: another family's model, say) is compiled or captured
+    only once the decode stage, on a thread of its own, has nothing unfinished: a read-back there while a graph
+    records would break the capture. Every decode is slowed so that one is always in flight otherwise."""
+    import time
+
+    from qwen_stream import runner as runner_module
+
+    monkeypatch.setattr(continuous, "COMPILE_BACKEND", "eager")
+    monkeypatch.setattr(torch, "compile", lambda function, **_: function)  # the wiring is checked, not dynamo
+    decode = continuous.ContinuousLoop._decode
+
+    def slow_decode(self, windows, model):
+        time.sleep(0.1)
+        return decode(self, windows, model)
+
+    monkeypatch.setattr(continuous.ContinuousLoop, "_decode", slow_decode)
+    unfinished: list[int] = []
+
+    class Recording(CompiledStep):
+        def __init__(self, *args, **kwargs):
+            unfinished.append(eng._continuous.stage._unfinished)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "CompiledStep", Recording)
+    settings = EngineSettings(model=ModelSettings(path=custom_voice_model.source), max_batch=2, torch_compile="on",
+                              decode_overlap="on", budget=FrameBudget(max_frames=64))
+    eng = Engine(custom_voice_model, settings)
+    try:
+        chunks = threading.Event()
+        first = eng.submit(speak("The first one runs.", seed=1, frames=8), lambda event: chunks.set())
+        assert chunks.wait(120)
+        second = eng.submit(speak("The second joins it.", seed=2, frames=4), lambda event: None)
+        assert first.wait(120) and second.wait(120)
+    finally:
+        eng.close()
+    assert len(unfinished) == 2 and unfinished == [0, 0]  # bucket 1, then bucket 2 when the second joined
 
 
 def test_cuda_graphs_on_without_cuda_is_refused(custom_voice_model):
