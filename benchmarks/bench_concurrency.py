@@ -2,7 +2,7 @@
 
     python benchmarks/bench_concurrency.py [--model-path DIR --device cuda] [--concurrency 1,4,10,32]
                                            [--frames 60] [--cuda-graphs off,on] [--torch-compile off,on]
-                                           [--static-len 640] [--decode carried,window]
+                                           [--static-len 640] [--decode carried,window] [--decode-graphs off]
 
 For each `--cuda-graphs` and `--torch-compile` setting an engine is built (`--max-batch` = the largest c) and
 warmed up as the server warms up (every batch-size bucket's step built, so capture and compiling are not timed;
@@ -10,7 +10,9 @@ the warm-up's seconds are reported); then for each c, c utterances are submitted
 each capped at `--frames` frames, and every one's first PCM chunk is timed from its submission. Reported: first
 audio p50 / p95 / max over the c utterances, audio seconds made per wall second, and the engine's mean step
 and decode-stage times. This is what the GPU suite runs, since the GPU image carries the engine but not the
-server's stack; `bench_load.py` is the same question asked through real HTTP conversations.
+server's stack; `bench_load.py` is the same question asked through real HTTP conversations. With CUDA graphs the
+warm-up also captures the carried chunk decode; `--decode-graphs off` lets it go again, to time the step's
+graphs alone.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def main() -> None:
     parser.add_argument("--static-len", type=int, default=0, help="static KV cache positions per row (0: auto)")
     parser.add_argument("--decode", default="carried", help="chunk decoding modes to compare (carried, window)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--decode-graphs", choices=("on", "off"), default="on",
+                        help="off: the chunk decode runs eagerly even where the warm-up captured it")
     args = parser.parse_args()
 
     import torch
@@ -107,12 +111,17 @@ def main() -> None:
             # What the server does before it is ready: every bucket's step built (captured, compiled); untimed.
             engine.warmup(request(0))
             warm = time.perf_counter() - warm
+            if args.decode_graphs == "off" and model.carried is not None:
+                model.carried.graphs = None
+                engine.load.decode_cuda_graphs = False
             for count in levels:
                 firsts, wall, frames = burst(engine, count)
                 report = engine.report()
                 rows.append((graphs, compiled, decode, report, count, firsts, wall, frames, warm))
         finally:
             engine.close()
+            if model.carried is not None:  # the chunk decode's graphs live on the model: not for the next variant
+                model.carried.graphs = None
 
     print(
         f"# bench_concurrency: {machine()}, model {model.source} ({model.placement.dtype}, "
@@ -124,7 +133,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for graphs, compiled, decode, report, count, firsts, wall, frames, warm in rows:
-        ran = "+".join(k for k in ("torch_compile", "cuda_graphs") if report[k]) or "eager"
+        ran = "+".join(k for k in ("torch_compile", "cuda_graphs", "decode_cuda_graphs") if report[k]) or "eager"
         print(
             f"| {graphs} | {compiled} | {decode} | {report['kv_cache']} | {ran} | {warm:.0f} | {count} "
             f"| {1000 * pct(firsts, 50):.0f} | {1000 * pct(firsts, 95):.0f} "

@@ -40,13 +40,17 @@ step cuda-tests cuda-tests timeout 240 python3 -m pytest -q -p no:cacheprovider 
 step setup build-1.7b python3 -m qwen_stream.tiny /tmp/cv-1.7b --kind custom_voice --size 1.7b --force
 [ -d /tmp/cv-1.7b ] || { echo "no 1.7B checkpoint: stopping here (setup.txt says why)"; exit 1; }
 # Concurrent utterances on the continuous engine (the server's stack is not in the GPU image): first audio at
-# c = 1, 4, 10, 32 and audio seconds per wall second, eager static step against captured CUDA graphs.
+# c = 1, 4, 10, 32 and audio seconds per wall second, eager static step against captured CUDA graphs (the step
+# and, since 2026-11-29, the carried chunk decode).
 step concurrency concurrency-1.7b python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b --device cuda \
   --concurrency 1,4,10,32 --frames 60 --cuda-graphs off,on --static-len 640
 # The same with CUDA graphs, chunks decoded the earlier way (a 72-frame window again per chunk): what the carried
 # decode changes on a GPU, where a decode was launch-bound (2026-11-28).
 step concurrency concurrency-1.7b-window python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b \
   --device cuda --concurrency 1,10 --frames 60 --cuda-graphs on --static-len 640 --decode window
+# The carried decode with the step's graphs only (the chunk decode eager): what capturing the decode changes.
+step concurrency concurrency-1.7b-decode-eager python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b \
+  --device cuda --concurrency 1,10 --frames 60 --cuda-graphs on --static-len 640 --decode-graphs off
 # Rows joining at once: one prefill forward for the group against one per row (ms and operators per row).
 step prefill prefill-1.7b python3 benchmarks/bench_prefill.py --model-path /tmp/cv-1.7b --device cuda --groups 1,4,16,32
 step setup build-0.6b python3 -m qwen_stream.tiny /tmp/cv-0.6b --kind custom_voice --size 0.6b --force
