@@ -180,23 +180,40 @@ class CapturedStep:
     def __init__(self, step: StaticStep | CompiledStep, pool: Any = None):
         self.rows = step.rows
         self.codes, self.next_tokens, self.next_hidden = step.codes, step.next_tokens, step.next_hidden
-        self.graph = capture_graph(step.run, pool)
+        self.graph = capture_graph(step.run, step.codes.device, pool)
         self.pool = self.graph.pool()
 
     def run(self, *_features: Features) -> None:
         self.graph.replay()
 
 
-def capture_graph(run: Callable[[], object], pool: Any = None) -> torch.cuda.CUDAGraph:
-    """`run` recorded as a CUDA graph (in memory `pool`, a new one when None), after two runs on a side stream:
-    lazy initialisation (cuBLAS and cuDNN handles, autotuning) stays out of the graph."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            run()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool):
-        run()
+_WARM_UP_STREAMS: dict[torch.device, Any] = {}
+
+
+def capture_graph(
+    run: Callable[[], object], device: torch.device, pool: Any = None, stream: Any = None
+) -> torch.cuda.CUDAGraph:
+    """`run` recorded as a CUDA graph on `device` (in memory `pool`, a new one when None), after two runs on a
+    side stream: lazy initialisation (cuBLAS and cuDNN handles, autotuning) stays out of the graph.
+
+    `stream`: where to record (torch's one default capture stream when None). cuBLAS keeps a workspace per
+    stream and a graph keeps the address of its capture stream's, so graphs that may replay at the same time
+    (the step's and the chunk decode's, on two streams) must be recorded on different streams. The side
+    stream is one per device: each stream that runs a GEMM holds a cuBLAS workspace for good."""
+    with torch.cuda.device(device):
+        caller = torch.cuda.current_stream()
+        side = _WARM_UP_STREAMS.get(device)
+        if side is None:
+            side = _WARM_UP_STREAMS[device] = torch.cuda.Stream(device)
+        side.wait_stream(caller)
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                run()
+        caller.wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, pool=pool, stream=stream):
+                run()
+        finally:  # a capture that fails at its end leaves the capture stream current otherwise
+            torch.cuda.set_stream(caller)
     return graph
