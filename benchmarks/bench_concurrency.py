@@ -133,7 +133,8 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for graphs, compiled, decode, report, count, firsts, wall, frames, warm in rows:
-        ran = "+".join(k for k in ("torch_compile", "cuda_graphs", "decode_cuda_graphs") if report[k]) or "eager"
+        kinds = ("torch_compile", "cuda_graphs", "prefill_cuda_graphs", "decode_cuda_graphs")
+        ran = "+".join(kind for kind in kinds if report[kind]) or "eager"
         print(
             f"| {graphs} | {compiled} | {decode} | {report['kv_cache']} | {ran} | {warm:.0f} | {count} "
             f"| {1000 * pct(firsts, 50):.0f} | {1000 * pct(firsts, 95):.0f} "

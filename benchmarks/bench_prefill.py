@@ -5,10 +5,12 @@
 For each G, G utterances with prompts of different lengths join an empty runner (static layout, as CUDA graphs
 use) in one `prefill` call: once as one group (the server's way since batched prefill), once with the group
 size forced to one row (`PREFILL_TOKENS` = 1: each row its own forward, first token and KV copies, which is
-what the engine did before). Reported: milliseconds for all G rows, per row, and torch operators dispatched
-per row (on a GPU nearly every one is a kernel launch, whose host cost is what an eager prefill spends
-there; views and metadata are counted too, so the figure is an upper bound on launches). The prompt building
-(the library's `capture_prompt`, per row either way) is counted apart.
+what the engine did before), and once as one group through the static prefill's buckets (static_prefill.py:
+captured as CUDA graphs on a GPU, as the server does at warm-up; eager over fixed buffers on CPU). Reported:
+milliseconds for all G rows, per row, and torch operators dispatched per row (on a GPU nearly every one is a
+kernel launch, whose host cost is what an eager prefill spends there; views and metadata are counted too, so
+the figure is an upper bound on launches; a graph's replay dispatches none). The prompt building (the library's
+`capture_prompt`, per row either way) is counted apart.
 """
 
 from __future__ import annotations
@@ -74,9 +76,14 @@ def main() -> None:
             for i in range(count)
         ]
 
-    def prefill(count: int, budget: int, counting: bool) -> tuple[float, int]:
+    builder = TalkerRunner(model, sampling, max_batch=max(groups), max_len=args.max_len)
+    builder.build_prefills(capture=model.device.type == "cuda")  # once: every runner below shares them
+    assert builder.prefill_graphs is not None
+
+    def prefill(count: int, budget: int, counting: bool, bucketed: bool = False) -> tuple[float, int]:
         runner_module.PREFILL_TOKENS = budget
         runner = TalkerRunner(model, sampling, max_batch=max(groups), max_len=args.max_len)
+        runner.prefill_graphs = builder.prefill_graphs if bucketed else None
         joining = rows(count)
         sync()
         start = time.perf_counter()
@@ -93,10 +100,14 @@ def main() -> None:
         capture_prompt(model, rows(1)[0].request, sampling)
     table = []
     for count in groups:
-        for label, budget in (("together", default_budget), ("one by one", 1)):
-            prefill(count, budget, counting=False)  # warm: kernels chosen, allocator filled
-            seconds = median([prefill(count, budget, counting=False)[0] for _ in range(args.runs)])
-            _, ops = prefill(count, budget, counting=True)
+        for label, budget, bucketed in (
+            ("together", default_budget, False),
+            ("one by one", 1, False),
+            ("together, bucketed" + (" (CUDA graphs)" if model.device.type == "cuda" else ""), default_budget, True),
+        ):
+            prefill(count, budget, False, bucketed)  # warm: kernels chosen, allocator filled
+            seconds = median([prefill(count, budget, False, bucketed)[0] for _ in range(args.runs)])
+            _, ops = prefill(count, budget, True, bucketed)
             table.append((count, label, seconds, ops))
     runner_module.PREFILL_TOKENS = default_budget
 

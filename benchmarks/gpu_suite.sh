@@ -36,7 +36,8 @@ step() {  # step FILE NAME COMMAND...: one benchmark appended to $out/FILE.txt u
 }
 
 step cuda-tests cuda-tests timeout 240 python3 -m pytest -q -p no:cacheprovider -k "on_cuda" \
-  tests/engine/test_runner.py tests/engine/test_static_step.py tests/engine/test_captured_decode.py
+  tests/engine/test_runner.py tests/engine/test_static_step.py tests/engine/test_captured_decode.py \
+  tests/engine/test_static_prefill.py
 step setup build-1.7b python3 -m qwen_stream.tiny /tmp/cv-1.7b --kind custom_voice --size 1.7b --force
 [ -d /tmp/cv-1.7b ] || { echo "no 1.7B checkpoint: stopping here (setup.txt says why)"; exit 1; }
 # Concurrent utterances on the continuous engine (the server's stack is not in the GPU image): first audio at
@@ -51,7 +52,8 @@ step concurrency concurrency-1.7b-window python3 benchmarks/bench_concurrency.py
 # The carried decode with the step's graphs only (the chunk decode eager): what capturing the decode changes.
 step concurrency concurrency-1.7b-decode-eager python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b \
   --device cuda --concurrency 1,10 --frames 60 --cuda-graphs on --static-len 640 --decode-graphs off
-# Rows joining at once: one prefill forward for the group against one per row (ms and operators per row).
+# Rows joining at once: one prefill forward for the group against one per row, and the group through the captured
+# prefill buckets (ms and operators per row).
 step prefill prefill-1.7b python3 benchmarks/bench_prefill.py --model-path /tmp/cv-1.7b --device cuda --groups 1,4,16,32
 step setup build-0.6b python3 -m qwen_stream.tiny /tmp/cv-0.6b --kind custom_voice --size 0.6b --force
 step concurrency concurrency-0.6b python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-0.6b --device cuda \

@@ -212,9 +212,9 @@ class ServerSettings:
     cuda_graphs: str = field(
         default=EngineSettings.cuda_graphs,
         metadata=opt(
-            "auto, on or off: capture the continuous engine's step (on a static KV cache) and the carried chunk "
-            "decode as CUDA graphs per batch-size bucket; auto: on CUDA with sdpa or eager attention, eager where "
-            "capture fails; on: fail instead"
+            "auto, on or off: capture the continuous engine's step (on a static KV cache), its prefill and the "
+            "carried chunk decode as CUDA graphs per batch-size bucket; auto: on CUDA with sdpa or eager attention, "
+            "eager where capture fails; on: fail instead"
         ),
     )
     static_len: int = field(

@@ -54,6 +54,7 @@ class Load:
     kv_cache: str = ""  # "dynamic" or "static" once a runner exists
     cuda_graphs: bool = False  # the step replays captured CUDA graphs
     decode_cuda_graphs: bool = False  # the chunk decode replays captured CUDA graphs (captured_decode.py)
+    prefill_cuda_graphs: bool = False  # prefills replay captured CUDA graphs where a bucket holds them
     torch_compile: bool = False  # the step runs torch.compile'd code
 
     def record_step(self, talker: float, predictor: float, total: float) -> None:
@@ -276,6 +277,7 @@ class ContinuousLoop:
         """What the step runs as: either may turn off after a failed capture or compile."""
         self.load.cuda_graphs = runner.cuda_graphs
         self.load.torch_compile = runner.compile_backend is not None
+        self.load.prefill_cuda_graphs = runner.prefill_graphs is not None and runner.prefill_graphs.captured
 
     def warm_up(self, request: SynthesisRequest) -> int:
         """On the engine thread, idle, after a generation of `request` made the runner: builds the step of every

@@ -485,6 +485,7 @@ class Engine:
             "cuda_graphs": load.cuda_graphs,
             "torch_compile": load.torch_compile,
             "decode_cuda_graphs": load.decode_cuda_graphs,
+            "prefill_cuda_graphs": load.prefill_cuda_graphs,
             "max_batch": self.settings.max_batch,
             "batch_rows": load.live_rows,
             "waiting": self.waiting,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +27,25 @@ from .sampling import RowParams
 
 
 @dataclass
+class KVLayer:
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+@dataclass
+class PrefilledKV:
+    """A static prefill's KV (static_prefill.py) as `Joining` reads a cache: `.layers[i].keys` and `.values`,
+    (rows, heads, width, dim) views of buffers that the next prefill overwrites."""
+
+    layers: list[KVLayer]
+
+
+@dataclass
 class Joining:
     """Rows just prefilled together (a batch of G, right-padded): row g's history is the columns
     [0, lengths[g]) of `cache`; the rest is its per-row state, (G, ...)."""
 
-    cache: DynamicCache
+    cache: Any  # a DynamicCache or a PrefilledKV: what is read is `.layers[i].keys` and `.values`
     lengths: list[int]
     positions: torch.Tensor  # (G,) the rope position of each row's next token = its prompt length
     tokens: torch.Tensor  # (G,) the codebook-0 token sampled at prefill

@@ -33,6 +33,7 @@ from .model import LoadedModel
 from .prompts import Prompt, capture_prompt
 from .sampling import BatchedCodePredictor, Features, StepNoise, TalkerLogits, TalkerSampling
 from .settings import SamplingSettings
+from .static_prefill import PrefillGraphs
 from .static_step import (
     ATTENTION,
     EVERY,
@@ -193,6 +194,9 @@ class TalkerRunner:
         # so that no other work runs on the device while a graph records (a read-back on another thread would
         # invalidate the capture), and none waits behind a compile.
         self.before_build: Callable[[], None] | None = None
+        # The prefill forward over fixed buffers per (rows, width) bucket (static_prefill.py), captured at warm-up
+        # with CUDA graphs; None: every prefill is eager.
+        self.prefill_graphs: PrefillGraphs | None = None
 
     # -- slots ---------------------------------------------------------------------------------------------
 
@@ -307,20 +311,23 @@ class TalkerRunner:
         generator = new.generator or self._generator(new.request.seed)
         return _Ready(index, prompt, sampling, generator, max_frames, new.request.sampling is not None)
 
-    def _prefill_group(self, group: list[_Ready]) -> list[tuple[list[_Ready], Joining | BaseException]]:
+    def _prefill_group(
+        self, group: list[_Ready], static: bool = True
+    ) -> list[tuple[list[_Ready], Joining | BaseException]]:
         """The group prefilled together; if that fails (out of memory, one prompt the model chokes on), each
         row alone, so that a failure is only the failing row's. The generators are put back as they were
-        before a retry: a retried row draws what it would have drawn alone."""
+        before a retry: a retried row draws what it would have drawn alone. Retried rows prefill eagerly: each
+        keeps its KV until all have been prefilled, and a static prefill's is overwritten by the next."""
         states = [item.generator.get_state() for item in group]
         try:
-            return [(group, self._prefill(group))]
+            return [(group, self._prefill(group, static))]
         except Exception as error:
-            if len(group) == 1:
+            if len(group) == 1 and not static:
                 return [(group, error)]
-            log.warning("a batched prefill of %d rows failed; prefilling them one by one", len(group), exc_info=True)
+            log.warning("a prefill of %d rows failed; prefilling them one by one", len(group), exc_info=True)
         for item, state in zip(group, states, strict=True):
             item.generator.set_state(state)
-        return [outcome for item in group for outcome in self._prefill_group([item])]
+        return [outcome for item in group for outcome in self._prefill_group([item], static=False)]
 
     def _join(self, items: list[_Ready], joining: Joining) -> list[int | BaseException]:
         """Adds rows prefilled together to the batch, in order; returns their slots (the lowest free ones), or
@@ -386,23 +393,23 @@ class TalkerRunner:
         generator.manual_seed(seed)
         return generator
 
-    def _prefill(self, group: Sequence[_Ready]) -> Joining:
-        """The group's prompts in one forward, right-padded to the longest: under the causal mask a row's
-        positions never attend to the padding after them, so its KV, hidden states and logits are what a
-        forward of its prompt alone computes (up to the rounding of batched kernels). Then every row's first
-        token, each drawn with its own generator."""
+    def _prefill(self, group: Sequence[_Ready], static: bool = True) -> Joining:
+        """The group's prompts in one forward, right-padded to the longest (to a width bucket, from the static
+        prefill's buffers, where one holds them): under the causal mask a row's positions never attend to the
+        padding after them, so its KV, hidden states and logits are what a forward of its prompt alone computes
+        (up to the rounding of batched kernels). Then every row's first token, each drawn with its own
+        generator."""
         assert self._logits is not None
         lengths = [item.prompt.embeds.shape[1] for item in group]
-        width, count = max(lengths), len(group)
-        pads = [width - length for length in lengths]
-        padded = [F.pad(item.prompt.embeds, (0, 0, 0, pad)) for item, pad in zip(group, pads, strict=True)]
-        mask = torch.ones(count, width, dtype=torch.long, device=self._device)
-        positions = torch.arange(width, device=self._device).view(1, 1, -1).expand(3, count, -1)
-        cache = DynamicCache()
-        columns = torch.arange(width, device=self._device)
+        count = len(group)
         rows = torch.arange(count, device=self._device)
-        last = torch.tensor([length - 1 for length in lengths], device=self._device)
-        hidden, logits = self._forward(torch.cat(padded), mask, positions, cache, columns, (rows, last))
+        served: tuple[Any, torch.Tensor, torch.Tensor] | None = None
+        if static and self.prefill_graphs is not None:
+            served = self.prefill_graphs.forward([item.prompt.embeds for item in group])
+        if served is not None:
+            cache, last_hidden, logits = served
+        else:
+            cache, last_hidden, logits = self._eager_prefill(group, lengths, rows)
         samplings = [item.sampling for item in group]
         noise = torch.ones(count, self._vocab, device=self._device)
         for g, item in enumerate(group):
@@ -414,7 +421,32 @@ class TalkerRunner:
         tokens = self._logits(logits, seen, none, params, noise, Features.of(samplings, sub=False))
         seen[rows, tokens] = True
         first = torch.tensor(lengths, dtype=torch.long, device=self._device)
-        return Joining(cache, lengths, first, tokens, hidden[rows, last].unsqueeze(1), seen, none + 1, params)
+        return Joining(cache, lengths, first, tokens, last_hidden, seen, none + 1, params)
+
+    def _eager_prefill(
+        self, group: Sequence[_Ready], lengths: list[int], rows: torch.Tensor
+    ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """The forward of `_prefill` in a cache of its own: (KV, last hidden states (G, 1, D), logits (G, V))."""
+        width, count = max(lengths), len(group)
+        pads = [width - length for length in lengths]
+        padded = [F.pad(item.prompt.embeds, (0, 0, 0, pad)) for item, pad in zip(group, pads, strict=True)]
+        mask = torch.ones(count, width, dtype=torch.long, device=self._device)
+        positions = torch.arange(width, device=self._device).view(1, 1, -1).expand(3, count, -1)
+        cache = DynamicCache()
+        columns = torch.arange(width, device=self._device)
+        last = torch.tensor([length - 1 for length in lengths], device=self._device)
+        hidden, logits = self._forward(torch.cat(padded), mask, positions, cache, columns, (rows, last))
+        return cache, hidden[rows, last].unsqueeze(1), logits
+
+    def build_prefills(self, capture: bool) -> None:
+        """The static prefill of every (rows, width) bucket (static_prefill.py): captured as CUDA graphs (at
+        warm-up, where the step's are), or run eagerly (`capture` False: how the tests check it on CPU).
+        Raises if building fails; prefills then stay eager."""
+        if self.max_len is None:
+            raise ValueError("a static prefill needs a static cache (max_len): its rows join StaticRows")
+        if self.before_build is not None:
+            self.before_build()
+        self.prefill_graphs = PrefillGraphs(self._talker, self.max_batch, self.max_len, PREFILL_TOKENS, capture)
 
     @torch.inference_mode()
     def warm_up(self, request: SynthesisRequest) -> int:
@@ -438,6 +470,15 @@ class TalkerRunner:
                 raise failed
             self.step()  # every row ends at its cap
             built += 1
+        if self.cuda_graphs and self.prefill_graphs is None:
+            try:
+                self.build_prefills(capture=True)
+            except Exception:
+                if self.graphs_required:
+                    raise
+                log.warning("capturing the prefill failed; prefills run eagerly", exc_info=True)
+            else:
+                log.info("captured %d CUDA graphs of the prefill", len(self.prefill_graphs or ()))
         return built
 
     # -- the step ------------------------------------------------------------------------------------------

@@ -192,7 +192,8 @@ def test_on_cuda_warm_up_captures_the_chunk_decode_and_both_graphs_replay_side_b
         try:
             engine.warmup(SynthesisRequest("Warm up.", "English", Voice(speaker="Serena"), max_frames=4))
             report = engine.report()
-            assert report["cuda_graphs"] is (graphs == "on") and report["decode_cuda_graphs"] is (graphs == "on")
+            for kind in ("cuda_graphs", "prefill_cuda_graphs", "decode_cuda_graphs"):
+                assert report[kind] is (graphs == "on"), kind
             for seed, (text, events) in enumerate(zip(texts, received, strict=True)):
                 request = SynthesisRequest(text, "English", Voice(speaker="Serena"), seed=seed, max_frames=40)
                 engine.submit(request, events.put, keep_codes=True)

@@ -190,7 +190,7 @@ def test_the_continuous_engine_runs_the_static_step_when_asked(custom_voice_mode
         assert torch.equal(frames[-1].codes, library_frames(custom_voice_model, request, 10))
         report = eng.report()
         assert report["kv_cache"] == "static" and report["cuda_graphs"] is False
-        assert report["decode_cuda_graphs"] is False
+        assert report["decode_cuda_graphs"] is False and report["prefill_cuda_graphs"] is False
     finally:
         eng.close()
 
