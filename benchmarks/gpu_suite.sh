@@ -7,7 +7,9 @@
 # (they cost what the real ones cost to run; gigabytes, so built there, never carried) through the engine,
 # runner, concurrency and decoder benchmarks. Most telling first, so that a run cut short still has it.
 # Outputs land in $OUT (or ./gpu-out when $OUT is unset), one file per kind of result: the device tool brings
-# back at most 8 files, and whatever is there when a run is cut short.
+# back at most 8 files, and whatever is there when a run is cut short. A second call can take up where a cut one
+# stopped: GPU_SUITE_SKIP="cuda-tests concurrency-1.7b ..." skips the steps it names (the checkpoint builds
+# are needed again on a fresh machine).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
@@ -27,6 +29,7 @@ cat "$out/setup.txt"
 
 step() {  # step FILE NAME COMMAND...: one benchmark appended to $out/FILE.txt under a header; time on the console
   local file=$1 name=$2; shift 2
+  case " ${GPU_SUITE_SKIP:-} " in *" $name "*) echo "$name: skipped (GPU_SUITE_SKIP)"; return 0 ;; esac
   local t0=$SECONDS
   echo "=== $name: $*" >> "$out/$file.txt"
   "$@" >> "$out/$file.txt" 2>&1
@@ -55,6 +58,9 @@ step concurrency concurrency-1.7b-decode-eager python3 benchmarks/bench_concurre
 # Rows joining at once: one prefill forward for the group against one per row, and the group through the captured
 # prefill buckets (ms and operators per row).
 step prefill prefill-1.7b python3 benchmarks/bench_prefill.py --model-path /tmp/cv-1.7b --device cuda --groups 1,4,16,32
+# The chunk decode per chunk, eager and captured, and one batched chunk at 1, 8 and 32 rows.
+step decoder decoder-1.7b python3 benchmarks/bench_decoder.py --model-path /tmp/cv-1.7b --device cuda \
+  --contexts carried,graphs,72 --chunks 1,4 --rows 1,8,32
 step setup build-0.6b python3 -m qwen_stream.tiny /tmp/cv-0.6b --kind custom_voice --size 0.6b --force
 step concurrency concurrency-0.6b python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-0.6b --device cuda \
   --concurrency 1,4,10,32 --frames 60 --cuda-graphs off,on --static-len 640
@@ -63,7 +69,6 @@ step concurrency concurrency-0.6b python3 benchmarks/bench_concurrency.py --mode
 step runner runner-1.7b python3 benchmarks/bench_runner.py --model-path /tmp/cv-1.7b --device cuda --frames 30 \
   --runs 2 --batches 1,4,16,32 --max-len 512
 step engine engine-1.7b python3 benchmarks/bench_engine.py --model-path /tmp/cv-1.7b --device cuda --frames 100 --runs 3
-step decoder decoder-1.7b python3 benchmarks/bench_decoder.py --model-path /tmp/cv-1.7b --device cuda
 # Last: torch.compile (inductor) on the static step, alone and under CUDA graphs, at batch 1 and 32 (each
 # compiles per batch: minutes in all).
 step runner-compile runner-compile-1.7b python3 benchmarks/bench_runner.py --model-path /tmp/cv-1.7b --device cuda \

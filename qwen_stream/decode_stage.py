@@ -42,7 +42,7 @@ class DecodeStage:
             if stream is None:
                 stream = self._streams[device] = torch.cuda.Stream(device=device)
             made = torch.cuda.Event()
-            made.record()
+            made.record(torch.cuda.current_stream(device))  # the loop's stream on that device (--device cuda:N)
             inner = work
 
             def work() -> None:
