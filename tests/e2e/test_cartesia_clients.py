@@ -31,11 +31,11 @@ from pipecat.frames.frames import (  # noqa: E402
     TTSTextFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
-from pipecat.pipeline.runner import PipelineRunner  # noqa: E402
 from pipecat.pipeline.task import PipelineParams, PipelineTask  # noqa: E402
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
 from pipecat.services.cartesia.tts import CartesiaTTSService  # noqa: E402
 from pipecat.services.tts_service import TextAggregationMode  # noqa: E402
+from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
 MAX_FRAMES = 30  # every unit runs to it: short tests; LONG's cancel lands far before its end
 KEY = "agents-key-2468"
@@ -237,11 +237,12 @@ class Agent:
             idle_timeout_secs=None,
             enable_rtvi=False,
         )
-        self._runner = PipelineRunner(handle_sigint=False)
+        self._runner = WorkerRunner(handle_sigint=False)
         self._running: asyncio.Future | None = None
 
     async def __aenter__(self) -> Agent:
-        self._running = asyncio.ensure_future(self._runner.run(self.task))
+        await self._runner.add_workers(self.task)  # pipecat >= 1.3: workers are added before run()
+        self._running = asyncio.ensure_future(self._runner.run())
         while self.tts._websocket is None:  # connected once the StartFrame went through
             assert not self._running.done()
             await asyncio.sleep(0.01)
