@@ -45,16 +45,17 @@ step setup build-1.7b python3 -m qwen_stream.tiny /tmp/cv-1.7b --kind custom_voi
 [ -d /tmp/cv-1.7b ] || { echo "no 1.7B checkpoint: stopping here (setup.txt says why)"; exit 1; }
 # Concurrent utterances on the continuous engine (the server's stack is not in the GPU image): first audio at
 # c = 1, 4, 10, 32 and audio seconds per wall second, eager static step against captured CUDA graphs (the step
-# and, since 2026-11-29, the carried chunk decode).
+# and, since 2026-11-29, the prefill and the carried chunk decode). `auto`, not `on`: a kind whose capture fails
+# runs eagerly (logged) and the table's "ran as" column says which ran, rather than the whole run failing.
 step concurrency concurrency-1.7b python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b --device cuda \
-  --concurrency 1,4,10,32 --frames 60 --cuda-graphs off,on --static-len 640
+  --concurrency 1,4,10,32 --frames 60 --cuda-graphs off,auto --static-len 640
 # The same with CUDA graphs, chunks decoded the earlier way (a 72-frame window again per chunk): what the carried
 # decode changes on a GPU, where a decode was launch-bound (2026-11-28).
 step concurrency concurrency-1.7b-window python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b \
-  --device cuda --concurrency 1,10 --frames 60 --cuda-graphs on --static-len 640 --decode window
+  --device cuda --concurrency 1,10 --frames 60 --cuda-graphs auto --static-len 640 --decode window
 # The carried decode with the step's graphs only (the chunk decode eager): what capturing the decode changes.
 step concurrency concurrency-1.7b-decode-eager python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b \
-  --device cuda --concurrency 1,10 --frames 60 --cuda-graphs on --static-len 640 --decode-graphs off
+  --device cuda --concurrency 1,10 --frames 60 --cuda-graphs auto --static-len 640 --decode-graphs off
 # Rows joining at once: one prefill forward for the group against one per row, and the group through the captured
 # prefill buckets (ms and operators per row).
 step prefill prefill-1.7b python3 benchmarks/bench_prefill.py --model-path /tmp/cv-1.7b --device cuda --groups 1,4,16,32
@@ -63,7 +64,7 @@ step decoder decoder-1.7b python3 benchmarks/bench_decoder.py --model-path /tmp/
   --contexts carried,graphs,72 --chunks 1,4 --rows 1,8,32
 step setup build-0.6b python3 -m qwen_stream.tiny /tmp/cv-0.6b --kind custom_voice --size 0.6b --force
 step concurrency concurrency-0.6b python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-0.6b --device cuda \
-  --concurrency 1,4,10,32 --frames 60 --cuda-graphs off,on --static-len 640
+  --concurrency 1,4,10,32 --frames 60 --cuda-graphs off,auto --static-len 640
 # 30 frames: an eager step of 1.7B costs ~100 ms there (launch-bound), and the runner times three layouts and
 # today's path at four batch sizes (60 frames x 2 runs took 315 s on 2026-11-28).
 step runner runner-1.7b python3 benchmarks/bench_runner.py --model-path /tmp/cv-1.7b --device cuda --frames 30 \
