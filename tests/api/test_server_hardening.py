@@ -64,8 +64,9 @@ def raw_post(port: int, path: str, body: bytes, rcvbuf: int | None = None) -> so
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.connect(("127.0.0.1", port))
+    # Connection: close, so that reading to the end takes the response, not the server's keep-alive timeout too.
     head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
+            f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n")
     sock.sendall(head.encode() + body)
     return sock
 
