@@ -238,9 +238,8 @@ class ContinuousLoop:
         runner = self._runners.get(id(model))
         if runner is None or runner.model is not model:
             runner = self._runners[id(model)] = self._new_runner(model)
-        else:
-            self.load.kv_cache = "dynamic" if runner.max_len is None else "static"
-            self._publish_step_kind(runner)
+        self.load.kv_cache = "dynamic" if runner.max_len is None else "static"
+        self._publish_step_kind(runner)
         return runner
 
     def _drop_runner(self, model: LoadedModel) -> None:
@@ -269,8 +268,6 @@ class ContinuousLoop:
             compile_backend=COMPILE_BACKEND if settings.torch_compile == "on" else None,
         )
         runner.before_build = self.stage.drain
-        self.load.kv_cache = "dynamic" if runner.max_len is None else "static"
-        self._publish_step_kind(runner)
         return runner
 
     def _publish_step_kind(self, runner: TalkerRunner) -> None:
