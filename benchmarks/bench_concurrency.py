@@ -3,6 +3,7 @@
     python benchmarks/bench_concurrency.py [--model-path DIR --device cuda] [--concurrency 1,4,10,32]
                                            [--frames 60] [--cuda-graphs off,on] [--torch-compile off,on]
                                            [--static-len 640] [--decode carried,window] [--decode-graphs off]
+                                           [--noise-draws token,block]
 
 For each `--cuda-graphs` and `--torch-compile` setting an engine is built (`--max-batch` = the largest c) and
 warmed up as the server warms up (every batch-size bucket's step built, so capture and compiling are not timed;
@@ -12,7 +13,7 @@ audio p50 / p95 / max over the c utterances, audio seconds made per wall second,
 and decode-stage times. This is what the GPU suite runs, since the GPU image carries the engine but not the
 server's stack; `bench_load.py` is the same question asked through real HTTP conversations. With CUDA graphs the
 warm-up also captures the carried chunk decode; `--decode-graphs off` lets it go again, to time the step's
-graphs alone.
+graphs alone. `--noise-draws` compares how rows draw their sampling noise (a call per token, or blocks of steps).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--static-len", type=int, default=0, help="static KV cache positions per row (0: auto)")
     parser.add_argument("--decode", default="carried", help="chunk decoding modes to compare (carried, window)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--noise-draws", default="auto", help="settings to compare (auto, token, block)")
     parser.add_argument("--decode-graphs", choices=("on", "off"), default="on",
                         help="off: the chunk decode runs eagerly even where the warm-up captured it")
     args = parser.parse_args()
@@ -93,8 +95,14 @@ def main() -> None:
 
     rows = []
     graph_modes, compile_modes = args.cuda_graphs.split(","), args.torch_compile.split(",")
-    variants = [(g, c, d) for d in args.decode.split(",") for c in compile_modes for g in graph_modes]
-    for graphs, compiled, decode in variants:
+    variants = [
+        (g, c, d, n)
+        for n in args.noise_draws.split(",")
+        for d in args.decode.split(",")
+        for c in compile_modes
+        for g in graph_modes
+    ]
+    for graphs, compiled, decode, draws in variants:
         engine = Engine(
             model,
             EngineSettings(
@@ -104,6 +112,7 @@ def main() -> None:
                 static_len=args.static_len,
                 torch_compile=compiled,
                 streaming=StreamingSettings(decode=decode),
+                noise_draws=draws,
             ),
         )
         try:
@@ -128,15 +137,17 @@ def main() -> None:
         f"{model.placement.attention}), {args.frames} frames per utterance, all submitted at once"
     )
     print(
-        "| --cuda-graphs | --torch-compile | --decode | KV cache | step ran as | warm-up s | c | first audio p50 ms "
+        "| --cuda-graphs | --torch-compile | --decode | KV cache | step ran as | noise draws | warm-up s | c "
+        "| first audio p50 ms "
         "| p95 ms | max ms | audio s per wall s | step ms | decode ms |"
     )
-    print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for graphs, compiled, decode, report, count, firsts, wall, frames, warm in rows:
         kinds = ("torch_compile", "cuda_graphs", "prefill_cuda_graphs", "decode_cuda_graphs")
         ran = "+".join(kind for kind in kinds if report[kind]) or "eager"
         print(
-            f"| {graphs} | {compiled} | {decode} | {report['kv_cache']} | {ran} | {warm:.0f} | {count} "
+            f"| {graphs} | {compiled} | {decode} | {report['kv_cache']} | {ran} | {report['noise_draws']} "
+            f"| {warm:.0f} | {count} "
             f"| {1000 * pct(firsts, 50):.0f} | {1000 * pct(firsts, 95):.0f} "
             f"| {1000 * max(firsts):.0f} | {frames * FRAME_SECONDS / wall:.1f} "
             f"| {1000 * float(report['step_seconds']):.1f} | {1000 * float(report['decode_seconds']):.1f} |"

@@ -42,7 +42,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from benchmarks._dispatch import Dispatched
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -52,15 +53,6 @@ def main() -> None:
     from qwen_stream.prompts import capture_prompt
     from qwen_stream.runner import NewRow, TalkerRunner
     from qwen_stream.settings import ModelSettings, SamplingSettings
-
-    class Dispatched(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.count = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.count += 1
-            return func(*args, **(kwargs or {}))
 
     model = load_model(ModelSettings(path=model_path(args), device=args.device, dtype=args.dtype))
     if model.family != "custom_voice":

@@ -3,12 +3,14 @@ lean code predictor) on the same requests.
 
     python benchmarks/bench_runner.py [--model-path DIR --device cuda] [--frames 50] [--runs 3] [--batches 1,2,4]
                                       [--max-len 256] [--threads 1] [--mixed-sampling] [--compile]
+                                      [--noise-draws token,block]
 
 The runner runs in both cache layouts (kv.py): dynamic, and static with `--max-len` positions per row (the step
 of static_step.py, eager); on CUDA also static with the step captured as CUDA graphs (one per batch-size
 bucket, captured on the first step, which the median leaves out); with `--compile` also static with the step
 through torch.compile (inductor; compiled in the untimed warm-up run). `--mixed-sampling` gives every other row
-settings of its own (temperature, top-k, top-p), to show what per-row sampling costs.
+settings of its own (temperature, top-k, top-p), to show what per-row sampling costs. `--noise-draws` runs each
+layout with rows drawing their sampling noise a call per token (the library's calls) and/or in blocks of steps.
 Both paths make codes only (no PCM decode). "frames/s" counts frames of all rows together per second of
 generation. For the runner it is reported twice: steps only, and with the rows' prefills included, which is
 what today's path always includes. On a shared CPU the figures are indicative only."""
@@ -65,6 +67,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--mixed-sampling", action="store_true", help="odd rows sample with settings of their own")
     parser.add_argument("--compile", action="store_true", help="also the static step through torch.compile (inductor)")
+    parser.add_argument("--noise-draws", default="token", help="token, block or both (comma-separated)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,7 +75,7 @@ def main() -> None:
     from qwen_stream.generation import SynthesisRequest, Voice, generate_streaming
     from qwen_stream.model import load_model
     from qwen_stream.runner import NewRow, TalkerRunner
-    from qwen_stream.settings import ModelSettings, SamplingSettings
+    from qwen_stream.settings import NOISE_BLOCK, ModelSettings, SamplingSettings
 
     model = load_model(ModelSettings(path=model_path(args), device=args.device, dtype=args.dtype))
     if model.family != "custom_voice":
@@ -132,11 +135,22 @@ def main() -> None:
             layouts.append((f"static {args.max_len} + torch.compile", args.max_len, False, "inductor"))
             if cuda:
                 layouts.append((f"static {args.max_len} + torch.compile + CUDA graphs", args.max_len, True, "inductor"))
-        for layout, max_len, graphs, backend in layouts:
+        noise = {"token": 0, "block": NOISE_BLOCK}
+        for (layout, max_len, graphs, backend), draws in (
+            (layout, draws) for layout in layouts for draws in args.noise_draws.split(",")
+        ):
             # One runner per layout, reused: its steps are built (captured, compiled) once, in the warm-up run.
             runner = TalkerRunner(
-                model, sampling, max_batch=batch, max_len=max_len, cuda_graphs=graphs, compile_backend=backend
+                model,
+                sampling,
+                max_batch=batch,
+                max_len=max_len,
+                cuda_graphs=graphs,
+                compile_backend=backend,
+                noise_block=noise[draws],
             )
+            if "," in args.noise_draws:
+                layout = f"{layout}, noise {'blocks' if noise[draws] else 'per token'}"
             runner_run(runner, batch)  # warm-up
             runs = [runner_run(runner, batch) for _ in range(args.runs)]
             prefill, step, predictor, talker = (median([r[i] for r in runs]) for i in range(4))

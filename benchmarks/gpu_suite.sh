@@ -41,6 +41,10 @@ step() {  # step FILE NAME COMMAND...: one benchmark appended to $out/FILE.txt u
 step cuda-tests cuda-tests timeout 240 python3 -m pytest -q -p no:cacheprovider -k "on_cuda" \
   tests/engine/test_runner.py tests/engine/test_static_step.py tests/engine/test_captured_decode.py \
   tests/engine/test_static_prefill.py
+# The host's cost of a step's sampling noise, per token (16 launches per row) against blocks of 16 steps per call
+# (--noise-draws block, the default on CUDA since 2026-11-29): seconds, no checkpoint. Into runner.txt: the device
+# tool brings back 8 files at most.
+step runner noise python3 benchmarks/bench_noise.py --device cuda --batches 1,8,32
 step setup build-1.7b python3 -m qwen_stream.tiny /tmp/cv-1.7b --kind custom_voice --size 1.7b --force
 [ -d /tmp/cv-1.7b ] || { echo "no 1.7B checkpoint: stopping here (setup.txt says why)"; exit 1; }
 # Concurrent utterances on the continuous engine (the server's stack is not in the GPU image): first audio at
@@ -53,6 +57,9 @@ step concurrency concurrency-1.7b python3 benchmarks/bench_concurrency.py --mode
 # decode changes on a GPU, where a decode was launch-bound (2026-11-28).
 step concurrency concurrency-1.7b-window python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b \
   --device cuda --concurrency 1,10 --frames 60 --cuda-graphs auto --static-len 640 --decode window
+# Per-token noise draws (the library's calls): what blocks of draws change at c = 1 and 32.
+step concurrency concurrency-1.7b-noise-token python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b \
+  --device cuda --concurrency 1,32 --frames 60 --cuda-graphs auto --static-len 640 --noise-draws token
 # The carried decode with the step's graphs only (the chunk decode eager): what capturing the decode changes.
 step concurrency concurrency-1.7b-decode-eager python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b \
   --device cuda --concurrency 1,10 --frames 60 --cuda-graphs auto --static-len 640 --decode-graphs off
@@ -68,7 +75,7 @@ step concurrency concurrency-0.6b python3 benchmarks/bench_concurrency.py --mode
 # 30 frames: an eager step of 1.7B costs ~100 ms there (launch-bound), and the runner times three layouts and
 # today's path at four batch sizes (60 frames x 2 runs took 315 s on 2026-11-28).
 step runner runner-1.7b python3 benchmarks/bench_runner.py --model-path /tmp/cv-1.7b --device cuda --frames 30 \
-  --runs 2 --batches 1,4,16,32 --max-len 512
+  --runs 2 --batches 1,4,16,32 --max-len 512 --noise-draws token,block
 step engine engine-1.7b python3 benchmarks/bench_engine.py --model-path /tmp/cv-1.7b --device cuda --frames 100 --runs 3
 # Last: torch.compile (inductor) on the static step, alone and under CUDA graphs, at batch 1 and 32 (each
 # compiles per batch: minutes in all).

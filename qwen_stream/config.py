@@ -23,6 +23,7 @@ from typing import Any
 from .settings import (
     DECODE_MODES,
     ENGINES,
+    NOISE_DRAWS,
     SWITCH,
     TOGGLE,
     EngineSettings,
@@ -240,6 +241,15 @@ class ServerSettings:
             "steps, on the engine thread"
         ),
     )
+    noise_draws: str = field(
+        default=EngineSettings.noise_draws,
+        metadata=opt(
+            "auto, token or block: how each row draws its sampling noise; token: a call per token, as qwen-tts does "
+            "(16 per row per step); block: 16 steps per call, from the row's own generator (on a GPU each call is "
+            "a kernel launch every step pays for; on CUDA a seeded row then differs from the library's frames, on "
+            "CPU it does not); auto: block on CUDA"
+        ),
+    )
     max_wait_ms: int = field(
         default=0,
         metadata=opt(
@@ -344,6 +354,8 @@ class ServerSettings:
         for name in ("cuda_graphs", "decode_overlap"):
             if getattr(self, name) not in SWITCH:
                 problems.append(f"{name} must be one of {', '.join(SWITCH)}, got {getattr(self, name)!r}")
+        if self.noise_draws not in NOISE_DRAWS:
+            problems.append(f"noise_draws must be one of {', '.join(NOISE_DRAWS)}, got {self.noise_draws!r}")
         if self.static_len < 0:
             problems.append("static_len must be >= 0")
         if self.torch_compile not in TOGGLE:
@@ -407,6 +419,7 @@ class ServerSettings:
             static_len=self.static_len,
             torch_compile=self.torch_compile,
             decode_overlap=self.decode_overlap,
+            noise_draws=self.noise_draws,
         )
 
     def demo_cache_dir(self) -> Path:

@@ -56,6 +56,7 @@ class Load:
     decode_cuda_graphs: bool = False  # the chunk decode replays captured CUDA graphs (captured_decode.py)
     prefill_cuda_graphs: bool = False  # prefills replay captured CUDA graphs where a bucket holds them
     torch_compile: bool = False  # the step runs torch.compile'd code
+    noise_draws: str = ""  # "token" or "block" once a runner exists: how rows draw their sampling noise
 
     def record_step(self, talker: float, predictor: float, total: float) -> None:
         """After a step (`steps` was counted when it returned)."""
@@ -266,6 +267,7 @@ class ContinuousLoop:
             cuda_graphs=graphs,
             graphs_required=settings.cuda_graphs == "on",
             compile_backend=COMPILE_BACKEND if settings.torch_compile == "on" else None,
+            noise_block=settings.noise_block(model.device.type),
         )
         runner.before_build = self.stage.drain
         return runner
@@ -274,6 +276,7 @@ class ContinuousLoop:
         """What the step runs as: either may turn off after a failed capture or compile."""
         self.load.cuda_graphs = runner.cuda_graphs
         self.load.torch_compile = runner.compile_backend is not None
+        self.load.noise_draws = "block" if runner.noise_block else "token"
         self.load.prefill_cuda_graphs = runner.prefill_graphs is not None and runner.prefill_graphs.captured
 
     def warm_up(self, request: SynthesisRequest) -> int:

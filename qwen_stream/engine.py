@@ -486,6 +486,7 @@ class Engine:
             "torch_compile": load.torch_compile,
             "decode_cuda_graphs": load.decode_cuda_graphs,
             "prefill_cuda_graphs": load.prefill_cuda_graphs,
+            "noise_draws": load.noise_draws,
             "max_batch": self.settings.max_batch,
             "batch_rows": load.live_rows,
             "waiting": self.waiting,

@@ -10,7 +10,8 @@ talker never fires.
 
 Sampling is per row (sampling.py): settings, generator and repetition history, so a row's codes do not
 depend on its batch mates beyond the floating-point noise of batched kernels, too small to change a code in
-the tests; rows asking for different temperatures, top-k, top-p or greedy choice share a batch. With `max_len`
+the tests; rows asking for different temperatures, top-k, top-p or greedy choice share a batch. A row draws its
+noise a token at a time, as the library does, or (`noise_block`) several steps at a time. With `max_len`
 set, every step has the same shapes, which CUDA graphs and torch.compile need (static_step.py).
 """
 
@@ -31,7 +32,16 @@ from .generation import SynthesisRequest, check_request
 from .kv import DynamicRows, Joining, StaticRows
 from .model import LoadedModel
 from .prompts import Prompt, capture_prompt
-from .sampling import BatchedCodePredictor, Features, StepNoise, TalkerLogits, TalkerSampling
+from .sampling import (
+    BatchedCodePredictor,
+    BlockRow,
+    Features,
+    NoiseBlocks,
+    StepNoise,
+    TalkerLogits,
+    TalkerSampling,
+    noise_width,
+)
 from .settings import SamplingSettings
 from .static_prefill import PrefillGraphs
 from .static_step import (
@@ -151,9 +161,12 @@ class TalkerRunner:
         cuda_graphs: bool = False,
         graphs_required: bool = True,
         compile_backend: str | None = None,
+        noise_block: int = 0,
     ):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
+        if noise_block < 0:
+            raise ValueError("noise_block must be >= 0")
         if max_len is not None and max_len < 2:
             raise ValueError("max_len must be >= 2")
         talker: Any = model.inner.talker
@@ -184,6 +197,9 @@ class TalkerRunner:
         self._logits: TalkerLogits | None = None
         self._predictor = BatchedCodePredictor(talker.code_predictor)
         self._noise_shape = (self._predictor.vocab, self._predictor.steps, self._vocab)
+        # Steps of noise a row draws in one call (sampling.NoiseBlocks); 0: a call per token, as the library.
+        self.noise_block = noise_block
+        self._blocks: NoiseBlocks | None = None
         self._pad: torch.Tensor | None = None
         # The static path's step per bucket, and the buffers its steps read (allocated with the store).
         self._steps: dict[int, StaticStep | CompiledStep | CapturedStep] = {}
@@ -556,7 +572,7 @@ class TalkerRunner:
         rows = [row.sampling if row is not None else None for row in order]
         live = [sampling for sampling in rows if sampling is not None]
         noise = StepNoise(len(order), *self._noise_shape, self._device)
-        noise.fill([row.generator if row is not None else None for row in order], rows)
+        self._draw(noise, order)
         first = talker.get_input_embeddings()(store.tokens.unsqueeze(1))
         prompt = torch.cat([store.hidden, first], dim=1)
         rest = self._predictor(prompt, store.params, noise.predictor, Features.of(live, sub=True))
@@ -584,7 +600,7 @@ class TalkerRunner:
         order = self._order[:bucket]
         store.next_column()
         rows = [row.sampling if row is not None else None for row in order]
-        self._noise.fill([row.generator if row is not None else None for row in order], rows)
+        self._draw(self._noise, order)
         live = [sampling for sampling in rows if sampling is not None]
         features = Features.of(live, sub=False), Features.of(live, sub=True)
         step = self._steps.get(bucket) or self._build_step(store, bucket, features)
@@ -593,6 +609,21 @@ class TalkerRunner:
         self._text.advance(bucket)
         codes = step.codes.clone()  # the next replay overwrites the output buffer
         return codes, step.next_tokens.tolist(), start
+
+    def _draw(self, noise: StepNoise, order: Sequence[_Row | None]) -> None:
+        """The step's noise for the rows in batch order (None: a free slot)."""
+        if not self.noise_block:
+            noise.fill(
+                [row.generator if row is not None else None for row in order],
+                [row.sampling if row is not None else None for row in order],
+            )
+            return
+        if self._blocks is None:
+            self._blocks = NoiseBlocks(self.max_batch, self.noise_block, noise_width(*self._noise_shape), self._device)
+        self._blocks.fill(
+            noise,
+            [BlockRow(row.generator, row.sampling, row.slot, row.frames) if row is not None else None for row in order],
+        )
 
     def _build_step(
         self, store: StaticRows, bucket: int, features: tuple[Features, Features]

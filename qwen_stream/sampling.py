@@ -9,7 +9,9 @@ for: every setting is a column of a per-row tensor (`RowParams`), so rows with d
 top-p, penalties or greedy choice share one batched kernel per processor, and one draw serves the batch.
 
 A step's noise is drawn before the step (`StepNoise`), so inside the step nothing touches a generator or reads
-a value back to the host, which is what a captured CUDA graph needs.
+a value back to the host, which is what a captured CUDA graph needs. Drawn a token at a time, that is 16 calls
+per row per step, each a kernel launch on a GPU; `NoiseBlocks` draws a row's noise for several steps in one call
+instead (`--noise-draws`).
 """
 
 from __future__ import annotations
@@ -165,6 +167,11 @@ def draw(processed: torch.Tensor, warped: torch.Tensor, noise: torch.Tensor, do_
     return torch.where(do_sample[:, 0] > 0, sampled, torch.argmax(processed, dim=-1))
 
 
+def noise_width(predictor_vocab: int, predictor_steps: int, talker_vocab: int) -> int:
+    """Noise values one row draws per step: the code predictor's 15 tokens, then the talker's."""
+    return predictor_vocab * predictor_steps + talker_vocab
+
+
 class StepNoise:
     """The exponential noise of one step for every row, drawn before the step: the 15 code-predictor draws
     then the talker's, each row's from its own generator, one call per token as the library draws them (on
@@ -172,7 +179,7 @@ class StepNoise:
     values). A row that does not sample a part draws nothing for it, as the library draws nothing when greedy."""
 
     def __init__(self, rows: int, predictor_vocab: int, predictor_steps: int, talker_vocab: int, device: torch.device):
-        self.buffer = torch.ones(rows, predictor_vocab * predictor_steps + talker_vocab, device=device)
+        self.buffer = torch.ones(rows, noise_width(predictor_vocab, predictor_steps, talker_vocab), device=device)
         split = predictor_vocab * predictor_steps
         self.predictor = self.buffer[:, :split].view(rows, predictor_steps, predictor_vocab)
         self.talker = self.buffer[:, split:]
@@ -180,18 +187,79 @@ class StepNoise:
     def fill(self, generators: Sequence[torch.Generator | None], rows: Sequence[TalkerSampling | None]) -> None:
         """Rows [0, len(rows)); a free slot (no generator) gets ones."""
         for i, (generator, sampling) in enumerate(zip(generators, rows, strict=True)):
-            if generator is None or sampling is None:
-                self.buffer[i].fill_(1.0)
-                continue
-            if sampling.subtalker_do_sample:
-                for token in self.predictor[i]:
-                    token.exponential_(generator=generator)
+            self.fill_row(i, generator, sampling)
+
+    def fill_row(self, i: int, generator: torch.Generator | None, sampling: TalkerSampling | None) -> None:
+        if generator is None or sampling is None:
+            self.buffer[i].fill_(1.0)
+            return
+        if sampling.subtalker_do_sample:
+            for token in self.predictor[i]:
+                token.exponential_(generator=generator)
+        else:
+            self.predictor[i].fill_(1.0)
+        if sampling.do_sample:
+            self.talker[i].exponential_(generator=generator)
+        else:
+            self.talker[i].fill_(1.0)
+
+
+@dataclass(frozen=True)
+class BlockRow:
+    """A row as `NoiseBlocks.fill` sees it: its generator and settings, the slot that keeps its block, and the
+    steps it has made (which step of its block comes next)."""
+
+    generator: torch.Generator
+    sampling: TalkerSampling
+    slot: int
+    steps: int
+
+
+class NoiseBlocks:
+    """Each row's step noise drawn `steps` steps at a time, in one call on its own generator, and kept per slot
+    until used; a step's noise is then one gather over the rows' blocks. On a GPU that is a launch per row per
+    `steps` steps instead of 16 per row per step, which a large batch pays for on every step.
+
+    A row still takes its values from its own generator in the order its steps use them, so its frames depend
+    only on its seed, never on its batch mates. On CPU they are even the per-token draws' values (torch's CPU
+    generator fills a tensor element by element, so one call of n values is n calls of one); on CUDA they are
+    not the library's (a call's size moves the generator's offset). A row that samples only one part draws per
+    token, as the library does, and a row that samples nothing draws nothing."""
+
+    def __init__(self, slots: int, steps: int, width: int, device: torch.device):
+        if steps < 1:
+            raise ValueError("a noise block holds at least one step")
+        self.steps = steps
+        # Every slot's block, then one row of ones: what a row that draws nothing here reads.
+        self.flat = torch.ones(slots * steps + 1, width, device=device)
+        self.ones = slots * steps
+
+    def fill(self, noise: StepNoise, rows: Sequence[BlockRow | None]) -> None:
+        """`noise` rows [0, len(rows)); None: a free slot, which gets ones."""
+        picks: list[int] = []
+        own: list[int] = []
+        for i, row in enumerate(rows):
+            if row is None:
+                picks.append(self.ones)
+            elif row.sampling.do_sample and row.sampling.subtalker_do_sample:
+                picks.append(self._take(row))
             else:
-                self.predictor[i].fill_(1.0)
-            if sampling.do_sample:
-                self.talker[i].exponential_(generator=generator)
-            else:
-                self.talker[i].fill_(1.0)
+                picks.append(self.ones)
+                if row.sampling.do_sample or row.sampling.subtalker_do_sample:
+                    own.append(i)
+        index = torch.tensor(picks, dtype=torch.long, device=self.flat.device)
+        torch.index_select(self.flat, 0, index, out=noise.buffer[: len(picks)])
+        for i in own:
+            row = rows[i]
+            assert row is not None
+            noise.fill_row(i, row.generator, row.sampling)
+
+    def _take(self, row: BlockRow) -> int:
+        """The flat index of the row's next step, drawing its next block first when the last one is used up."""
+        first = row.slot * self.steps
+        if row.steps % self.steps == 0:
+            self.flat[first : first + self.steps].exponential_(generator=row.generator)
+        return first + row.steps % self.steps
 
 
 class TalkerLogits:

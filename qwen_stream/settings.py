@@ -143,6 +143,11 @@ class EngineSettings:
     # The continuous loop's decode stage on a thread (and CUDA stream) of its own, beside the next talker step:
     # "auto" does on CUDA; on CPU the two threads contend for the cores and the interpreter, and it gains nothing.
     decode_overlap: str = "auto"
+    # How a row of the continuous loop draws its sampling noise: "token" a call per token, as qwen-tts does
+    # (16 per row per step; on CUDA a seeded row then makes the library's own frames), "block" NOISE_BLOCK steps
+    # per call (sampling.NoiseBlocks: each call is a kernel launch on a GPU, paid by every step at a large
+    # batch), "auto" blocks on CUDA. On CPU both give the same values, and a block costs a step's latency.
+    noise_draws: str = "auto"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -155,6 +160,13 @@ class EngineSettings:
             raise ValueError(f"torch_compile must be one of {', '.join(TOGGLE)}, got {self.torch_compile!r}")
         if self.decode_overlap not in SWITCH:
             raise ValueError(f"decode_overlap must be one of {', '.join(SWITCH)}, got {self.decode_overlap!r}")
+        if self.noise_draws not in NOISE_DRAWS:
+            raise ValueError(f"noise_draws must be one of {', '.join(NOISE_DRAWS)}, got {self.noise_draws!r}")
+
+    def noise_block(self, device_type: str) -> int:
+        """Steps of noise a row draws per call on a device of this type (0: a call per token)."""
+        blocks = self.noise_draws == "block" or (self.noise_draws == "auto" and device_type == "cuda")
+        return NOISE_BLOCK if blocks else 0
 
     def cache_length(self, graphs: bool) -> int | None:
         """The static cache's positions per row, or None for a dynamic cache."""
@@ -166,5 +178,7 @@ class EngineSettings:
 
 ENGINES = ("continuous", "static")
 SWITCH = ("auto", "on", "off")
+NOISE_DRAWS = ("auto", "token", "block")
+NOISE_BLOCK = 16  # steps of noise a row draws per call with noise_draws "block"
 TOGGLE = ("on", "off")
 PROMPT_ROOM = 512  # prompt positions a static cache holds beyond the frame cap before it shortens a row

@@ -31,6 +31,9 @@ def test_engine_choice_reaches_the_engine_settings():
     assert load_settings([], {}).engine_settings("/m").engine == "continuous"
     assert load_settings([], {"QWEN_STREAM_ENGINE": "static"}).engine_settings("/m").engine == "static"
     assert load_settings(["--max-wait-ms", "1500"], {}).max_wait_ms == 1500
+    blocks = load_settings(["--noise-draws", "block"], {}).engine_settings("/m")
+    assert blocks.noise_block("cpu") == 16 and load_settings([], {}).engine_settings("/m").noise_block("cpu") == 0
+    assert load_settings([], {}).engine_settings("/m").noise_block("cuda") == 16  # auto: blocks on CUDA
 
 
 def test_boolean_flags_and_env():
@@ -50,6 +53,7 @@ def test_boolean_flags_and_env():
     (["--log-level", "loud"], {}, "log_level"),
     (["--engine", "dynamic"], {}, "engine must be one of continuous, static"),
     (["--max-wait-ms", "-1"], {}, "max_wait_ms"),
+    (["--noise-draws", "tokens"], {}, "noise_draws must be one of auto, token, block"),
 ])
 def test_bad_settings_name_the_problem(argv, env, words):
     with pytest.raises(ValueError, match=words):

@@ -194,6 +194,7 @@ def test_on_cuda_warm_up_captures_the_chunk_decode_and_both_graphs_replay_side_b
             report = engine.report()
             for kind in ("cuda_graphs", "prefill_cuda_graphs", "decode_cuda_graphs"):
                 assert report[kind] is (graphs == "on"), kind
+            assert report["noise_draws"] == "block"  # auto: blocks of draws on CUDA
             for seed, (text, events) in enumerate(zip(texts, received, strict=True)):
                 request = SynthesisRequest(text, "English", Voice(speaker="Serena"), seed=seed, max_frames=40)
                 engine.submit(request, events.put, keep_codes=True)

@@ -25,6 +25,7 @@ from qwen_stream.runner import TalkerRunner
 from qwen_stream.settings import EngineSettings, ModelSettings
 
 from .test_engine import offline_pcm, run
+from .test_runner import library_frames
 
 SAFETY = 120  # seconds; reached only when something hangs
 
@@ -380,6 +381,24 @@ def test_reported_load_after_work(engine):
     report = engine.report()
     assert report["mode"] == "continuous" and report["steps"] >= 5
     assert report["step_seconds"] > 0 and report["decode_seconds"] > 0 and report["batch_rows"] == 0
+
+
+@pytest.mark.parametrize("draws", ["auto", "block"])
+def test_rows_draw_their_noise_as_configured_and_make_the_librarys_frames_on_cpu(custom_voice_model, draws):
+    """--noise-draws: auto draws a token at a time on CPU, block 16 steps per call (40 frames: three blocks).
+    On CPU both give the library's values, so a seeded row beside a mate makes the library's own frames either
+    way; /health says which ran."""
+    model = custom_voice_model
+    eng = Engine(model, EngineSettings(model=ModelSettings(path=model.source), max_batch=2, noise_draws=draws))
+    try:
+        expected = library_frames(model, LONG, 40)
+        recorder = Recorder(eng)
+        eng.submit(MATE, Recorder(eng))
+        eng.submit(LONG, recorder, keep_codes=True)
+        assert recorder.end.error is None and torch.equal(recorder.end.codes, expected)
+        assert eng.report()["noise_draws"] == ("block" if draws == "block" else "token")
+    finally:
+        eng.close()
 
 
 # -- the decode stage beside the step -----------------------------------------------------------------------

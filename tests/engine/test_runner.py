@@ -86,8 +86,10 @@ class Driver:
         return torch.stack(self.frames[name])
 
 
-def solo(model, request: SynthesisRequest, sampling=SAMPLING, max_len: int | None = None) -> torch.Tensor:
-    driver = Driver(TalkerRunner(model, sampling, max_batch=1, max_len=max_len))
+def solo(
+    model, request: SynthesisRequest, sampling=SAMPLING, max_len: int | None = None, noise_block: int = 0
+) -> torch.Tensor:
+    driver = Driver(TalkerRunner(model, sampling, max_batch=1, max_len=max_len, noise_block=noise_block))
     driver.join(row=request)
     driver.finish()
     return driver.codes("row")
@@ -122,13 +124,20 @@ def max_len(request):
     return request.param
 
 
+# How rows draw their noise (sampling.py): a call per token, as the library does, or a block of steps per call
+# (three here, so that rows use up blocks and draw new ones). On CPU both give the same values.
+@pytest.fixture(params=[0, 3], ids=["per-token", "blocks"])
+def noise_block(request):
+    return request.param
+
+
 # -- batch 1 equals the library -------------------------------------------------------------------------
 
 
-def test_custom_voice_frames_equal_library_generate(custom_voice_model, max_len):
+def test_custom_voice_frames_equal_library_generate(custom_voice_model, max_len, noise_block):
     request = speak(TEXT, seed=11, frames=20)
     expected = library_frames(custom_voice_model, request, 20)
-    assert torch.equal(solo(custom_voice_model, request, max_len=max_len), expected)
+    assert torch.equal(solo(custom_voice_model, request, max_len=max_len, noise_block=noise_block), expected)
 
 
 REPEATED = 100
@@ -213,16 +222,21 @@ def test_a_requests_own_sampling_is_applied_as_the_library_applies_it(custom_voi
         assert not torch.equal(expected, library_frames(model, request, 16, server))  # the settings matter
 
 
-def test_rows_with_their_own_sampling_share_a_batch_without_changing_their_frames(custom_voice_model, max_len):
-    """Each row's settings are a row of its own: batch mates asking for other settings change nothing."""
+def test_rows_with_their_own_sampling_share_a_batch_without_changing_their_frames(
+    custom_voice_model, max_len, noise_block
+):
+    """Each row's settings are a row of its own: batch mates asking for other settings change nothing. With
+    noise blocks, the greedy talker's row draws per token beside rows that draw blocks."""
     model = custom_voice_model
     rows = {
-        name: dataclasses.replace(speak(f"Row {name} speaks with its own settings.", seed=30 + i, frames=14), sampling=s)
+        name: dataclasses.replace(
+            speak(f"Row {name} speaks with its own settings.", seed=30 + i, frames=14), sampling=s
+        )
         for i, (name, s) in enumerate(OWN_SAMPLING.items())
     }
     rows["server"] = speak("This row keeps the server's settings.", seed=40, frames=14)
     alone = {name: solo(model, request, max_len=max_len) for name, request in rows.items()}
-    driver = Driver(TalkerRunner(model, SAMPLING, max_batch=4, max_len=max_len))
+    driver = Driver(TalkerRunner(model, SAMPLING, max_batch=4, max_len=max_len, noise_block=noise_block))
     driver.join(hot=rows["hot"], greedy=rows["greedy"])
     driver.step(2)
     driver.join(nucleus=rows["nucleus"], server=rows["server"])
@@ -247,8 +261,10 @@ def references(custom_voice_model):
 
 
 @pytest.mark.parametrize("k", [0, 1, 4, 9])
-def test_a_row_yields_the_same_frames_whenever_it_joins(custom_voice_model, references, k, max_len):
-    driver = Driver(TalkerRunner(custom_voice_model, SAMPLING, max_batch=3, max_len=max_len))
+def test_a_row_yields_the_same_frames_whenever_it_joins(custom_voice_model, references, k, max_len, noise_block):
+    """With noise blocks, `late` takes the slot `short` left half-way through a block, and starts its own."""
+    runner = TalkerRunner(custom_voice_model, SAMPLING, max_batch=3, max_len=max_len, noise_block=noise_block)
+    driver = Driver(runner)
     driver.join(short=MATES["short"], long=MATES["long"])
     driver.step(k)
     driver.join(probe=PROBE)
@@ -494,9 +510,9 @@ def test_leaving_trims_the_dynamic_cache_to_what_remaining_rows_attend(custom_vo
 
 
 @pytest.mark.parametrize("max_len", [None, 32], ids=["dynamic", "static"])
-def test_no_slot_leaks_over_many_random_joins_and_releases(custom_voice_model, references, max_len):
+def test_no_slot_leaks_over_many_random_joins_and_releases(custom_voice_model, references, max_len, noise_block):
     rng = random.Random(0)
-    runner = TalkerRunner(custom_voice_model, SAMPLING, max_batch=3, max_len=max_len)
+    runner = TalkerRunner(custom_voice_model, SAMPLING, max_batch=3, max_len=max_len, noise_block=noise_block)
     lengths = []
     texts = ["One.", "Two words.", "Three words here.", "四个字。"]
     joined = 0
@@ -614,21 +630,23 @@ def test_a_static_cache_caps_frames_to_what_fits_and_refuses_prompts_that_do_not
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("max_len", [None, 128], ids=["dynamic", "static"])
-def test_on_cuda_rows_match_the_library_alone_and_in_a_batch(custom_voice_dir, max_len):
-    """A row's CUDA generator seeded like `torch.manual_seed` seeds the library's; float32, so batched kernels
-    differ from batch-1 ones by rounding only."""
+def test_on_cuda_a_row_makes_the_same_frames_alone_and_in_a_batch(custom_voice_dir, max_len, noise_block):
+    """Per token, a row's CUDA generator seeded like `torch.manual_seed` seeds the library's: the library's own
+    frames. In blocks, not the library's (a call's size moves the generator's offset), but still the row's own
+    generator's: the same frames alone as beside mates that come and go, across several blocks. float32, so
+    batched kernels differ from batch-1 ones by rounding only."""
     from qwen_stream.model import load_model
     from qwen_stream.settings import ModelSettings
 
     model = load_model(ModelSettings(path=str(custom_voice_dir), device="cuda", dtype="fp32"))
     probe = speak(TEXT, seed=11, frames=20)
-    expected = library_frames(model, probe, 20)
-    assert torch.equal(solo(model, probe, max_len=max_len).cpu(), expected.cpu())
-    driver = Driver(TalkerRunner(model, SAMPLING, max_batch=3, max_len=max_len))
+    alone = solo(model, probe, max_len=max_len, noise_block=noise_block).cpu()
+    assert torch.equal(alone, library_frames(model, probe, 20).cpu()) == (noise_block == 0)
+    driver = Driver(TalkerRunner(model, SAMPLING, max_batch=3, max_len=max_len, noise_block=noise_block))
     driver.join(short=MATES["short"])
     driver.step(2)
     driver.join(probe=probe, late=MATES["late"])
     driver.step(4)
     driver.release("short")
     driver.finish()
-    assert torch.equal(driver.codes("probe").cpu(), expected.cpu())
+    assert torch.equal(driver.codes("probe").cpu(), alone)

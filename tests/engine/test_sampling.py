@@ -4,7 +4,17 @@ import pytest
 import torch
 
 from qwen_stream.code_predictor import _warpers
-from qwen_stream.sampling import Features, RowParams, StepNoise, TalkerSampling, draw, warp
+from qwen_stream.sampling import (
+    BlockRow,
+    Features,
+    NoiseBlocks,
+    RowParams,
+    StepNoise,
+    TalkerSampling,
+    draw,
+    noise_width,
+    warp,
+)
 
 V = 2048
 
@@ -91,7 +101,11 @@ def test_step_noise_is_the_librarys_sixteen_draws():
     noise.fill(generators, rows)
     for i, row in enumerate(rows[:3]):
         g = torch.Generator().manual_seed(i + 1)
-        predictor = [torch.empty(1, cp_vocab).exponential_(generator=g) for _ in range(steps)] if row.subtalker_do_sample else []
+        predictor = (
+            [torch.empty(1, cp_vocab).exponential_(generator=g) for _ in range(steps)]
+            if row.subtalker_do_sample
+            else []
+        )
         talker = torch.empty(1, talker_vocab).exponential_(generator=g) if row.do_sample else None
         if predictor:
             assert torch.equal(noise.predictor[i], torch.cat(predictor))
@@ -104,6 +118,49 @@ def test_step_noise_is_the_librarys_sixteen_draws():
         # A part the row does not sample takes nothing from its generator.
         assert torch.equal(g.get_state(), generators[i].get_state())
     assert bool((noise.buffer[3] == 1).all())
+
+
+def test_noise_blocks_give_each_row_its_own_per_token_draws_in_step_order():
+    """Blocks of three steps, rows joining at different steps in scattered slots, blocks used up and drawn
+    again: every row's step noise is what its own generator gives a token at a time (on CPU a call of n values
+    is n calls of one); a row that samples one part only draws per token; greedy rows and free slots read ones
+    and draw nothing; rows past the step's are not written."""
+    cp_vocab, steps, talker_vocab = 37, 15, 101
+    cpu = torch.device("cpu")
+    both = sampling()
+    kinds = {
+        2: both,
+        0: both,
+        3: sampling(subtalker_do_sample=False),
+        1: sampling(do_sample=False, subtalker_do_sample=False),
+    }
+    joins = {2: 0, 0: 2, 3: 1, 1: 0}  # slot -> the step it joins at
+    order = [2, None, 0, 3, 1]  # batch index -> slot
+    generators = {slot: torch.Generator().manual_seed(10 + slot) for slot in kinds}
+    expected = {slot: torch.Generator().manual_seed(10 + slot) for slot in kinds}
+    blocks = NoiseBlocks(slots=4, steps=3, width=noise_width(cp_vocab, steps, talker_vocab), device=cpu)
+    made = dict.fromkeys(kinds, 0)
+    for step in range(8):
+        live = [slot if slot is not None and joins[slot] <= step else None for slot in order]
+        rows = [None if slot is None else BlockRow(generators[slot], kinds[slot], slot, made[slot]) for slot in live]
+        noise = StepNoise(len(order) + 2, cp_vocab, steps, talker_vocab, cpu)
+        noise.buffer.fill_(7.0)
+        blocks.fill(noise, rows)
+        for i, slot in enumerate(live):
+            if slot is None:
+                assert bool((noise.buffer[i] == 1).all())
+                continue
+            reference = StepNoise(1, cp_vocab, steps, talker_vocab, cpu)
+            reference.fill([expected[slot]], [kinds[slot]])
+            assert torch.equal(noise.buffer[i], reference.buffer[0]), (step, slot)
+            made[slot] += 1
+        assert bool((noise.buffer[len(order) :] == 7).all())
+    for slot in (3, 1):  # per token, or nothing: exactly where the library's calls leave the generator
+        assert torch.equal(generators[slot].get_state(), expected[slot].get_state())
+    for slot in (2, 0):  # a block row has drawn its block to the end, no further
+        for _ in range(-made[slot] % 3):
+            StepNoise(1, cp_vocab, steps, talker_vocab, cpu).fill([expected[slot]], [both])
+        assert torch.equal(generators[slot].get_state(), expected[slot].get_state())
 
 
 @pytest.mark.parametrize("sub", [False, True])
