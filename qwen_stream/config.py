@@ -230,7 +230,7 @@ class ServerSettings:
         metadata=opt(
             "on or off: run the continuous engine's step (static KV cache) through torch.compile, one graph per "
             "batch-size bucket, compiled at start-up for the default model (tens of seconds per bucket; other "
-            "models at first use); eager where compiling fails"
+            "models at their first batch); eager where compiling fails"
         ),
     )
     decode_overlap: str = field(

@@ -14,6 +14,7 @@ starvation, one runner at a time). Tasks run between steps, so a voice prompt ne
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -210,7 +211,7 @@ class ContinuousLoop:
                 self.runner = None  # its model was unloaded under a live batch: let go before loading another
             model = self.engine.registry.get(family)
             if self.runner is None or self.runner.model is not model:
-                self.runner = self._runner_for(model)
+                self.runner = self._runner_for(model, live[0].request)
         attached = []
         for job in live:
             try:
@@ -234,11 +235,13 @@ class ContinuousLoop:
             job.contended = self._contention
         self._publish()
 
-    def _runner_for(self, model: LoadedModel) -> TalkerRunner:
-        """The model's runner, kept from its last batch (its steps built, its buffers allocated), or a new one."""
+    def _runner_for(self, model: LoadedModel, request: SynthesisRequest) -> TalkerRunner:
+        """The model's runner, kept from its last batch (its steps built, its buffers allocated), or a new one,
+        built whole before its first rows join (`_build_all`)."""
         runner = self._runners.get(id(model))
         if runner is None or runner.model is not model:
             runner = self._runners[id(model)] = self._new_runner(model)
+            self._build_all(runner, request)
         self.load.kv_cache = "dynamic" if runner.max_len is None else "static"
         self._publish_step_kind(runner)
         return runner
@@ -272,6 +275,29 @@ class ContinuousLoop:
         runner.before_build = self.stage.drain
         return runner
 
+    def _build_all(self, runner: TalkerRunner, request: SynthesisRequest) -> None:
+        """A new runner on an engine that captures or compiles: every bucket's step, and the prefill's and chunk
+        decode's graphs, are built now, while the batch is empty, with a short copy of the request that made the
+        runner (its voice, so its model's own prompt path). The server's warm-up does this for the default
+        model; for another family it happens at its first batch, which waits for it. Built lazily instead, a
+        step would be built the first time a batch reaches its bucket, holding every live row meanwhile, and the
+        prefill and decode would stay eager. A failure here is logged and leaves the lazy path."""
+        if runner.cuda_graphs or runner.compile_backend is not None:
+            started = time.perf_counter()
+            try:
+                built = runner.warm_up(dataclasses.replace(request, text="Warm up.", sampling=None))
+                self._capture_decode(runner.model)
+            except Exception:
+                if runner.cuda_graphs and self.engine.settings.cuda_graphs == "on":
+                    raise
+                log.warning(
+                    "building %s's steps ahead failed; they build at first use", runner.model.family, exc_info=True
+                )
+            else:
+                log.info(
+                    "built %d steps of %s ahead in %.1f s", built, runner.model.family, time.perf_counter() - started
+                )
+
     def _publish_step_kind(self, runner: TalkerRunner) -> None:
         """What the step runs as: either may turn off after a failed capture or compile."""
         self.load.cuda_graphs = runner.cuda_graphs
@@ -291,8 +317,8 @@ class ContinuousLoop:
 
     def _capture_decode(self, model: LoadedModel) -> None:
         """Captures the chunk decode's CUDA graphs (captured_decode.py) wherever the step's are wanted, at
-        warm-up: idle, so no other decode runs while a graph records. A model first loaded later (another
-        family) decodes eagerly."""
+        warm-up or at a model's first batch (`_build_all`), with the decode stage drained, so no other decode
+        runs while a graph records."""
         settings = self.engine.settings
         carried = model.carried
         wanted = settings.cuda_graphs == "on" or (settings.cuda_graphs == "auto" and model.device.type == "cuda")

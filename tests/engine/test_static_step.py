@@ -224,13 +224,15 @@ def test_torch_compile_on_builds_every_buckets_step_at_warm_up(custom_voice_mode
 
 
 def test_a_step_built_under_load_waits_for_the_decode_stage_to_finish(custom_voice_model, monkeypatch):
-    """A bucket first needed while rows run (no warm-up: another family's model, say) is compiled or captured
-    only once the decode stage, on a thread of its own, has nothing unfinished: a read-back there while a graph
-    records would break the capture. Every decode is slowed so that one is always in flight otherwise."""
+    """A bucket first needed while rows run (its build ahead failed, or a failed step dropped the built steps)
+    is compiled or captured only once the decode stage, on a thread of its own, has nothing unfinished: a
+    read-back there while a graph records would break the capture. Every decode is slowed so that one is always
+    in flight otherwise."""
     import time
 
     from qwen_stream import runner as runner_module
 
+    monkeypatch.setattr(continuous.ContinuousLoop, "_build_all", lambda self, runner, request: None)
     monkeypatch.setattr(continuous, "COMPILE_BACKEND", "eager")
     monkeypatch.setattr(torch, "compile", lambda function, **_: function)  # the wiring is checked, not dynamo
     decode = continuous.ContinuousLoop._decode
@@ -260,6 +262,44 @@ def test_a_step_built_under_load_waits_for_the_decode_stage_to_finish(custom_voi
     finally:
         eng.close()
     assert len(unfinished) == 2 and unfinished == [0, 0]  # bucket 1, then bucket 2 when the second joined
+
+
+def test_another_familys_first_batch_builds_every_step_before_its_rows_join(
+    custom_voice_model, voice_design_model, monkeypatch
+):
+    """The server warms up its default model; a second family's runner is made at its first batch, and every
+    bucket's step is built then, before that batch's rows join (none is built later, under load); its rows make
+    the library's frames."""
+    from qwen_stream import runner as runner_module
+    from tests.engine.test_continuous import two_family_registry
+
+    monkeypatch.setattr(continuous, "COMPILE_BACKEND", "eager")
+    monkeypatch.setattr(torch, "compile", lambda function, **_: function)  # the wiring is checked, not dynamo
+    built: list[tuple[str, int]] = []  # (family, jobs in the batch) per step built
+
+    class Recording(CompiledStep):
+        def __init__(self, eager, *args, **kwargs):
+            family = "voice_design" if eager._talker is voice_design_model.inner.talker else "custom_voice"
+            built.append((family, len(eng._continuous.rows)))
+            super().__init__(eager, *args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "CompiledStep", Recording)
+    settings = EngineSettings(model=ModelSettings(path=custom_voice_model.source), max_batch=2, torch_compile="on",
+                              budget=FrameBudget(max_frames=64))
+    eng = Engine(two_family_registry(custom_voice_model, voice_design_model), settings)
+    try:
+        eng.warmup(speak("Warm up.", seed=1, frames=3))
+        assert built == [("custom_voice", 0), ("custom_voice", 0)]
+        designed = [SynthesisRequest(f"A designed voice, number {i}.", "English", Voice(instruct="A calm voice."),
+                                     seed=i, max_frames=8, family="voice_design") for i in (2, 3)]
+        events: list[list] = [[], []]
+        jobs = [eng.submit(request, got.append, keep_codes=True) for request, got in zip(designed, events)]
+        assert all(job.wait(120) for job in jobs)
+        assert built[2:] == [("voice_design", 0), ("voice_design", 0)]  # both buckets, before its rows joined
+        for request, got in zip(designed, events):
+            assert torch.equal(got[-1].codes, library_frames(voice_design_model, request, 8))
+    finally:
+        eng.close()
 
 
 def test_cuda_graphs_on_without_cuda_is_refused(custom_voice_model):
