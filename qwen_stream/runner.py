@@ -682,6 +682,9 @@ class TalkerRunner:
         return self._pad
 
     def _clock(self) -> float:
-        if self._device.type == "cuda":  # kernels run ahead of Python; time what they did
-            torch.cuda.synchronize(self._device)
+        """Now, once the step's kernels so far have run (they run ahead of Python). Only this thread's stream: a
+        device-wide synchronize would also wait for the decode stage's stream, and so undo its overlap with the
+        step."""
+        if self._device.type == "cuda":
+            torch.cuda.current_stream(self._device).synchronize()
         return time.perf_counter()

@@ -650,3 +650,23 @@ def test_on_cuda_a_row_makes_the_same_frames_alone_and_in_a_batch(custom_voice_d
     driver.release("short")
     driver.finish()
     assert torch.equal(driver.codes("probe").cpu(), alone)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_a_step_waits_for_its_own_stream_only(custom_voice_dir, noise_block):
+    """The decode stage decodes on a stream of its own beside the next step: the step's synchronising (its
+    timing, its read-back of the next tokens) must not wait for other streams, or the two would run in turn."""
+    from qwen_stream.model import load_model
+    from qwen_stream.settings import ModelSettings
+
+    model = load_model(ModelSettings(path=str(custom_voice_dir), device="cuda", dtype="fp32"))
+    runner = TalkerRunner(model, SAMPLING, max_batch=2, noise_block=noise_block)
+    runner.prefill([NewRow(PROBE)])
+    runner.step()  # lazy initialisation out of the way
+    side, busy = torch.cuda.Stream(), torch.cuda.Event()
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(10**10)  # seconds of GPU clock cycles
+        busy.record(side)
+    assert len(runner.step().frames) == 1
+    assert not busy.query()  # the step came back while the other stream was still busy
+    side.synchronize()
