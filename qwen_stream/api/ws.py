@@ -1,10 +1,11 @@
 """GET /v1/tts/websocket (also /tts/websocket): Cartesia's context WebSocket, so voice-agent stacks that speak
 it (Pipecat's CartesiaTTSService, the cartesia SDK with a custom URL) can use this server.
 
-Client messages: `{"context_id", "transcript", "continue", "voice", "language", "output_format", "flush"}`, or
-`{"context_id", "cancel": true}`. Server messages per context: `chunk` (base64 audio), `done`, `error` (the
-socket stays open). One socket is one client queue: its contexts play in the order they were opened; closing
-the socket cancels them all. docs/websocket.md has the details."""
+Client messages: `{"context_id", "transcript", "continue", "voice", "language", "output_format", "flush"}` (and
+/tts/stream's sampling fields on a turn's first message), or `{"context_id", "cancel": true}`. Server messages
+per context: `chunk` (base64 audio), `done`, `error` (the socket stays open). One socket is one client queue: its
+contexts play in the order they were opened; closing the socket cancels them all. docs/websocket.md has the
+details."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from ..raw_audio import RawConverter, RawFormat
 from ..speech.errors import InvalidRequest, NotReady
 from ..speech.queues import CLIENT_ID_PATTERN, QueueFull
 from ..speech.session import Context, Flushed, SpeechSession, UnitSpoken
+from .protocol import SamplingParams
 from .state import server
 
 log = logging.getLogger("qwen_stream.api")
@@ -59,8 +61,9 @@ class VoiceById(BaseModel):
     id: str = Field(min_length=1, max_length=128)
 
 
-class ContextMessage(BaseModel):
-    # Cartesia clients also send fields we do not use (model_id, duration, speed controls): ignored.
+class ContextMessage(SamplingParams):
+    # Cartesia clients also send fields we do not use (model_id, duration, speed controls): ignored. Extension:
+    # the sampling fields of /tts/stream (temperature, top_k, ...), for the turn, on its first message.
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
     context_id: str = Field(min_length=1, max_length=128, pattern=CLIENT_ID_PATTERN)
     transcript: str = Field("", max_length=100_000)
@@ -209,10 +212,13 @@ async def _handle(text: str, socket: Socket, session: SpeechSession, pumps: set[
                 request.language_name,
                 timestamps=request.add_timestamps,
                 min_clause_chars=request.min_clause_chars,
+                sampling=request.sampling(),
             )
             task = asyncio.ensure_future(_pump(context, fmt, socket, session))
             pumps.add(task)
             task.add_done_callback(pumps.discard)
+        elif request.sampling() not in (None, context.sampling):
+            raise InvalidRequest("invalid_params", "a turn's sampling is set by its first message")
         flush = request.flush or (request.max_buffer_delay_ms == 0 and bool(request.transcript))
         await session.feed(context, request.transcript, more=request.more, flush=flush)
     except InvalidRequest as e:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from normalization.incremental import SentenceBuffer
 
 from ..events import Outcome
+from ..settings import SamplingSettings
 from .errors import InvalidRequest
 from .service import Speaker, SpeechService
 from .utterance import Utterance
@@ -42,6 +43,7 @@ class Context:
     utterance: Utterance
     buffer: SentenceBuffer
     timestamps: bool = False  # mark each unit's start and end in the audio
+    sampling: SamplingSettings | None = None  # the turn's own, laid over the server's
     chars: int = 0  # text received, all pieces together
     flushes: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # pieces are normalized and appended in order
@@ -70,16 +72,20 @@ class SpeechSession:
         speaker: Speaker | None = None,
         timestamps: bool = False,
         min_clause_chars: int | None = None,
+        sampling: SamplingSettings | None = None,
     ) -> Context:
-        """A new turn, spoken by the named voice (or by `speaker`, a voice of this session's own). Raises
-        InvalidRequest (a bad voice or language, too many open turns) or QueueFull."""
+        """A new turn, spoken by the named voice (or by `speaker`, a voice of this session's own), with its own
+        `sampling` laid over the server's. Raises InvalidRequest (a bad voice, language or sampling setting,
+        too many open turns) or QueueFull."""
         if len(self._contexts) >= MAX_CONTEXTS:
             raise InvalidRequest("too_many_contexts", f"at most {MAX_CONTEXTS} contexts may be open on one connection")
+        if sampling is not None and (problems := sampling.problems()):
+            raise InvalidRequest("invalid_params", "; ".join(problems))
         if speaker is None:
             speaker = await self._speech.speaker(voice, instruct, language)
         utterance = self._speech.open_ended(self.client_id)
         buffer = SentenceBuffer(speaker.language, min_clause_chars=min_clause_chars)
-        context = Context(context_id, speaker, utterance, buffer, timestamps)
+        context = Context(context_id, speaker, utterance, buffer, timestamps, sampling=sampling)
         self._contexts[context_id] = context
         return context
 
@@ -100,7 +106,7 @@ class SpeechSession:
             if len(context.buffer.pending) > MAX_PENDING_CHARS:
                 units += context.buffer.flush()
             for unit in units:
-                requests = await self._speech.requests_for(unit, context.speaker)
+                requests = await self._speech.requests_for(unit, context.speaker, sampling=context.sampling)
                 if context.timestamps and requests:
                     context.utterance.mark(UnitSpoken(unit, start=True))
                 for request in requests:

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 
+import httpx
 import numpy as np
 import pytest
 import websockets
@@ -199,6 +200,47 @@ def test_text_after_the_last_piece_is_an_error_for_that_context(live):
 
     [error] = run(main())
     assert error["code"] == "context_closed" and error["context_id"] == "c"
+
+
+# top-k 1 in both samplers picks the most likely token every time: the audio is fixed by the settings alone.
+FIXED = {"top_k": 1, "subtalker_top_k": 1}
+
+
+def test_a_turns_own_sampling_decides_its_audio_as_on_tts_stream(live):
+    """The sampling fields of /tts/stream on a turn's first message: with settings that fix every token, the
+    turn's audio is the HTTP stream's for the same text and settings, and differs without them. Out-of-range
+    values are refused before the turn opens, and a later message that changes them is refused whole (its text
+    is not spoken), the turn going on."""
+    text = "The settings decide this sentence."
+
+    def streamed(words: str) -> bytes:
+        reply = httpx.post(live.url + "/tts/stream", json={"text": words, "voice": "Ryan", **FIXED}, timeout=120)
+        assert reply.status_code == 200
+        return reply.content
+
+    async def main():
+        async with websockets.connect(url(live)) as ws:
+            await ws.send(message("fixed", text, False, **FIXED))
+            fixed, _ = await until_done(ws, "fixed")
+            await ws.send(message("free", text, False))
+            free, _ = await until_done(ws, "free")
+            before = steps(live)
+            await ws.send(message("hot", text, False, temperature=11))
+            _, hot = await until_done(ws, "hot")
+            refused_steps = steps(live) - before
+            await ws.send(message("turn", "First part,", True, **FIXED))
+            await ws.send(message("turn", " said twice?", False, top_k=5))
+            _, changed = await until_done(ws, "turn")
+            await ws.send(message("turn", " then more.", False))
+            turn, _ = await until_done(ws, "turn")
+            return fixed, free, hot[-1], refused_steps, changed[-1], turn
+
+    fixed, free, hot, refused_steps, changed, turn = run(main())
+    assert fixed == streamed(text) and free != fixed
+    assert hot["type"] == "error" and hot["code"] == "invalid_params" and "temperature" in hot["message"]
+    assert refused_steps == 0
+    assert changed["type"] == "error" and changed["code"] == "invalid_params" and changed["context_id"] == "turn"
+    assert turn == streamed("First part, then more.")
 
 
 def test_api_key_in_a_header_or_the_query(custom_voice_dir):
