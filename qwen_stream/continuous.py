@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COMPILE_BACKEND = "inductor"  # torch.compile's backend for --torch-compile on
+BUILD_ATTEMPTS = 3  # a runner's batches that try to build it whole (_build_all) before leaving it to first use
 LOOKAHEAD = 64  # backlog entries looked at per iteration: admission costs the same with 10,000 waiting
 
 
@@ -102,6 +104,9 @@ class ContinuousLoop:
         # One runner per loaded model, kept while the model stays loaded: a family switch must not rebuild
         # (recompile, recapture) every bucket's step, which --torch-compile pays in minutes.
         self._runners: dict[int, TalkerRunner] = {}
+        # Runners built whole ahead of their rows (_build_all), and failed attempts at it so far.
+        self._built: weakref.WeakSet[TalkerRunner] = weakref.WeakSet()
+        self._build_failures: weakref.WeakKeyDictionary[TalkerRunner, int] = weakref.WeakKeyDictionary()
         engine.registry.on_unload.append(self._drop_runner)
         self.family: str | None = None  # the batch's model family while rows are live
         self.rows: dict[int, Job] = {}  # slot -> job
@@ -211,7 +216,8 @@ class ContinuousLoop:
                 self.runner = None  # its model was unloaded under a live batch: let go before loading another
             model = self.engine.registry.get(family)
             if self.runner is None or self.runner.model is not model:
-                self.runner = self._runner_for(model, live[0].request)
+                self.runner = self._runner_for(model)
+            self._build_all(self.runner, live[0].request)  # a batch starts: nothing runs on the model
         attached = []
         for job in live:
             try:
@@ -235,13 +241,11 @@ class ContinuousLoop:
             job.contended = self._contention
         self._publish()
 
-    def _runner_for(self, model: LoadedModel, request: SynthesisRequest) -> TalkerRunner:
-        """The model's runner, kept from its last batch (its steps built, its buffers allocated), or a new one,
-        built whole before its first rows join (`_build_all`)."""
+    def _runner_for(self, model: LoadedModel) -> TalkerRunner:
+        """The model's runner, kept from its last batch (its steps built, its buffers allocated), or a new one."""
         runner = self._runners.get(id(model))
         if runner is None or runner.model is not model:
             runner = self._runners[id(model)] = self._new_runner(model)
-            self._build_all(runner, request)
         self.load.kv_cache = "dynamic" if runner.max_len is None else "static"
         self._publish_step_kind(runner)
         return runner
@@ -276,27 +280,35 @@ class ContinuousLoop:
         return runner
 
     def _build_all(self, runner: TalkerRunner, request: SynthesisRequest) -> None:
-        """A new runner on an engine that captures or compiles: every bucket's step, and the prefill's and chunk
-        decode's graphs, are built now, while the batch is empty, with a short copy of the request that made the
-        runner (its voice, so its model's own prompt path). The server's warm-up does this for the default
-        model; for another family it happens at its first batch, which waits for it. Built lazily instead, a
-        step would be built the first time a batch reaches its bucket, holding every live row meanwhile, and the
-        prefill and decode would stay eager. A failure here is logged and leaves the lazy path."""
-        if runner.cuda_graphs or runner.compile_backend is not None:
-            started = time.perf_counter()
-            try:
-                built = runner.warm_up(dataclasses.replace(request, text="Warm up.", sampling=None))
-                self._capture_decode(runner.model)
-            except Exception:
-                if runner.cuda_graphs and self.engine.settings.cuda_graphs == "on":
-                    raise
-                log.warning(
-                    "building %s's steps ahead failed; they build at first use", runner.model.family, exc_info=True
-                )
-            else:
-                log.info(
-                    "built %d steps of %s ahead in %.1f s", built, runner.model.family, time.perf_counter() - started
-                )
+        """A runner on an engine that captures or compiles, not yet built: every bucket's step, and the
+        prefill's and chunk decode's graphs, are built now, while the batch is empty, with a short copy of the
+        request that starts the batch (its voice, so its model's own prompt path). The server's warm-up does
+        this for the default model; for another family it happens at its first batch, which waits for it. Built
+        lazily instead, a step would be built the first time a batch reaches its bucket, holding every live row
+        meanwhile, and the prefill and decode would stay eager. A failed build (out of memory beside another
+        family's graphs, a request whose prompt fails) is logged and tried again at the runner's next batches,
+        BUILD_ATTEMPTS in all, then left to the lazy path; the batch itself goes on either way."""
+        wanted = runner.cuda_graphs or runner.compile_backend is not None
+        failures = self._build_failures.get(runner, 0)
+        if not wanted or runner in self._built or failures >= BUILD_ATTEMPTS:
+            return
+        started = time.perf_counter()
+        try:
+            built = runner.warm_up(dataclasses.replace(request, text="Warm up.", sampling=None))
+        except Exception:
+            self._build_failures[runner] = failures + 1
+            log.warning(
+                "building %s's steps ahead failed (attempt %d of %d); until then they build at first use",
+                runner.model.family,
+                failures + 1,
+                BUILD_ATTEMPTS,
+                exc_info=True,
+            )
+        else:
+            self._built.add(runner)
+            log.info("built %d steps of %s ahead in %.1f s", built, runner.model.family, time.perf_counter() - started)
+        self._capture_decode(runner.model)
+        self._publish_step_kind(runner)
 
     def _publish_step_kind(self, runner: TalkerRunner) -> None:
         """What the step runs as: either may turn off after a failed capture or compile."""
@@ -304,6 +316,8 @@ class ContinuousLoop:
         self.load.torch_compile = runner.compile_backend is not None
         self.load.noise_draws = "block" if runner.noise_block else "token"
         self.load.prefill_cuda_graphs = runner.prefill_graphs is not None and runner.prefill_graphs.captured
+        carried = runner.model.carried  # the chunk decode's graphs live on the model
+        self.load.decode_cuda_graphs = carried is not None and carried.graphs is not None
 
     def warm_up(self, request: SynthesisRequest) -> int:
         """On the engine thread, idle, after a generation of `request` made the runner: builds the step of every
@@ -311,6 +325,7 @@ class ContinuousLoop:
         if self.rows or self.runner is None or self.runner.model is not self.engine.registry.get(request.family):
             return 0
         built = self.runner.warm_up(request)
+        self._built.add(self.runner)
         self._publish_step_kind(self.runner)
         self._capture_decode(self.runner.model)
         return built

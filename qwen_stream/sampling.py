@@ -247,7 +247,11 @@ class NoiseBlocks:
                 picks.append(self.ones)
                 if row.sampling.do_sample or row.sampling.subtalker_do_sample:
                     own.append(i)
-        index = torch.tensor(picks, dtype=torch.long, device=self.flat.device)
+        device = self.flat.device
+        if device.type == "cuda":  # from pinned memory, so the host does not wait for the block draws queued above
+            index = torch.tensor(picks, dtype=torch.long, pin_memory=True).to(device, non_blocking=True)
+        else:
+            index = torch.tensor(picks, dtype=torch.long)
         torch.index_select(self.flat, 0, index, out=noise.buffer[: len(picks)])
         for i in own:
             row = rows[i]

@@ -24,10 +24,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from ..events import AudioChunk, Mark, Outcome
 from ..raw_audio import RawConverter, RawFormat
+from ..settings import SamplingSettings
 from ..speech.errors import InvalidRequest, NotReady
 from ..speech.queues import CLIENT_ID_PATTERN, QueueFull
 from ..speech.session import Context, Flushed, SpeechSession, UnitSpoken
-from .protocol import SamplingParams
+from .protocol import SAMPLING_FIELDS, SamplingParams
 from .state import server
 
 log = logging.getLogger("qwen_stream.api")
@@ -217,14 +218,23 @@ async def _handle(text: str, socket: Socket, session: SpeechSession, pumps: set[
             task = asyncio.ensure_future(_pump(context, fmt, socket, session))
             pumps.add(task)
             task.add_done_callback(pumps.discard)
-        elif request.sampling() not in (None, context.sampling):
-            raise InvalidRequest("invalid_params", "a turn's sampling is set by its first message")
+        elif changed := _changed_sampling(request, context):
+            raise InvalidRequest("invalid_params", f"a turn's sampling is set by its first message: {changed}")
         flush = request.flush or (request.max_buffer_delay_ms == 0 and bool(request.transcript))
         await session.feed(context, request.transcript, more=request.more, flush=flush)
     except InvalidRequest as e:
         await socket.error(e.code, str(e), request.context_id, status=e.status)
     except QueueFull as e:
         await socket.error(e.code, str(e), request.context_id, status=429)
+
+
+def _changed_sampling(request: ContextMessage, context: Context) -> str:
+    """The sampling fields of a later message of a turn that differ from what its first message set ("" when
+    none does): repeating them, all or some, is fine."""
+    given = {name: getattr(request, name) for name in SAMPLING_FIELDS if getattr(request, name) is not None}
+    return ", ".join(
+        name for name, value in given.items() if value != getattr(context.sampling or SamplingSettings(), name)
+    )
 
 
 def problems(error: ValidationError) -> str:

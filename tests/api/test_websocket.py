@@ -229,6 +229,7 @@ def test_a_turns_own_sampling_decides_its_audio_as_on_tts_stream(live):
             _, hot = await until_done(ws, "hot")
             refused_steps = steps(live) - before
             await ws.send(message("turn", "First part,", True, **FIXED))
+            await ws.send(message("turn", "", True, top_k=1))  # repeating some of them is fine
             await ws.send(message("turn", " said twice?", False, top_k=5))
             _, changed = await until_done(ws, "turn")
             await ws.send(message("turn", " then more.", False))
@@ -240,6 +241,7 @@ def test_a_turns_own_sampling_decides_its_audio_as_on_tts_stream(live):
     assert hot["type"] == "error" and hot["code"] == "invalid_params" and "temperature" in hot["message"]
     assert refused_steps == 0
     assert changed["type"] == "error" and changed["code"] == "invalid_params" and changed["context_id"] == "turn"
+    assert changed["message"].endswith("first message: top_k")
     assert turn == streamed("First part, then more.")
 
 

@@ -302,6 +302,42 @@ def test_another_familys_first_batch_builds_every_step_before_its_rows_join(
         eng.close()
 
 
+@pytest.mark.parametrize("failing, attempts", [(1, 2), (10, continuous.BUILD_ATTEMPTS)], ids=["once", "always"])
+def test_a_failed_build_ahead_is_tried_again_at_the_next_batches_then_left_to_first_use(
+    custom_voice_model, monkeypatch, failing, attempts
+):
+    """Building a runner whole before its first batch fails (out of memory, say): that batch goes on, its steps
+    built at first use, and the next batches try again, a bounded number of times; every request makes the
+    library's frames."""
+    monkeypatch.setattr(continuous, "COMPILE_BACKEND", "eager")
+    monkeypatch.setattr(torch, "compile", lambda function, **_: function)  # the wiring is checked, not dynamo
+    tried: list[str] = []
+    warm_up = TalkerRunner.warm_up
+
+    def failing_warm_up(runner, request):
+        tried.append(request.text)
+        if len(tried) <= failing:
+            raise RuntimeError("out of memory (simulated)")
+        return warm_up(runner, request)
+
+    monkeypatch.setattr(TalkerRunner, "warm_up", failing_warm_up)
+    settings = EngineSettings(model=ModelSettings(path=custom_voice_model.source), max_batch=2, torch_compile="on",
+                              budget=FrameBudget(max_frames=64))
+    eng = Engine(custom_voice_model, settings)
+    try:
+        for seed in range(5):  # five batches, one after another
+            request = speak(f"Batch number {seed}.", seed=seed, frames=3)
+            frames = []
+            job = eng.submit(request, frames.append, keep_codes=True)
+            assert job.wait(120) and eng.wait_idle(120)
+            assert torch.equal(frames[-1].codes, library_frames(custom_voice_model, request, 3))
+        assert tried == ["Warm up."] * attempts
+        runner = eng._continuous.runner
+        assert sorted(runner._steps) == ([1, 2] if failing < attempts else [1])  # bucket 2 only if built ahead
+    finally:
+        eng.close()
+
+
 def test_cuda_graphs_on_without_cuda_is_refused(custom_voice_model):
     with pytest.raises(ValueError, match="CUDA"):
         TalkerRunner(custom_voice_model, SamplingSettings(), max_batch=2, max_len=64, cuda_graphs=True)
