@@ -665,7 +665,7 @@ def test_on_cuda_a_step_waits_for_its_own_stream_only(custom_voice_dir, noise_bl
     runner.step()  # lazy initialisation out of the way
     side, busy = torch.cuda.Stream(), torch.cuda.Event()
     with torch.cuda.stream(side):
-        torch.cuda._sleep(10**10)  # seconds of GPU clock cycles
+        torch.cuda._sleep(2 * 10**9)  # about a second of GPU clock cycles: a tiny step takes tens of ms
         busy.record(side)
     assert len(runner.step().frames) == 1
     assert not busy.query()  # the step came back while the other stream was still busy
