@@ -20,6 +20,19 @@ def add_model_args(parser: argparse.ArgumentParser, default_kind: str = "custom_
     parser.add_argument("--dtype", default="auto")
 
 
+def comma_list(*allowed: str):
+    """An argparse type: comma-separated values, each one of `allowed` (handed on as the string), so a typo is
+    refused when the arguments are parsed, not minutes into a run."""
+
+    def parse(text: str) -> str:
+        wrong = [value for value in text.split(",") if value not in allowed]
+        if wrong:
+            raise argparse.ArgumentTypeError(f"{', '.join(wrong)}: not one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
 def model_path(args) -> str:
     if args.model_path:
         return args.model_path

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import add_model_args, machine, model_path, pct  # noqa: E402
+from benchmarks._common import add_model_args, comma_list, machine, model_path, pct  # noqa: E402
 
 TEXT = "Streaming speech synthesis should start talking almost at once, for every one of many callers."
 
@@ -36,12 +36,16 @@ def main() -> None:
     add_model_args(parser)
     parser.add_argument("--concurrency", default="1,4,10,32")
     parser.add_argument("--frames", type=int, default=60, help="frames per utterance (80 ms each)")
-    parser.add_argument("--cuda-graphs", default="off,on", help="settings to compare (auto, on, off)")
-    parser.add_argument("--torch-compile", default="off", help="settings to compare (on, off), with each of the above")
+    parser.add_argument("--cuda-graphs", default="off,on", type=comma_list("auto", "on", "off"),
+                        help="settings to compare (auto, on, off)")
+    parser.add_argument("--torch-compile", default="off", type=comma_list("on", "off"),
+                        help="settings to compare (on, off), with each of the above")
     parser.add_argument("--static-len", type=int, default=0, help="static KV cache positions per row (0: auto)")
-    parser.add_argument("--decode", default="carried", help="chunk decoding modes to compare (carried, window)")
+    parser.add_argument("--decode", default="carried", type=comma_list("carried", "window"),
+                        help="chunk decoding modes to compare (carried, window)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--noise-draws", default="auto", help="settings to compare (auto, token, block)")
+    parser.add_argument("--noise-draws", default="auto", type=comma_list("auto", "token", "block"),
+                        help="settings to compare (auto, token, block)")
     parser.add_argument("--decode-graphs", choices=("on", "off"), default="on",
                         help="off: the chunk decode runs eagerly even where the warm-up captured it")
     args = parser.parse_args()

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks._common import add_model_args, machine, median, model_path  # noqa: E402
+from benchmarks._common import add_model_args, comma_list, machine, median, model_path  # noqa: E402
 
 TEXTS = [
     "Streaming speech synthesis should start talking almost at once.",
@@ -67,7 +67,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--mixed-sampling", action="store_true", help="odd rows sample with settings of their own")
     parser.add_argument("--compile", action="store_true", help="also the static step through torch.compile (inductor)")
-    parser.add_argument("--noise-draws", default="token", help="token, block or both (comma-separated)")
+    parser.add_argument("--noise-draws", default="token", type=comma_list("token", "block"),
+                        help="token, block or both (comma-separated)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
