@@ -70,7 +70,8 @@ def test_every_script_the_gpu_suite_runs_accepts_the_arguments_it_is_given():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     outcomes = json.loads(done.stdout.strip().splitlines()[-1])
-    refused = [(" ".join(argv), outcome) for argv, outcome in zip(scripts, outcomes, strict=True) if outcome != "parsed"]
+    results = zip(scripts, outcomes, strict=True)
+    refused = [(" ".join(argv), outcome) for argv, outcome in results if outcome != "parsed"]
     assert not refused, (refused, done.stderr[-3000:])
 
 
