@@ -6,14 +6,15 @@
                                            [--noise-draws token,block]
 
 For each `--cuda-graphs` and `--torch-compile` setting an engine is built (`--max-batch` = the largest c) and
-warmed up as the server warms up (every batch-size bucket's step built, so capture and compiling are not timed;
-the warm-up's seconds are reported); then for each c, c utterances are submitted at once,
-each capped at `--frames` frames, and every one's first PCM chunk is timed from its submission. Reported: first
-audio p50 / p95 / max over the c utterances, audio seconds made per wall second, and the engine's mean step
-and decode-stage times. This is what the GPU suite runs, since the GPU image carries the engine but not the
-server's stack; `bench_load.py` is the same question asked through real HTTP conversations. With CUDA graphs the
-warm-up also captures the carried chunk decode; `--decode-graphs off` lets it go again, to time the step's
-graphs alone. `--noise-draws` compares how rows draw their sampling noise (a call per token, or blocks of steps).
+warmed up as the server warms up (every batch-size bucket's step built, so capture and compiling are not timed; the
+warm-up's seconds are reported); then for each c, c utterances are submitted at once, each capped at `--frames`
+frames, and every one's first PCM chunk is timed from its submission. Reported: first audio p50 / p95 / max over
+the c utterances, audio seconds made per wall second, and the engine's mean step and decode-stage times; then where
+the first audio goes (median per stage: queue, prefill, first step, decode). This is what the GPU suite runs, since
+the GPU image carries the engine but not the server's stack; `bench_load.py` is the same question asked through
+real HTTP conversations. With CUDA graphs the warm-up also captures the carried chunk decode; `--decode-graphs off`
+lets it go again, to time the step's graphs alone. `--noise-draws` compares how rows draw their sampling noise (a
+call per token, or blocks of steps).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import add_model_args, comma_list, machine, model_path, pct  # noqa: E402
+from benchmarks._common import add_model_args, comma_list, machine, median, model_path, pct  # noqa: E402
 
+STAGES = ("queue", "prefill", "first step", "decode")
 TEXT = "Streaming speech synthesis should start talking almost at once, for every one of many callers."
 
 
@@ -68,9 +70,11 @@ def main() -> None:
     def request(i: int) -> SynthesisRequest:
         return SynthesisRequest(TEXT, "English", Voice(speaker=speakers[i % len(speakers)]), max_frames=args.frames)
 
-    def burst(engine: Engine, count: int) -> tuple[list[float], float, int]:
-        """Submits `count` utterances at once; returns first-audio seconds, wall seconds, frames made."""
+    def burst(engine: Engine, count: int) -> tuple[list[float], float, int, list[tuple[float, ...]]]:
+        """Submits `count` utterances at once; returns first-audio seconds, wall seconds, frames made, and each
+        utterance's stages before its first audio (STAGES, seconds)."""
         firsts: list[float] = []
+        stages: list[tuple[float, ...]] = []
         frames = [0]
         lock, done = threading.Lock(), threading.Semaphore(0)
 
@@ -83,8 +87,12 @@ def main() -> None:
                     with lock:
                         firsts.append(time.perf_counter() - submitted)
                 elif isinstance(event, End):
+                    s = event.stats
+                    marks = (s.submitted, s.started, s.joined, s.first_frame, s.first_chunk)
                     with lock:
-                        frames[0] += event.stats.frames
+                        frames[0] += s.frames
+                        if all(mark is not None for mark in marks):
+                            stages.append(tuple(b - a for a, b in zip(marks, marks[1:])))
                     done.release()
 
             return on_event
@@ -95,7 +103,7 @@ def main() -> None:
         for _ in range(count):
             if not done.acquire(timeout=600):
                 raise SystemExit("an utterance never ended")
-        return firsts, time.perf_counter() - start, frames[0]
+        return firsts, time.perf_counter() - start, frames[0], stages
 
     rows = []
     graph_modes, compile_modes = args.cuda_graphs.split(","), args.torch_compile.split(",")
@@ -128,9 +136,9 @@ def main() -> None:
                 model.carried.graphs = None
                 engine.load.decode_cuda_graphs = False
             for count in levels:
-                firsts, wall, frames = burst(engine, count)
+                firsts, wall, frames, stages = burst(engine, count)
                 report = engine.report()
-                rows.append((graphs, compiled, decode, report, count, firsts, wall, frames, warm))
+                rows.append((graphs, compiled, decode, report, count, firsts, wall, frames, warm, stages))
         finally:
             engine.close()
             if model.carried is not None:  # the chunk decode's graphs live on the model: not for the next variant
@@ -146,7 +154,7 @@ def main() -> None:
         "| p95 ms | max ms | audio s per wall s | step ms | decode ms |"
     )
     print("|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for graphs, compiled, decode, report, count, firsts, wall, frames, warm in rows:
+    for graphs, compiled, decode, report, count, firsts, wall, frames, warm, _ in rows:
         kinds = ("torch_compile", "cuda_graphs", "prefill_cuda_graphs", "decode_cuda_graphs")
         ran = "+".join(kind for kind in kinds if report[kind]) or "eager"
         print(
@@ -157,6 +165,21 @@ def main() -> None:
             f"| {1000 * float(report['step_seconds']):.1f} | {1000 * float(report['decode_seconds']):.1f} |"
         )
 
+    print()
+    print(
+        "Where the first audio goes: median ms over the c utterances of each stage (queue: waiting for the engine; "
+        "prefill: the group's prompts and forward, joining the batch; first step: until its first frame; "
+        "decode: that chunk decoded and handed out)."
+    )
+    print("| --cuda-graphs | --torch-compile | --decode | noise draws | c | " + " | ".join(STAGES) + " |")
+    print("|---|---|---|---|---:|" + "---:|" * len(STAGES))
+    for graphs, compiled, decode, report, count, _, _, _, _, stages in rows:
+        medians = [1000 * median([row[i] for row in stages]) for i in range(len(STAGES))]
+        print(
+            f"| {graphs} | {compiled} | {decode} | {report['noise_draws']} | {count} | "
+            + " | ".join(f"{value:.1f}" for value in medians)
+            + " |"
+        )
 
 if __name__ == "__main__":
     main()

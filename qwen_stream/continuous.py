@@ -229,8 +229,10 @@ class ContinuousLoop:
                 attached.append(job)
         live = attached
         admissions = self.runner.prefill([NewRow(job.request, max_frames=job.cap) for job in live])
+        joined = time.perf_counter()
         for job, admission in zip(live, admissions, strict=True):
             settled.add(id(job))
+            job.stats.joined = joined if admission.slot is not None else None
             if admission.slot is None:
                 error = admission.error or RuntimeError("refused")
                 log.error("job %d refused: %s: %s", job.id, type(error).__name__, error)

@@ -188,6 +188,8 @@ class Job:
             self._stalled = True
             self._cancelled.set()
             return None
+        if self.stats.frames == 0:
+            self.stats.first_frame = time.perf_counter()
         self.stats.frames += 1
         if self.codes is not None:
             self.codes.append(codes.detach().cpu())

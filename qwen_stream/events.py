@@ -58,7 +58,9 @@ class Stats:
 
     submitted: float = field(default_factory=time.perf_counter)  # an utterance: when its request arrived
     started: float | None = None
-    first_chunk: float | None = None  # engine side: the first chunk was made
+    joined: float | None = None  # continuous engine: prefilled and in the running batch
+    first_frame: float | None = None  # its first frame came out of a step
+    first_chunk: float | None = None  # engine side: the first chunk was made (decoded, handed out)
     first_audio: float | None = None  # client side: the first byte was handed to the response
     finished: float | None = None
     frames: int = 0

@@ -375,6 +375,15 @@ def test_the_estimated_wait_counts_jobs_that_need_a_slot_to_free_up():
     assert estimated_wait(Load(), waiting=100, max_batch=1) == 0.0  # nothing measured: no refusal
 
 
+def test_a_jobs_stats_time_each_stage_before_its_first_audio(engine):
+    """What the benchmarks break a first audio into: queue, prefill (joining the batch), the first frame's step,
+    then its decode and hand-off; each stage after the one before."""
+    _, end = run(engine, speak("Time my stages.", seed=2, frames=6))
+    stats = end.stats
+    stages = [stats.submitted, stats.started, stats.joined, stats.first_frame, stats.first_chunk, stats.finished]
+    assert all(t is not None for t in stages) and stages == sorted(stages)
+
+
 def test_reported_load_after_work(engine):
     run(engine, speak("Measure me.", seed=1, frames=5))
     assert engine.wait_idle(SAFETY)  # its End comes just before its slot is counted free
