@@ -63,6 +63,10 @@ step concurrency concurrency-1.7b-noise-token python3 benchmarks/bench_concurren
 # The carried decode with the step's graphs only (the chunk decode eager): what capturing the decode changes.
 step concurrency concurrency-1.7b-decode-eager python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b \
   --device cuda --concurrency 1,10 --frames 60 --cuda-graphs auto --static-len 640 --decode-graphs off
+# c = 1 with the step compiled (inductor) under its CUDA graph: the one bucket of --max-batch 1 compiles (minutes
+# for 1.7B), then the first audio a single caller gets from the most fused step, the 60 ms target's best chance.
+step concurrency concurrency-1.7b-compile python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b \
+  --device cuda --concurrency 1 --frames 60 --cuda-graphs auto --torch-compile on --static-len 640
 # Rows joining at once: one prefill forward for the group against one per row, and the group through the captured
 # prefill buckets (ms and operators per row).
 step prefill prefill-1.7b python3 benchmarks/bench_prefill.py --model-path /tmp/cv-1.7b --device cuda --groups 1,4,16,32
