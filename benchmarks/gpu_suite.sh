@@ -65,7 +65,8 @@ step concurrency concurrency-1.7b-decode-eager python3 benchmarks/bench_concurre
   --device cuda --concurrency 1,10 --frames 60 --cuda-graphs auto --static-len 640 --decode-graphs off
 # c = 1 with the step compiled (inductor) under its CUDA graph: the one bucket of --max-batch 1 compiles (minutes
 # for 1.7B), then the first audio a single caller gets from the most fused step, the 60 ms target's best chance.
-step concurrency concurrency-1.7b-compile python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b \
+# Bounded at 300 s, so that a compile slower than thought cannot take the rest of the call with it.
+step concurrency concurrency-1.7b-compile timeout 300 python3 benchmarks/bench_concurrency.py --model-path /tmp/cv-1.7b \
   --device cuda --concurrency 1 --frames 60 --cuda-graphs auto --torch-compile on --static-len 640
 # Rows joining at once: one prefill forward for the group against one per row, and the group through the captured
 # prefill buckets (ms and operators per row).
