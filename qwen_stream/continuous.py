@@ -232,12 +232,12 @@ class ContinuousLoop:
         joined = time.perf_counter()
         for job, admission in zip(live, admissions, strict=True):
             settled.add(id(job))
-            job.stats.joined = joined if admission.slot is not None else None
             if admission.slot is None:
                 error = admission.error or RuntimeError("refused")
                 log.error("job %d refused: %s: %s", job.id, type(error).__name__, error)
                 self._end(job, error)
                 continue
+            job.stats.joined = joined
             self.family = family
             self.rows[admission.slot] = job
             job.contended = self._contention

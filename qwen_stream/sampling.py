@@ -237,7 +237,7 @@ class NoiseBlocks:
     def fill(self, noise: StepNoise, rows: Sequence[BlockRow | None]) -> None:
         """`noise` rows [0, len(rows)); None: a free slot, which gets ones."""
         picks: list[int] = []
-        own: list[int] = []
+        own: list[tuple[int, BlockRow]] = []
         for i, row in enumerate(rows):
             if row is None:
                 picks.append(self.ones)
@@ -246,16 +246,14 @@ class NoiseBlocks:
             else:
                 picks.append(self.ones)
                 if row.sampling.do_sample or row.sampling.subtalker_do_sample:
-                    own.append(i)
+                    own.append((i, row))
         device = self.flat.device
         if device.type == "cuda":  # from pinned memory, so the host does not wait for the block draws queued above
             index = torch.tensor(picks, dtype=torch.long, pin_memory=True).to(device, non_blocking=True)
         else:
             index = torch.tensor(picks, dtype=torch.long)
         torch.index_select(self.flat, 0, index, out=noise.buffer[: len(picks)])
-        for i in own:
-            row = rows[i]
-            assert row is not None
+        for i, row in own:
             noise.fill_row(i, row.generator, row.sampling)
 
     def _take(self, row: BlockRow) -> int:

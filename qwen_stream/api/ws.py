@@ -231,9 +231,11 @@ async def _handle(text: str, socket: Socket, session: SpeechSession, pumps: set[
 def _changed_sampling(request: ContextMessage, context: Context) -> str:
     """The sampling fields of a later message of a turn that differ from what its first message set ("" when
     none does): repeating them, all or some, is fine."""
-    given = {name: getattr(request, name) for name in SAMPLING_FIELDS if getattr(request, name) is not None}
+    first = context.sampling or SamplingSettings()
     return ", ".join(
-        name for name, value in given.items() if value != getattr(context.sampling or SamplingSettings(), name)
+        name
+        for name in SAMPLING_FIELDS
+        if (value := getattr(request, name)) is not None and value != getattr(first, name)
     )
 
 
