@@ -152,7 +152,7 @@ def main() -> None:
                 r = row(server.url, clients, args)
                 print(f"| {engine} | {clients} | {r['p50']:.2f} | {r['p95']:.2f} | {r['max']:.2f} | "
                       f"{r['opening_p50']:.2f} / {r['opening_p95']:.2f} | "
-                      f"{r['stall_per_audio_s']:.3f} | {r['audio_per_wall_s']:.2f} |", flush=True)
+                      f"{r['stall_per_audio_s']:.4f} | {r['audio_per_wall_s']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,10 @@ step concurrency concurrency-0.6b python3 benchmarks/bench_concurrency.py --mode
 step runner runner-1.7b python3 benchmarks/bench_runner.py --model-path /tmp/cv-1.7b --device cuda --frames 30 \
   --runs 2 --batches 1,4,16,32 --max-len 512 --noise-draws token,block
 step engine engine-1.7b python3 benchmarks/bench_engine.py --model-path /tmp/cv-1.7b --device cuda --frames 100 --runs 3
+# Playback gaps the engine makes at 16 conversations, chunks sent early or on the schedule only (each engine
+# captures its graphs first).
+step concurrency playback-1.7b python3 benchmarks/bench_playback.py --model-path /tmp/cv-1.7b --device cuda \
+  --clients 16 --reps 1 --turns 2 --max-batch 32
 # Last: torch.compile (inductor) on the static step, alone and under CUDA graphs, at batch 1 and 32 (each
 # compiles per batch: minutes in all).
 step runner-compile runner-compile-1.7b python3 benchmarks/bench_runner.py --model-path /tmp/cv-1.7b --device cuda \

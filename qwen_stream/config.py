@@ -250,6 +250,14 @@ class ServerSettings:
             "CPU it does not); auto: block on CUDA"
         ),
     )
+    early_chunks: str = field(
+        default=EngineSettings.early_chunks,
+        metadata=opt(
+            "on or off: the continuous engine sends a stream's frames as a chunk ahead of the chunk schedule when "
+            "its reader would otherwise run out of audio first (audio sent, less the time since, below what the "
+            "scheduled chunk's steps and decode take); off: the schedule only"
+        ),
+    )
     max_wait_ms: int = field(
         default=0,
         metadata=opt(
@@ -358,6 +366,8 @@ class ServerSettings:
             problems.append(f"noise_draws must be one of {', '.join(NOISE_DRAWS)}, got {self.noise_draws!r}")
         if self.static_len < 0:
             problems.append("static_len must be >= 0")
+        if self.early_chunks not in TOGGLE:
+            problems.append(f"early_chunks must be one of {', '.join(TOGGLE)}, got {self.early_chunks!r}")
         if self.torch_compile not in TOGGLE:
             problems.append(f"torch_compile must be one of {', '.join(TOGGLE)}, got {self.torch_compile!r}")
         problems.extend(self.sampling().problems())
@@ -420,6 +430,7 @@ class ServerSettings:
             torch_compile=self.torch_compile,
             decode_overlap=self.decode_overlap,
             noise_draws=self.noise_draws,
+            early_chunks=self.early_chunks,
         )
 
     def demo_cache_dir(self) -> Path:

@@ -50,9 +50,12 @@ class Load:
     steps: int = 0  # talker steps made so far
     live_rows: int = 0
     step_s: float = 0.0  # one step: the talker and code predictor for every live row
+    period_s: float = 0.0  # from one step's start to the next's, while rows run: the time a frame takes
     talker_s: float = 0.0
     code_predictor_s: float = 0.0
     decode_s: float = 0.0  # the decode stage after a step: every due window, every row
+    prefill_s: float = 0.0  # one admission's prefill: every row that joins at that step, together
+    early_chunks: int = 0  # chunks sent ahead of the schedule, their reader's audio about to run out
     job_frames: float = 0.0  # frames of a finished job
     kv_cache: str = ""  # "dynamic" or "static" once a runner exists
     cuda_graphs: bool = False  # the step replays captured CUDA graphs
@@ -68,9 +71,15 @@ class Load:
         self.code_predictor_s = _mean(self.code_predictor_s, predictor, first)
         self.step_s = _mean(self.step_s, total, first)
 
+    def record_period(self, seconds: float, first: bool) -> None:
+        self.period_s = _mean(self.period_s, seconds, first)
+
     def record_decode(self, seconds: float) -> None:
         """After a step's decode stage (which may run beside the next step)."""
         self.decode_s = _mean(self.decode_s, seconds, self.steps == 1)
+
+    def record_prefill(self, seconds: float, first: bool) -> None:
+        self.prefill_s = _mean(self.prefill_s, seconds, first)
 
     def record_job(self, frames: int, first: bool) -> None:
         self.job_frames = _mean(self.job_frames, float(frames), first)
@@ -111,6 +120,8 @@ class ContinuousLoop:
         self.family: str | None = None  # the batch's model family while rows are live
         self.rows: dict[int, Job] = {}  # slot -> job
         self._jobs_done = 0
+        self._prefills = 0
+        self._last_step: float | None = None  # when the last step started, while rows run
         # Chunks and ends go out through the decode stage, in order; beside the next step when overlapping.
         self.stage = DecodeStage(_overlaps(engine.settings.decode_overlap))
 
@@ -138,6 +149,8 @@ class ContinuousLoop:
                 self._release_stopped()
                 if self.rows:
                     self._step()
+                else:
+                    self._last_step = None  # idle time is no step's period
             except Exception as error:  # never lose the worker: every live row fails, the loop goes on
                 log.exception("engine error around jobs %s", [job.id for job in self.rows.values()])
                 self._fail_all(error)
@@ -228,8 +241,11 @@ class ContinuousLoop:
             else:
                 attached.append(job)
         live = attached
+        prefilling = time.perf_counter()
         admissions = self.runner.prefill([NewRow(job.request, max_frames=job.cap) for job in live])
         joined = time.perf_counter()
+        self.load.record_prefill(joined - prefilling, first=self._prefills == 0)
+        self._prefills += 1
         for job, admission in zip(live, admissions, strict=True):
             settled.add(id(job))
             if admission.slot is None:
@@ -443,6 +459,10 @@ class ContinuousLoop:
 
     def _step(self) -> None:
         assert self.runner is not None
+        started = time.perf_counter()
+        if self._last_step is not None:
+            self.load.record_period(started - self._last_step, first=self.load.period_s == 0.0)
+        self._last_step = started
         self.stage.wait_for_room()  # the decode of the step before last has ended
         try:
             result = self.runner.step()
@@ -454,11 +474,16 @@ class ContinuousLoop:
         self.runner.model.tap.count_step()
         windows: list[tuple[Job, Window]] = []  # every row's due chunk, decoded together below
         leaving: list[tuple[int, bool]] = []
+        early = self.engine.settings.early_chunks == "on"
+        now = time.perf_counter()
         for frame in result.frames:
             job = self.rows[frame.slot]
             if not job.stopped:  # a cancel that came during the step: its frame is not wanted
                 try:
                     window = job.take_frame(frame.codes)
+                    if window is None and early and frame.end is None:
+                        window = job.take_early(self.load, now)
+                        self.load.early_chunks += window is not None
                 except Exception as error:  # this row's decoder or sink: this row's failure
                     job.on_error(error)
                 else:
@@ -481,6 +506,7 @@ class ContinuousLoop:
         timings = result.timings
         if timings.built:  # only building a step turns capture or compiling off, after a failure
             self._publish_step_kind(self.runner)
+            self._last_step = None  # nor does its period count
         else:  # a compile or capture (seconds) would hold the mean up for hundreds of steps
             self.load.record_step(timings.talker_s, timings.code_predictor_s, timings.total_s)
 

@@ -6,7 +6,8 @@ to the context's truncation error (DESIGN.md section 3): no fades, no crossfades
 
 Chunk schedule: the first chunk holds `first_chunk_size` frames (the lowest time to first audio); each
 later chunk doubles, up to `chunk_size`. Doubling keeps playback gapless whenever generation runs at least
-twice real time, while spending only a few extra window decodes at the start.
+twice real time, while spending only a few extra window decodes at the start; when it runs slower, the
+continuous loop takes the pending frames as a chunk ahead of the schedule (`take_pending`, playback.py).
 """
 
 from __future__ import annotations
@@ -132,6 +133,11 @@ class StreamingDecoder:
             return decode_windows(_unbatched(self._decode), [window])[0]
         return self._decode(window.codes, window.new)
 
+    @property
+    def frames_due(self) -> int:
+        """Frames still to come before the next chunk is complete."""
+        return self._target - self._pending
+
     def take(self, frame: torch.Tensor) -> Window | None:
         """Adds one frame; returns the window to decode when it completes a chunk (the caller decodes it, maybe
         batched with other utterances' windows, and turns it into PCM with `Window.pcm`)."""
@@ -144,6 +150,11 @@ class StreamingDecoder:
 
     def take_tail(self) -> Window | None:
         """The window of the frames not yet emitted (end of the utterance), if any."""
+        return self.take_pending()
+
+    def take_pending(self) -> Window | None:
+        """The window of the frames not yet emitted, if any, as a chunk now: a tail, or a chunk ahead of the
+        schedule (which goes on from where it was)."""
         return self._window() if self._pending else None
 
     def _window(self) -> Window:

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
 import torch
 
+from .catalog import FRAME_SECONDS
 from .continuous import ContinuousLoop, Load, estimated_wait
 from .decoder import StreamingDecoder, Window
 from .events import AudioChunk, End, Event, Outcome, Stats
@@ -34,6 +35,7 @@ from .generation import (
     generate_streaming,
 )
 from .model import LoadedModel
+from .playback import Playback, runs_dry
 from .registry import ModelRegistry
 from .settings import EngineSettings, StreamingSettings
 
@@ -119,6 +121,7 @@ class Job:
         emit: EventCallback,
         keep_codes: bool = False,
         flow: FlowControl | None = None,
+        playback: Playback | None = None,
     ):
         self.id = next(Job._ids)
         self.request = request
@@ -128,6 +131,8 @@ class Job:
         self._decoder: StreamingDecoder | None = None
         self._emit = emit
         self._flow = flow
+        # Its reader's playback as the server estimates it (playback.py): the stream's, shared by its sentences.
+        self.playback = playback if playback is not None else Playback()
         self._cancelled = threading.Event()
         self._eos = False
         self._stalled = False
@@ -180,6 +185,11 @@ class Job:
             wav = self._decoder.decode(window)
             self.deliver(window, wav, time.perf_counter() - started)
 
+    @property
+    def frames_due(self) -> int:
+        """Frames still to make before its next chunk is complete."""
+        return 0 if self._decoder is None else self._decoder.frames_due
+
     def take_frame(self, codes: torch.Tensor) -> Window | None:
         """Counts the frame in; returns the window to decode when it completes a chunk (the continuous loop
         decodes every row's due window of a step together, then calls `deliver`)."""
@@ -195,6 +205,14 @@ class Job:
             self.codes.append(codes.detach().cpu())
         assert self._decoder is not None  # made in attach(), before the first frame
         return self._decoder.take(codes)
+
+    def take_early(self, load: Load, now: float) -> Window | None:
+        """The frames made since its last chunk, as a chunk now, ahead of the schedule, when its reader would
+        run out of audio before the scheduled chunk is out (playback.runs_dry); else None."""
+        decoder = self._decoder
+        if decoder is None or self.stopped or not runs_dry(self.playback.left(now), decoder.frames_due, load):
+            return None
+        return decoder.take_pending()
 
     def take_tail(self) -> Window | None:
         """The window of the frames not yet sent, for a row that ends now (none for a cancelled or failed one);
@@ -225,6 +243,7 @@ class Job:
             if self.stats.started is not None:
                 self.stats.engine_ttfb = self.stats.first_chunk - self.stats.started
         frames = AudioChunk.frames_in(pcm)
+        self.playback.sent(frames * FRAME_SECONDS, time.perf_counter())
         if self._flow is not None:
             self._flow.sent(frames)
         self._emit(AudioChunk(pcm=pcm, frames=frames, index=self.stats.chunks))
@@ -361,16 +380,24 @@ class Engine:
 
     # -- submitting -----------------------------------------------------------------------------------
     def submit(
-        self, request: SynthesisRequest, emit: EventCallback, keep_codes: bool = False, flow: FlowControl | None = None
+        self,
+        request: SynthesisRequest,
+        emit: EventCallback,
+        keep_codes: bool = False,
+        flow: FlowControl | None = None,
+        playback: Playback | None = None,
     ) -> Job:
         """Validates and queues a request. Raises SynthesisError for a request this model cannot serve.
-        With `flow`, generation waits for the reader (see FlowControl)."""
+        With `flow`, generation waits for the reader (see FlowControl). `playback`: the stream's, when the job
+        continues one (its earlier sentences' audio counts as played from it)."""
         if request.family is not None and not self.registry.serves(request.family):
             raise SynthesisError(f"no {request.family} model is configured on this server")
         check_request(self.registry.info(request.family), request)
         if not self._thread.is_alive():
             raise RuntimeError("engine is closed")
-        job = Job(request, frame_cap(request, self.settings.budget), emit, keep_codes=keep_codes, flow=flow)
+        job = Job(
+            request, frame_cap(request, self.settings.budget), emit, keep_codes=keep_codes, flow=flow, playback=playback
+        )
         with self._wake:
             self._pending.add(job)
             self._backlog.append(job)
@@ -497,6 +524,9 @@ class Engine:
             "talker_seconds": load.talker_s,
             "code_predictor_seconds": load.code_predictor_s,
             "decode_seconds": load.decode_s,
+            "prefill_seconds": load.prefill_s,
+            "step_period_seconds": load.period_s,
+            "early_chunks": load.early_chunks,
             "estimated_wait_seconds": self.estimated_wait(),
             # Demand over capacity: rows in use plus heads waiting for one, per batch row. Below 1 a new
             # utterance starts at the next step; above it, it queues. What a router or an autoscaler reads.

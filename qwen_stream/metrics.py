@@ -17,6 +17,7 @@ _ENGINE_GAUGES = (
     ("waiting", "qwen_stream_waiting_heads", "Utterances waiting for a batch slot (one per client at most)"),
     ("step_seconds", "qwen_stream_step_seconds", "Mean talker + code predictor time of one step"),
     ("decode_seconds", "qwen_stream_decode_seconds", "Mean decode-stage time after one step"),
+    ("prefill_seconds", "qwen_stream_prefill_seconds", "Mean time of one prefill of the rows joining at a step"),
     ("estimated_wait_seconds", "qwen_stream_estimated_wait_seconds", "Estimated wait for a batch slot"),
     ("max_batch", "qwen_stream_batch_capacity", "Batch rows this replica runs at most (--max-batch)"),
     ("load", "qwen_stream_load", "Rows in use plus waiting heads, per batch row (1: full; autoscale on this)"),

@@ -148,6 +148,9 @@ class EngineSettings:
     # per call (sampling.NoiseBlocks: each call is a kernel launch on a GPU, paid by every step at a large
     # batch), "auto" blocks on CUDA. On CPU both give the same values, and a block costs a step's latency.
     noise_draws: str = "auto"
+    # "on": the continuous loop sends a row's frames as a chunk ahead of the chunk schedule when its reader would
+    # otherwise run out of audio before the scheduled chunk (playback.py); "off": the schedule only.
+    early_chunks: str = "on"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -162,6 +165,8 @@ class EngineSettings:
             raise ValueError(f"decode_overlap must be one of {', '.join(SWITCH)}, got {self.decode_overlap!r}")
         if self.noise_draws not in NOISE_DRAWS:
             raise ValueError(f"noise_draws must be one of {', '.join(NOISE_DRAWS)}, got {self.noise_draws!r}")
+        if self.early_chunks not in TOGGLE:
+            raise ValueError(f"early_chunks must be one of {', '.join(TOGGLE)}, got {self.early_chunks!r}")
 
     def noise_block(self, device_type: str) -> int:
         """Steps of noise a row draws per call on a device of this type (0: a call per token)."""

@@ -54,6 +54,7 @@ def test_boolean_flags_and_env():
     (["--engine", "dynamic"], {}, "engine must be one of continuous, static"),
     (["--max-wait-ms", "-1"], {}, "max_wait_ms"),
     (["--noise-draws", "tokens"], {}, "noise_draws must be one of auto, token, block"),
+    (["--early-chunks", "auto"], {}, "early_chunks must be one of on, off"),
 ])
 def test_bad_settings_name_the_problem(argv, env, words):
     with pytest.raises(ValueError, match=words):

@@ -266,7 +266,7 @@ class ClientQueues:
 
         client.engine_busy = True
         try:
-            utterance.attach(self._engine.submit(segment, emit, flow=utterance.flow))
+            utterance.attach(self._engine.submit(segment, emit, flow=utterance.flow, playback=utterance.playback))
         except Exception as error:  # refused by the engine (closed, invalid): this utterance fails alone
             client.engine_busy = False
             client.running = None

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from ..engine import FlowControl, Job
 from ..events import AudioChunk, End, Mark, Outcome, Stats
 from ..generation import SynthesisRequest
+from ..playback import Playback
 
 
 class InputClosed(RuntimeError):
@@ -30,6 +31,7 @@ class Utterance:
         self.text_chars = text_chars
         self.stats = Stats()  # submitted = arrival
         self.flow = flow  # shared by its jobs: how far generation may run ahead of the reader
+        self.playback = Playback()  # shared by its jobs: its reader's audio left, as the engine estimates it
         # Set when the server gives up on the reader (stalled): a response blocked in a send to a reader that
         # takes nothing must be abandoned, since no further item of the stream can reach it.
         self.abandoned = asyncio.Event()

@@ -20,6 +20,7 @@ from qwen_stream.engine import Engine
 from qwen_stream.events import AudioChunk, End
 from qwen_stream.generation import SynthesisRequest, Voice
 from qwen_stream.model import LoadedModel
+from qwen_stream.playback import Playback
 from qwen_stream.registry import ModelInfo, ModelRegistry, ModelSpec
 from qwen_stream.runner import TalkerRunner
 from qwen_stream.settings import EngineSettings, ModelSettings
@@ -473,3 +474,60 @@ def test_the_stage_keeps_order_bounds_what_waits_and_survives_a_failing_piece():
     inline = DecodeStage(overlap=False)
     inline.submit(lambda: done.append(3))
     assert done == [1, 2, 3]  # ran at once, on the caller's thread
+
+
+def _chunk_frames(recorder: Recorder) -> list[int]:
+    return [e.frames for e in recorder.events if isinstance(e, AudioChunk)]
+
+
+def _early_engine(model, early: str) -> Engine:
+    return Engine(model, EngineSettings(model=ModelSettings(path=model.source), max_batch=2, early_chunks=early))
+
+
+@pytest.mark.parametrize("early", ["on", "off"])
+def test_a_reader_about_to_run_dry_gets_each_frame_at_once_and_the_stream_is_still_exact(
+    custom_voice_model, monkeypatch, early
+):
+    """Every reader said to run dry (the rule's clock-dependent decision forced): with --early-chunks on, each
+    frame after the first goes out as its own chunk, and the stream still equals the offline decode of its
+    frames, which are the same as on the schedule; off, the schedule (1, 2, 4, 4, ...) holds regardless."""
+    monkeypatch.setattr("qwen_stream.engine.runs_dry", lambda left, frames_due, load: True)
+    eng = _early_engine(custom_voice_model, early)
+    try:
+        scheduled = solo_codes(eng, LONG)
+        recorder = Recorder(eng)
+        eng.submit(LONG, recorder, keep_codes=True)
+        end = recorder.end
+        report = eng.report()
+    finally:
+        eng.close()
+    assert end.error is None and torch.equal(end.codes, scheduled)
+    frames = _chunk_frames(recorder)
+    if early == "on":
+        assert frames == [1] * 40 and report["early_chunks"] >= 39
+    else:
+        assert frames == [1, 2] + [4] * 9 + [1] and report["early_chunks"] == 0
+    streamed = pcm16_to_float(b"".join(e.pcm for e in recorder.events if isinstance(e, AudioChunk)))
+    reference = offline_pcm(custom_voice_model, end.codes)
+    assert len(streamed) == len(reference)
+    assert np.abs(streamed - reference).max() <= 1e-3 * np.abs(reference).max()
+
+
+def test_a_reader_with_audio_to_spare_gets_the_schedule_and_its_stream_counts_every_sentence(custom_voice_model):
+    """The rule itself, unforced: a stream whose earlier sentences left it a minute of audio never needs a
+    chunk early, so the schedule holds; the job adds its own audio to the stream's playback (a later sentence of
+    the stream counts it)."""
+    eng = _early_engine(custom_voice_model, "on")
+    playback = Playback()
+    before = time.perf_counter()
+    playback.sent(60.0, now=before)
+    try:
+        recorder = Recorder(eng)
+        eng.submit(LONG, recorder, playback=playback)
+        end = recorder.end
+    finally:
+        eng.close()
+    assert end.error is None and _chunk_frames(recorder) == [1, 2] + [4] * 9 + [1]
+    # Its 40 frames (3.2 s) were added after the minute: the end of playback is at least that far from `before`.
+    left = playback.left(before)
+    assert left is not None and left >= 60.0 + 40 * 0.08 - 1e-9

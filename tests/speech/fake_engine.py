@@ -26,6 +26,7 @@ from collections.abc import Callable
 from qwen_stream.engine import EventCallback, FlowControl
 from qwen_stream.events import AudioChunk, End, Outcome, Stats
 from qwen_stream.generation import SynthesisError, SynthesisRequest
+from qwen_stream.playback import Playback
 
 CHUNK_BYTES = 3840  # one 80 ms frame of 24 kHz PCM16 mono
 ENDLESS = 10**9  # max_frames for a job that only a cancel ends
@@ -54,6 +55,7 @@ class FakeJob:
         self.sent = 0  # chunks emitted
         self.late = engine.late_chunks  # chunks still emitted after a cancel
         self.result: str | None = None  # the outcome it ended with
+        self.playback: Playback | None = None  # the stream's, as ClientQueues passed it
         self._engine = engine
         self._emit = emit
         self._flow = flow
@@ -108,7 +110,12 @@ class FakeEngine:
 
     # -- the surface ClientQueues uses ----------------------------------------------------------------
     def submit(
-        self, request: SynthesisRequest, emit: EventCallback, keep_codes: bool = False, flow: FlowControl | None = None
+        self,
+        request: SynthesisRequest,
+        emit: EventCallback,
+        keep_codes: bool = False,
+        flow: FlowControl | None = None,
+        playback: Playback | None = None,
     ) -> FakeJob:
         if self._closed:
             raise RuntimeError("engine is closed")
@@ -118,6 +125,7 @@ class FakeEngine:
             raise SynthesisError(f"refused {request.text!r}")
         chunks = self.chunks if request.max_frames is None else request.max_frames
         job = FakeJob(self, request, emit, flow, chunks, outcome)
+        job.playback = playback
         with self._cond:
             self.jobs.append(job)
             self._backlog.append(job)

@@ -138,6 +138,9 @@ def test_multi_segment_utterance_plays_its_segments_in_order():
         spans(engine, "S1", "S2", "S3")
         # Each segment is its own job: the other client's head gets its turn after the first one.
         assert engine.started == ["S1", "B1", "S2", "S3"]
+        # Its sentences are one stream to its reader: every job adds to the utterance's own playback estimate.
+        assert [engine.job(s).playback for s in ("S1", "S2", "S3")] == [utterance.playback] * 3
+        assert engine.job("B1").playback is other.playback is not utterance.playback
 
     scenario(test)
 
