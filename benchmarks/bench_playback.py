@@ -3,10 +3,11 @@
     python benchmarks/bench_playback.py [--clients 4,8] [--early-chunks on,off] [--reps 3] [--threads 1]
 
 Each conversation speaks `--turns` turns of two sentences, the second submitted when the first ends (one
-client's sentences in order, as the server's queues do), then waits for the turn's audio to play and thinks
-1 s; conversations start 0.5 s apart. Every chunk is timed as the engine hands it out, and played by the least
-forgiving player (it starts at the first chunk of a sentence and plays each chunk right after the one before):
-a gap is a chunk that came after the audio before it had played. bench_load.py measures the same over HTTP,
+client's sentences in order, as the server's queues do; the two share one playback estimate, as an utterance's
+sentences do), then waits for the turn's audio to play and thinks 1 s; conversations start 0.5 s apart. Every
+chunk is timed as the engine hands it out, and a turn's chunks are played by the least forgiving player (it
+starts at the turn's first chunk and plays each chunk right after the one before): a gap is a chunk that came
+after the audio before it had played. bench_load.py measures the same over HTTP,
 where the transport and the client's own threads add gaps of their own; this one shows what the engine's
 scheduling (`--early-chunks`) does. Runs of each setting alternate, so drift on a shared machine hits both.
 
@@ -51,11 +52,13 @@ def gaps(arrivals: list[tuple[float, int]]) -> list[float]:
 def run(engine, speakers: list[str], clients: int, turns: int, frames: int) -> dict:
     from qwen_stream.events import AudioChunk, End
     from qwen_stream.generation import SynthesisRequest, Voice
+    from qwen_stream.playback import Playback
 
     sentences: list[tuple[int, float, list[tuple[float, int]]]] = []  # (index in turn, submitted, arrivals)
+    turns_played: list[list[tuple[float, int]]] = []  # a turn's chunks, both sentences, as its player gets them
     lock = threading.Lock()
 
-    def say(text: str, speaker: str) -> tuple[float, list[tuple[float, int]]]:
+    def say(text: str, speaker: str, playback) -> tuple[float, list[tuple[float, int]]]:
         arrivals: list[tuple[float, int]] = []
         done = threading.Event()
 
@@ -66,16 +69,19 @@ def run(engine, speakers: list[str], clients: int, turns: int, frames: int) -> d
                 done.set()
 
         submitted = time.perf_counter()
-        engine.submit(SynthesisRequest(text, "English", Voice(speaker=speaker), max_frames=frames), emit)
+        request = SynthesisRequest(text, "English", Voice(speaker=speaker), max_frames=frames)
+        engine.submit(request, emit, playback=playback)
         if not done.wait(600):
             raise SystemExit("a sentence did not end")
         return submitted, arrivals
 
     def conversation(i: int) -> None:
         for turn in range(turns):
-            spoken = [say(text, speakers[i % len(speakers)]) for text in TEXTS[turn % len(TEXTS)]]
+            playback = Playback()  # one stream per turn, as the server's queues give an utterance's sentences
+            spoken = [say(text, speakers[i % len(speakers)], playback) for text in TEXTS[turn % len(TEXTS)]]
             with lock:
                 sentences.extend((k, submitted, arrivals) for k, (submitted, arrivals) in enumerate(spoken))
+                turns_played.append([a for _, arrivals in spoken for a in arrivals])
             audio = sum(frames for _, arrivals in spoken for _, frames in arrivals) * FRAME_S
             time.sleep(max(0.0, spoken[0][1][0][0] + audio - time.perf_counter()) + 1.0)
 
@@ -87,7 +93,7 @@ def run(engine, speakers: list[str], clients: int, turns: int, frames: int) -> d
         time.sleep(0.5)
     for thread in threads:
         thread.join()
-    waits = [g for _, _, arrivals in sentences if arrivals for g in gaps(arrivals)]
+    waits = [g for arrivals in turns_played if arrivals for g in gaps(arrivals)]
     first = {
         k: [arrivals[0][0] - submitted for j, submitted, arrivals in sentences if j == k and arrivals] for k in (0, 1)
     }

@@ -266,7 +266,11 @@ class ServerSettings:
         ),
     )
     pre_buffer: int = field(
-        default=0, metadata=opt("chunks held back before the first byte is sent (smooths slow GPUs)")
+        default=0,
+        metadata=opt(
+            "the audio of the chunk schedule's first N chunks (2: 3 frames) held back before the first byte is sent "
+            "(smooths slow GPUs)"
+        ),
     )
     temperature: float | None = field(
         default=None, metadata=opt("talker sampling temperature (default: the checkpoint's)")

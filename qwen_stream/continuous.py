@@ -122,6 +122,7 @@ class ContinuousLoop:
         self._jobs_done = 0
         self._prefills = 0
         self._last_step: float | None = None  # when the last step started, while rows run
+        self.clock = time.perf_counter  # what the step period is measured with
         # Chunks and ends go out through the decode stage, in order; beside the next step when overlapping.
         self.stage = DecodeStage(_overlaps(engine.settings.decode_overlap))
 
@@ -129,6 +130,8 @@ class ContinuousLoop:
         from .engine import _STOP, _Task
 
         while True:
+            if not self.rows:
+                self._last_step = None  # the wait for work below is no step's period
             joining: list[Job] = []  # consecutive new jobs, prefilled together
             for item in self._take():
                 if item is _STOP or isinstance(item, _Task):
@@ -140,6 +143,7 @@ class ContinuousLoop:
                 if not isinstance(item, _Task):
                     joining.append(item)
                     continue
+                self._last_step = None  # a task (a voice prompt, a model load) is no step's period either
                 try:
                     self.engine._run_task(item)
                 except Exception:  # never lose the worker
@@ -149,8 +153,6 @@ class ContinuousLoop:
                 self._release_stopped()
                 if self.rows:
                     self._step()
-                else:
-                    self._last_step = None  # idle time is no step's period
             except Exception as error:  # never lose the worker: every live row fails, the loop goes on
                 log.exception("engine error around jobs %s", [job.id for job in self.rows.values()])
                 self._fail_all(error)
@@ -244,8 +246,9 @@ class ContinuousLoop:
         prefilling = time.perf_counter()
         admissions = self.runner.prefill([NewRow(job.request, max_frames=job.cap) for job in live])
         joined = time.perf_counter()
-        self.load.record_prefill(joined - prefilling, first=self._prefills == 0)
-        self._prefills += 1
+        if live:
+            self.load.record_prefill(joined - prefilling, first=self._prefills == 0)
+            self._prefills += 1
         for job, admission in zip(live, admissions, strict=True):
             settled.add(id(job))
             if admission.slot is None:
@@ -340,6 +343,7 @@ class ContinuousLoop:
     def warm_up(self, request: SynthesisRequest) -> int:
         """On the engine thread, idle, after a generation of `request` made the runner: builds the step of every
         batch-size bucket (compiling, capturing), so no request waits for that later. Returns the buckets built."""
+        self.load.period_s = 0.0  # the warm-up generation's steps (lazy initialisation) predict no later ones
         if self.rows or self.runner is None or self.runner.model is not self.engine.registry.get(request.family):
             return 0
         built = self.runner.warm_up(request)
@@ -459,7 +463,7 @@ class ContinuousLoop:
 
     def _step(self) -> None:
         assert self.runner is not None
-        started = time.perf_counter()
+        started = self.clock()
         if self._last_step is not None:
             self.load.record_period(started - self._last_step, first=self.load.period_s == 0.0)
         self._last_step = started

@@ -131,8 +131,13 @@ class Job:
         self._decoder: StreamingDecoder | None = None
         self._emit = emit
         self._flow = flow
-        # Its reader's playback as the server estimates it (playback.py): the stream's, shared by its sentences.
-        self.playback = playback if playback is not None else Playback()
+        # Its reader's playback as the server estimates it (playback.py): the stream's, shared by its sentences;
+        # None where nobody plays the audio as it comes (a file, a long-form job): its chunks keep the schedule.
+        self.playback = playback
+        # Frames of the windows handed to the decode stage, and of the chunks sent: the difference is audio on
+        # its way (decoding beside the next step), which its reader will have. One writer each.
+        self._frames_taken = 0
+        self._frames_sent = 0
         self._cancelled = threading.Event()
         self._eos = False
         self._stalled = False
@@ -185,11 +190,6 @@ class Job:
             wav = self._decoder.decode(window)
             self.deliver(window, wav, time.perf_counter() - started)
 
-    @property
-    def frames_due(self) -> int:
-        """Frames still to make before its next chunk is complete."""
-        return 0 if self._decoder is None else self._decoder.frames_due
-
     def take_frame(self, codes: torch.Tensor) -> Window | None:
         """Counts the frame in; returns the window to decode when it completes a chunk (the continuous loop
         decodes every row's due window of a step together, then calls `deliver`)."""
@@ -204,22 +204,33 @@ class Job:
         if self.codes is not None:
             self.codes.append(codes.detach().cpu())
         assert self._decoder is not None  # made in attach(), before the first frame
-        return self._decoder.take(codes)
+        return self._taken(self._decoder.take(codes))
 
     def take_early(self, load: Load, now: float) -> Window | None:
         """The frames made since its last chunk, as a chunk now, ahead of the schedule, when its reader would
-        run out of audio before the scheduled chunk is out (playback.runs_dry); else None."""
-        decoder = self._decoder
-        if decoder is None or self.stopped or not runs_dry(self.playback.left(now), decoder.frames_due, load):
+        run out of audio before the scheduled chunk is out (playback.runs_dry); else None. The audio left counts
+        the chunks still decoding."""
+        decoder, playback = self._decoder, self.playback
+        if decoder is None or playback is None or self.stopped:
             return None
-        return decoder.take_pending()
+        left = playback.left(now)
+        if left is not None:
+            left += max(0, self._frames_taken - self._frames_sent) * FRAME_SECONDS
+        if not runs_dry(left, decoder.frames_due, load):
+            return None
+        return self._taken(decoder.take_pending())
+
+    def _taken(self, window: Window | None) -> Window | None:
+        if window is not None:
+            self._frames_taken += window.new
+        return window
 
     def take_tail(self) -> Window | None:
         """The window of the frames not yet sent, for a row that ends now (none for a cancelled or failed one);
         `finish` flushes whatever is left if this was not called."""
         if self._ended.is_set() or self.cancelled or self._error is not None or self._decoder is None:
             return None
-        return self._decoder.take_tail()
+        return self._taken(self._decoder.take_tail())
 
     def deliver(self, window: Window, wav: torch.Tensor, seconds: float) -> None:
         """A decoded window's chunk goes out; `seconds`: this row's share of the decode. Not after this row
@@ -243,7 +254,9 @@ class Job:
             if self.stats.started is not None:
                 self.stats.engine_ttfb = self.stats.first_chunk - self.stats.started
         frames = AudioChunk.frames_in(pcm)
-        self.playback.sent(frames * FRAME_SECONDS, time.perf_counter())
+        self._frames_sent += frames
+        if self.playback is not None:
+            self.playback.sent(frames * FRAME_SECONDS, time.perf_counter())
         if self._flow is not None:
             self._flow.sent(frames)
         self._emit(AudioChunk(pcm=pcm, frames=frames, index=self.stats.chunks))

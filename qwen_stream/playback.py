@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .catalog import FRAME_SECONDS
+
 if TYPE_CHECKING:
     from .continuous import Load
 
@@ -45,7 +47,9 @@ def runs_dry(left: float | None, frames_due: int, load: Load) -> bool:
     the chunk that lacks `frames_due` frames is out: a mean step period (the step, the decode stage beside or
     after it, the prefills between) per frame, one period more for the step that comes out long (a prefill of
     joining rows, a family's first batch), then the decode stage at its mean. A stream that has sent nothing
-    has no playback to keep whole: its first chunk is already as early as the schedule makes it."""
-    if left is None or frames_due <= 0:
+    has no playback to keep whole: its first chunk is already as early as the schedule makes it. Nor is a step
+    period of a frame's length or more: then no chunk size keeps any stream whole, and the more decode calls
+    of smaller chunks would only slow every row further."""
+    if left is None or load.period_s >= FRAME_SECONDS:
         return False
     return left < (frames_due + 1) * load.period_s + load.decode_s

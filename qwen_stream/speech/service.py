@@ -4,6 +4,7 @@ it, stream its audio, interrupt a client. Built once the models are loaded; know
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import normalization
 
 from ..config import ServerSettings
+from ..decoder import chunk_schedule
 from ..engine import Engine
 from ..events import AudioChunk, Mark, Outcome
 from ..generation import SynthesisError, SynthesisRequest, Voice, check_request
@@ -170,10 +172,13 @@ class SpeechService:
         self.queues.cancel(utterance, Outcome.REJECTED)
 
     async def stream(self, utterance: Utterance) -> AsyncGenerator[bytes, None]:
-        """The response body: PCM as it is made, after --pre-buffer chunks. A reader that leaves cancels the
-        utterance (finally)."""
+        """The response body: PCM as it is made, after the audio of --pre-buffer chunks. A reader that leaves
+        cancels the utterance (finally)."""
         held: list[bytes] = []
-        pre_buffer = self.settings.pre_buffer
+        # Counted in frames, the audio of the schedule's first --pre-buffer chunks, so that chunks sent early
+        # (smaller, when the engine judges the reader short of audio) hold back as much.
+        hold = sum(itertools.islice(chunk_schedule(self.engine.settings.streaming), self.settings.pre_buffer))
+        held_frames = 0
         failed: BaseException | None = None
         try:
             async for item in utterance.events():
@@ -183,11 +188,12 @@ class SpeechService:
                     if item.outcome in (Outcome.ERROR, Outcome.STALLED):
                         failed = item.error or StreamFailed(utterance.id)
                     continue
-                if len(held) < pre_buffer:
+                if held_frames < hold:
                     held.append(item.pcm)
-                    if len(held) < pre_buffer:
+                    held_frames += item.frames
+                    if held_frames < hold:
                         continue
-                    data, held, pre_buffer = b"".join(held), [], 0
+                    data, held, hold = b"".join(held), [], 0
                 else:
                     data = item.pcm
                 utterance.first_audio_sent()

@@ -446,7 +446,12 @@ def test_normalize_route_and_opting_out(server, client):
     assert len(verbatim.content) < len(normalized.content)
 
 
-def test_pre_buffer_holds_the_first_chunks_back(custom_voice_dir):
+@pytest.mark.parametrize("early", [False, True], ids=["schedule", "early-chunks"])
+def test_pre_buffer_holds_the_first_chunks_back(custom_voice_dir, monkeypatch, early):
+    """--pre-buffer 2 holds the audio of the schedule's first two chunks (3 frames), also when every chunk after
+    the first goes out early, one frame each (the early-chunk rule forced)."""
+    if early:
+        monkeypatch.setattr("qwen_stream.engine.runs_dry", lambda left, frames_due, load: left is not None)
     settings = ServerSettings(model_path=str(custom_voice_dir), device="cpu", max_frames=30, pre_buffer=2)
     live = LiveServer(settings).start()
     try:

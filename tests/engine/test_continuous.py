@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from qwen_stream.cloning import clone_prompt
 from qwen_stream.continuous import Load, estimated_wait
 from qwen_stream.decode_stage import DecodeStage
 from qwen_stream.decoder import pcm16_to_float
@@ -23,7 +24,7 @@ from qwen_stream.model import LoadedModel
 from qwen_stream.playback import Playback
 from qwen_stream.registry import ModelInfo, ModelRegistry, ModelSpec
 from qwen_stream.runner import TalkerRunner
-from qwen_stream.settings import EngineSettings, ModelSettings
+from qwen_stream.settings import EngineSettings, ModelSettings, StreamingSettings
 
 from .test_engine import offline_pcm, run
 from .test_runner import library_frames
@@ -480,37 +481,80 @@ def _chunk_frames(recorder: Recorder) -> list[int]:
     return [e.frames for e in recorder.events if isinstance(e, AudioChunk)]
 
 
-def _early_engine(model, early: str) -> Engine:
-    return Engine(model, EngineSettings(model=ModelSettings(path=model.source), max_batch=2, early_chunks=early))
+def _always_dry(left, frames_due, load) -> bool:
+    """The rule's clock-dependent decision, forced: every stream that has sent audio is about to run dry."""
+    return left is not None
+
+
+SCHEDULE_40 = [1, 2] + [4] * 9 + [1]  # LONG's 40 frames on the chunk schedule (1, doubling to 4; the tail)
+
+
+def _early_engine(model, early: str, **streaming) -> Engine:
+    return Engine(
+        model,
+        EngineSettings(
+            model=ModelSettings(path=model.source),
+            max_batch=2,
+            early_chunks=early,
+            streaming=StreamingSettings(**streaming),
+        ),
+    )
+
+
+def _streamed_equals_offline(model, recorder: Recorder, codes, context=None) -> None:
+    streamed = pcm16_to_float(b"".join(e.pcm for e in recorder.events if isinstance(e, AudioChunk)))
+    reference = offline_pcm(model, codes, context=context)
+    assert len(streamed) == len(reference)
+    assert np.abs(streamed - reference).max() <= 1e-3 * max(np.abs(reference).max(), 1e-6)
 
 
 @pytest.mark.parametrize("early", ["on", "off"])
 def test_a_reader_about_to_run_dry_gets_each_frame_at_once_and_the_stream_is_still_exact(
     custom_voice_model, monkeypatch, early
 ):
-    """Every reader said to run dry (the rule's clock-dependent decision forced): with --early-chunks on, each
+    """Every reader said to run dry once it has audio (the rule's decision forced): with --early-chunks on, each
     frame after the first goes out as its own chunk, and the stream still equals the offline decode of its
-    frames, which are the same as on the schedule; off, the schedule (1, 2, 4, 4, ...) holds regardless."""
-    monkeypatch.setattr("qwen_stream.engine.runs_dry", lambda left, frames_due, load: True)
+    frames, which are the same as on the schedule; off, the schedule holds regardless. A job nobody plays as it
+    comes (no playback: a file, a long-form job) keeps the schedule either way."""
+    monkeypatch.setattr("qwen_stream.engine.runs_dry", _always_dry)
     eng = _early_engine(custom_voice_model, early)
     try:
-        scheduled = solo_codes(eng, LONG)
+        unplayed = Recorder(eng)
+        eng.submit(LONG, unplayed, keep_codes=True)
+        scheduled = unplayed.end.codes
+        before = eng.report()["early_chunks"]
         recorder = Recorder(eng)
-        eng.submit(LONG, recorder, keep_codes=True)
+        eng.submit(LONG, recorder, keep_codes=True, playback=Playback())
         end = recorder.end
-        report = eng.report()
+        sent_early = eng.report()["early_chunks"] - before
     finally:
         eng.close()
+    assert _chunk_frames(unplayed) == SCHEDULE_40
     assert end.error is None and torch.equal(end.codes, scheduled)
-    frames = _chunk_frames(recorder)
-    if early == "on":
-        assert frames == [1] * 40 and report["early_chunks"] >= 39
+    if early == "on":  # frames 2 to 39 early; the 40th ends the row and goes as its tail
+        assert _chunk_frames(recorder) == [1] * 40 and sent_early == 38
     else:
-        assert frames == [1, 2] + [4] * 9 + [1] and report["early_chunks"] == 0
-    streamed = pcm16_to_float(b"".join(e.pcm for e in recorder.events if isinstance(e, AudioChunk)))
-    reference = offline_pcm(custom_voice_model, end.codes)
-    assert len(streamed) == len(reference)
-    assert np.abs(streamed - reference).max() <= 1e-3 * np.abs(reference).max()
+        assert _chunk_frames(recorder) == SCHEDULE_40 and sent_early == 0
+    _streamed_equals_offline(custom_voice_model, recorder, end.codes)
+
+
+def test_early_chunks_of_an_icl_clone_after_a_larger_first_chunk_are_exact(base_model, reference_audio, monkeypatch):
+    """An ICL clone's first chunk decodes the reference's codes in front of its own frames (they prime the
+    decoder's state); with a first chunk of two frames and every later frame sent early, the stream still
+    equals the offline decode with the reference in front."""
+    monkeypatch.setattr("qwen_stream.engine.runs_dry", _always_dry)
+    samples, rate = reference_audio
+    voice = Voice(clone=clone_prompt(base_model, samples, rate, "This is the reference transcript."))
+    eng = _early_engine(base_model, "on", first_chunk_size=2)
+    try:
+        recorder = Recorder(eng)
+        request = SynthesisRequest("An early cloned stream.", "English", voice, seed=3, max_frames=12)
+        eng.submit(request, recorder, keep_codes=True, playback=Playback())
+        end = recorder.end
+    finally:
+        eng.close()
+    assert end.error is None and _chunk_frames(recorder) == [2] + [1] * 10
+    _streamed_equals_offline(base_model, recorder, end.codes, context=voice.clone.ref_code[-72:])
 
 
 def test_a_reader_with_audio_to_spare_gets_the_schedule_and_its_stream_counts_every_sentence(custom_voice_model):
@@ -527,7 +571,26 @@ def test_a_reader_with_audio_to_spare_gets_the_schedule_and_its_stream_counts_ev
         end = recorder.end
     finally:
         eng.close()
-    assert end.error is None and _chunk_frames(recorder) == [1, 2] + [4] * 9 + [1]
+    assert end.error is None and _chunk_frames(recorder) == SCHEDULE_40
     # Its 40 frames (3.2 s) were added after the minute: the end of playback is at least that far from `before`.
     left = playback.left(before)
     assert left is not None and left >= 60.0 + 40 * 0.08 - 1e-9
+
+
+def test_the_step_period_leaves_out_the_time_the_engine_was_idle(custom_voice_model):
+    """The mean step period (what the early-chunk rule predicts a frame's time with) is measured between steps
+    while rows run: an hour of idle time between two utterances (on the loop's clock) does not enter it."""
+    eng = _early_engine(custom_voice_model, "on")
+    offset = [0.0]
+    loop = eng._continuous
+    assert loop is not None
+    loop.clock = lambda: time.perf_counter() + offset[0]
+    try:
+        run(eng, speak("Before the pause.", seed=1, frames=6))
+        assert eng.wait_idle(SAFETY)
+        offset[0] += 3600.0  # an hour passes with nothing to do
+        run(eng, speak("After the pause.", seed=2, frames=6))
+        period = eng.report()["step_period_seconds"]
+    finally:
+        eng.close()
+    assert 0.0 < period < 60.0

@@ -28,6 +28,7 @@ def test_a_reader_runs_dry_when_its_audio_left_is_less_than_its_chunks_steps_one
     assert not runs_dry(0.066, frames_due=2, load=load)
     assert runs_dry(-0.01, frames_due=1, load=load)  # already out: the next chunk is late whatever it holds
     assert not runs_dry(None, frames_due=1, load=load)  # nothing sent yet: no playback to keep whole
-    assert not runs_dry(0.0, frames_due=0, load=load)  # nothing made since the last chunk
     assert not runs_dry(0.001, frames_due=1, load=Load())  # nothing measured: only audio already out counts
     assert runs_dry(-0.001, frames_due=1, load=Load())
+    # Frames slower than real time: no chunk size keeps a stream whole, and early chunks would only add decodes.
+    assert not runs_dry(-1.0, frames_due=1, load=Load(steps=100, period_s=0.08, decode_s=0.005))
