@@ -12,7 +12,8 @@ where the transport and the client's own threads add gaps of their own; this one
 scheduling (`--early-chunks`) does. Runs of each setting alternate, so drift on a shared machine hits both.
 
 Per row: the gaps (count, total ms), the first chunk's latency per sentence (submit -> first chunk, median and
-max, ms) for a turn's first and second sentence, the early chunks sent and the mean step period.
+max, ms) for a turn's first and second sentence, the early chunks sent, the mean step period, and where the
+three longest gaps fell (s2c1: before the turn's second sentence's first chunk).
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ TEXTS = [
 FRAME_S = 0.08
 
 
-def gaps(arrivals: list[tuple[float, int]]) -> list[float]:
-    """Seconds the player waited after it had started: chunks (time, frames) played back to back."""
+def gaps(arrivals: list[tuple[float, int, str]]) -> list[tuple[float, str]]:
+    """Seconds the player waited after it had started, and before which chunk: chunks (time, frames, name)
+    played back to back."""
     out, position = [], arrivals[0][0]
-    for when, frames in arrivals:
+    for when, frames, name in arrivals:
         if when > position:
-            out.append(when - position)
+            out.append((when - position, name))
             position = when
         position += frames * FRAME_S
     return out
@@ -55,7 +57,8 @@ def run(engine, speakers: list[str], clients: int, turns: int, frames: int) -> d
     from qwen_stream.playback import Playback
 
     sentences: list[tuple[int, float, list[tuple[float, int]]]] = []  # (index in turn, submitted, arrivals)
-    turns_played: list[list[tuple[float, int]]] = []  # a turn's chunks, both sentences, as its player gets them
+    # A turn's chunks, both sentences, as its player gets them: (time, frames, "s<sentence>c<chunk>").
+    turns_played: list[list[tuple[float, int, str]]] = []
     lock = threading.Lock()
 
     def say(text: str, speaker: str, playback) -> tuple[float, list[tuple[float, int]]]:
@@ -81,7 +84,13 @@ def run(engine, speakers: list[str], clients: int, turns: int, frames: int) -> d
             spoken = [say(text, speakers[i % len(speakers)], playback) for text in TEXTS[turn % len(TEXTS)]]
             with lock:
                 sentences.extend((k, submitted, arrivals) for k, (submitted, arrivals) in enumerate(spoken))
-                turns_played.append([a for _, arrivals in spoken for a in arrivals])
+                turns_played.append(
+                    [
+                        (when, n, f"s{k + 1}c{c + 1}")
+                        for k, (_, arrivals) in enumerate(spoken)
+                        for c, (when, n) in enumerate(arrivals)
+                    ]
+                )
             audio = sum(frames for _, arrivals in spoken for _, frames in arrivals) * FRAME_S
             time.sleep(max(0.0, spoken[0][1][0][0] + audio - time.perf_counter()) + 1.0)
 
@@ -94,13 +103,15 @@ def run(engine, speakers: list[str], clients: int, turns: int, frames: int) -> d
     for thread in threads:
         thread.join()
     waits = [g for arrivals in turns_played if arrivals for g in gaps(arrivals)]
+    longest = sorted(waits, reverse=True)[:3]
     first = {
         k: [arrivals[0][0] - submitted for j, submitted, arrivals in sentences if j == k and arrivals] for k in (0, 1)
     }
     report = engine.report()
     return {
         "gaps": len(waits),
-        "gap_ms": 1000 * sum(waits),
+        "gap_ms": 1000 * sum(g for g, _ in waits),
+        "where": " ".join(f"{name}:{1000 * g:.0f}" for g, name in longest) or "-",
         "first": {k: (1000 * statistics.median(v), 1000 * max(v)) for k, v in first.items()},
         "early": report["early_chunks"] - early_before,
         "period_ms": 1000 * report["step_period_seconds"],
@@ -135,9 +146,9 @@ def main() -> None:
     )
     print(
         "| N | early chunks | run | gaps | gap ms | turn's first: first chunk median / max ms "
-        "| second: median / max ms | early chunks sent | step period ms |"
+        "| second: median / max ms | early chunks sent | step period ms | longest gaps (sentence, chunk: ms) |"
     )
-    print("|---:|---|---:|---:|---:|---|---|---:|---:|")
+    print("|---:|---|---:|---:|---:|---|---|---:|---:|---|")
     for clients in (int(n) for n in args.clients.split(",")):
         for rep in range(args.reps):
             for early in settings:
@@ -157,7 +168,7 @@ def main() -> None:
                 (m0, x0), (m1, x1) = r["first"][0], r["first"][1]
                 print(
                     f"| {clients} | {early} | {rep + 1} | {r['gaps']} | {r['gap_ms']:.1f} | {m0:.0f} / {x0:.0f} "
-                    f"| {m1:.0f} / {x1:.0f} | {r['early']} | {r['period_ms']:.1f} |",
+                    f"| {m1:.0f} / {x1:.0f} | {r['early']} | {r['period_ms']:.1f} | {r['where']} |",
                     flush=True,
                 )
 
