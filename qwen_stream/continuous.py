@@ -120,7 +120,6 @@ class ContinuousLoop:
         self.family: str | None = None  # the batch's model family while rows are live
         self.rows: dict[int, Job] = {}  # slot -> job
         self._jobs_done = 0
-        self._prefills = 0
         self._last_step: float | None = None  # when the last step started, while rows run
         self.clock = time.perf_counter  # what the step period is measured with
         # Chunks and ends go out through the decode stage, in order; beside the next step when overlapping.
@@ -247,8 +246,7 @@ class ContinuousLoop:
         admissions = self.runner.prefill([NewRow(job.request, max_frames=job.cap) for job in live])
         joined = time.perf_counter()
         if live:
-            self.load.record_prefill(joined - prefilling, first=self._prefills == 0)
-            self._prefills += 1
+            self.load.record_prefill(joined - prefilling, first=self.load.prefill_s == 0.0)
         for job, admission in zip(live, admissions, strict=True):
             settled.add(id(job))
             if admission.slot is None:
